@@ -1,0 +1,17 @@
+"""Errors caused by what the user gave us (a file, a flag, a filelist line).
+
+Entry points catch `Diff2LipError` and print its message as one line, never a traceback:
+the message itself names the thing that is wrong and how to fix it.
+"""
+
+
+class Diff2LipError(Exception):
+    """Bad input: the message names the offending file or flag and the fix."""
+
+
+class CheckpointError(Diff2LipError):
+    """A checkpoint is missing, truncated, or does not match the model flags."""
+
+
+class MediaError(Diff2LipError):
+    """A video, image or audio file is missing, unreadable, or lacks the needed stream."""

@@ -1,0 +1,431 @@
+"""Flags and factories: one dictionary of defaults per group of flags, turned into argparse
+arguments, so a flag, its default, its help and the constructor argument cannot drift apart.
+
+The released Diff2Lip command lines parse unchanged (`--flag value` and `--flag=value`,
+booleans as True/False, true/false, 1/0). The defaults are the released checkpoint's
+configuration, so `--model_path checkpoints/checkpoint.pt` alone builds the right network.
+"""
+
+import argparse
+from typing import Dict, Iterable, Optional, Sequence, Tuple
+
+import torch as th
+
+from . import gaussian_diffusion as gd
+from .errors import CheckpointError, Diff2LipError
+from .respace import SpacedDiffusion, space_timesteps
+from .unet import TFGModel
+
+NUM_CLASSES = 1000
+
+# Channel multipliers of the released code per image size (COMPAT.md).
+CHANNEL_MULT_BY_SIZE = {
+    512: (1, 1, 2, 2, 4, 4),
+    256: (1, 1, 2, 3, 4, 4),
+    128: (1, 1, 2, 3, 4),
+    64: (1, 2, 3, 4),
+}
+
+
+def diffusion_defaults() -> dict:
+    """Defaults of the diffusion process (the released checkpoint's)."""
+    return dict(
+        learn_sigma=True,
+        diffusion_steps=1000,
+        noise_schedule="linear",
+        timestep_respacing="",
+        use_kl=False,
+        predict_xstart=False,
+        rescale_timesteps=False,
+        rescale_learned_sigmas=False,
+    )
+
+
+def tfg_model_defaults() -> dict:
+    """Defaults of the TFG network (the released checkpoint's)."""
+    return dict(
+        image_size=128,
+        num_channels=128,
+        num_res_blocks=2,
+        num_heads=4,
+        num_heads_upsample=-1,
+        num_head_channels=64,
+        attention_resolutions="32,16,8",
+        channel_mult="",
+        dropout=0.0,
+        class_cond=False,
+        use_checkpoint=False,
+        use_scale_shift_norm=False,
+        resblock_updown=True,
+        use_fp16=False,
+        use_new_attention_order=False,
+        fused_attention=True,
+        nframes=5,
+        nrefer=1,
+        use_ref=True,
+        use_audio=True,
+        audio_as_style=True,
+        audio_as_style_encoder_mlp=False,
+    )
+
+
+def tfg_model_and_diffusion_defaults() -> dict:
+    """Every flag that `tfg_create_model_and_diffusion` takes, with the released values."""
+    res = tfg_model_defaults()
+    res.update(diffusion_defaults())
+    return res
+
+
+def tfg_data_defaults() -> dict:
+    """Flags of the face crops fed to the network."""
+    return dict(face_hide_percentage=0.5)
+
+
+def tfg_sampling_defaults() -> dict:
+    """Flags of the released inference scripts (`generate.py`, `generate_dist.py`)."""
+    return dict(
+        timestep_respacing="ddim25",
+        use_ddim=True,
+        clip_denoised=True,
+        model_path="checkpoints/checkpoint.pt",
+        sampling_seed=7,
+        sampling_input_type="gt",
+        sampling_ref_type="gt",
+        sampling_batch_size=32,
+        generate_from_filelist=True,
+        test_video_dir="",
+        filelist="",
+        sample_path="outputs/samples",
+        save_orig=False,
+        video_path="",
+        audio_path="",
+        out_path="outputs/result.mp4",
+        face_det_batch_size=64,
+        pads="0,0,0,0",
+        is_voxceleb2=True,
+    )
+
+
+FLAG_HELP: Dict[str, str] = {
+    # network
+    "image_size": "side of the square face crop the network works on (released: 128)",
+    "num_channels": "base channel count of the UNet (released: 128)",
+    "num_res_blocks": "residual blocks per UNet level",
+    "num_heads": "attention heads (used when --num_head_channels is -1)",
+    "num_heads_upsample": "attention heads in the decoder (-1: same as --num_heads)",
+    "num_head_channels": "channels per attention head (-1: use --num_heads)",
+    "attention_resolutions": "comma list of feature-map sizes (px) with self-attention",
+    "channel_mult": "comma list of channel multipliers per level ('' picks the released one for the image size)",
+    "dropout": "dropout rate inside residual blocks",
+    "class_cond": "class-conditional UNet (guided-diffusion option; Diff2Lip: False)",
+    "use_checkpoint": "gradient checkpointing: less memory, more compute in training",
+    "use_scale_shift_norm": "FiLM-style scale/shift conditioning (released Diff2Lip: False)",
+    "resblock_updown": "down/up-sample inside residual blocks (released: True)",
+    "use_fp16": "run the UNet torso in float16 on a GPU (on a CPU, float32 or bfloat16 is used instead)",
+    "use_new_attention_order": "split q/k/v before heads (released Diff2Lip: False, the legacy order)",
+    "fused_attention": "use torch's fused scaled_dot_product_attention (same result as the released einsum, faster)",
+    "nframes": "frames per training sequence (SyncNet and sequence-GAN window)",
+    "nrefer": "reference frames concatenated to the input",
+    "use_ref": "feed reference frame(s) to the network",
+    "use_audio": "condition on audio through the audio encoder",
+    "audio_as_style": "inject audio by adding it to the timestep embedding (released: True; "
+    "False, the released spatial variant, is parsed but not implemented)",
+    "audio_as_style_encoder_mlp": "released variant with an MLP after the audio encoder: parsed, "
+    "not implemented (must be False)",
+    # diffusion
+    "learn_sigma": "the network also predicts the variance (learned range); output has 6 channels",
+    "diffusion_steps": "training diffusion steps T",
+    "noise_schedule": "beta schedule: linear or cosine",
+    "timestep_respacing": "sampling steps: 'ddimN', 'N' or a comma list of section counts ('' = all T)",
+    "use_kl": "train on the variational bound instead of the MSE",
+    "predict_xstart": "the network predicts x0 instead of the noise (Diff2Lip: False)",
+    "rescale_timesteps": "feed timesteps scaled to 0..1000 to the network",
+    "rescale_learned_sigmas": "scale the variational term by T/1000 (RESCALED_MSE)",
+    # data
+    "face_hide_percentage": "fraction of the face crop (from the bottom) that is masked and generated",
+    # sampling
+    "use_ddim": "sample with DDIM (deterministic with eta 0) instead of DDPM",
+    "clip_denoised": "clamp the predicted clean frame to [-1, 1] at each step",
+    "model_path": "Diff2Lip checkpoint (a state_dict), e.g. checkpoints/checkpoint.pt",
+    "sampling_seed": "seed of the shared initial noise; same seed, same output",
+    "sampling_input_type": "input frames: gt (each frame itself, cross) or first_frame (reconstruction)",
+    "sampling_ref_type": "reference frames: gt, first_frame or random",
+    "sampling_batch_size": "frames per network call",
+    "generate_from_filelist": "1: run the pairs of --filelist; 0: one --video_path/--audio_path pair",
+    "test_video_dir": "root folder the filelist paths are relative to",
+    "filelist": "text file of 'AUDIO_REL VIDEO_REL' lines (no .mp4)",
+    "sample_path": "output folder for filelist runs",
+    "save_orig": "also write the untouched input with the driving audio as *_orig.mp4",
+    "video_path": "single run: the face video (or a still image)",
+    "audio_path": "single run: the speech (wav, mp3, m4a, or a video's audio track)",
+    "out_path": "single run: the output mp4",
+    "face_det_batch_size": "frames per S3FD face-detection batch",
+    "pads": "face box padding top,bottom,left,right in pixels",
+    "is_voxceleb2": "use the fixed VoxCeleb2 face crop instead of the face detector",
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# argparse
+
+
+def str2bool(v) -> bool:
+    """Parse True/False, true/false, 1/0, yes/no, t/f, y/n."""
+    if isinstance(v, bool):
+        return v
+    value = str(v).strip().lower()
+    if value in ("yes", "true", "t", "y", "1"):
+        return True
+    if value in ("no", "false", "f", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (True/False, 1/0), got {v!r}")
+
+
+def add_dict_to_argparser(parser: argparse.ArgumentParser, default_dict: dict, help_dict: Optional[dict] = None) -> None:
+    """Add one `--key` per entry, typed by its default, documented from `help_dict` (FLAG_HELP)."""
+    help_dict = FLAG_HELP if help_dict is None else help_dict
+    for k, v in default_dict.items():
+        v_type = type(v)
+        if v is None:
+            v_type = str
+        elif isinstance(v, bool):
+            v_type = str2bool
+        text = help_dict.get(k, "")
+        parser.add_argument(f"--{k}", default=v, type=v_type, help=f"{text} (default: {v!r})".strip())
+
+
+def args_to_dict(args, keys: Iterable[str]) -> dict:
+    return {k: getattr(args, k) for k in keys}
+
+
+def create_argparser(*default_dicts: dict, description: str = "") -> argparse.ArgumentParser:
+    """An argparse parser of the merged dictionaries (later ones override earlier ones).
+
+    Prefix abbreviations are off, so a mistyped flag is an error rather than another flag.
+    """
+    merged: dict = {}
+    for d in default_dicts:
+        merged.update(d)
+    parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
+    add_dict_to_argparser(parser, merged)
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------
+# Factories
+
+
+def parse_channel_mult(channel_mult, image_size: int) -> Tuple[float, ...]:
+    """The channel multipliers from the flag, or the released ones for `image_size`."""
+    if channel_mult in ("", None):
+        if image_size not in CHANNEL_MULT_BY_SIZE:
+            raise Diff2LipError(
+                f"--image_size {image_size} has no default channel multipliers; "
+                f"pass --channel_mult (e.g. 1,2,2) or use one of {sorted(CHANNEL_MULT_BY_SIZE)}"
+            )
+        return CHANNEL_MULT_BY_SIZE[image_size]
+    if isinstance(channel_mult, str):
+        return tuple(float(m) if "." in m else int(m) for m in channel_mult.split(","))
+    return tuple(channel_mult)
+
+
+def parse_attention_resolutions(attention_resolutions, image_size: int) -> Tuple[int, ...]:
+    """Feature-map sizes in px (e.g. "32,16,8") -> the down-sampling rates the UNet attends at."""
+    if isinstance(attention_resolutions, str):
+        sizes = [int(r) for r in attention_resolutions.split(",") if r.strip()]
+    else:
+        sizes = list(attention_resolutions)
+    return tuple(image_size // res for res in sizes)
+
+
+def create_tfg_model(
+    image_size: int,
+    num_channels: int,
+    num_res_blocks: int,
+    *,
+    learn_sigma: bool,
+    channel_mult="",
+    class_cond: bool = False,
+    use_checkpoint: bool = False,
+    attention_resolutions="32,16,8",
+    num_heads: int = 4,
+    num_head_channels: int = 64,
+    num_heads_upsample: int = -1,
+    use_scale_shift_norm: bool = False,
+    dropout: float = 0.0,
+    resblock_updown: bool = True,
+    use_fp16: bool = False,
+    use_new_attention_order: bool = False,
+    fused_attention: bool = True,
+    nframes: int = 5,
+    nrefer: int = 1,
+    use_ref: bool = True,
+    use_audio: bool = True,
+    audio_as_style: bool = True,
+    audio_as_style_encoder_mlp: bool = False,
+) -> TFGModel:
+    """The TFG network for the given flags."""
+    if use_audio and not audio_as_style:
+        raise Diff2LipError(
+            "--audio_as_style False (the released spatial-audio variant) is not implemented; "
+            "use --audio_as_style True, as the released checkpoint does"
+        )
+    if audio_as_style_encoder_mlp:
+        raise Diff2LipError(
+            "--audio_as_style_encoder_mlp True is not implemented; the released checkpoint uses False"
+        )
+    return TFGModel(
+        image_size=image_size,
+        in_channels=3,
+        model_channels=num_channels,
+        out_channels=(3 if not learn_sigma else 6),
+        num_res_blocks=num_res_blocks,
+        attention_resolutions=parse_attention_resolutions(attention_resolutions, image_size),
+        dropout=dropout,
+        channel_mult=parse_channel_mult(channel_mult, image_size),
+        num_classes=(NUM_CLASSES if class_cond else None),
+        use_checkpoint=use_checkpoint,
+        use_fp16=use_fp16,
+        num_heads=num_heads,
+        num_head_channels=num_head_channels,
+        num_heads_upsample=num_heads_upsample,
+        use_scale_shift_norm=use_scale_shift_norm,
+        resblock_updown=resblock_updown,
+        use_new_attention_order=use_new_attention_order,
+        fused_attention=fused_attention,
+        nframes=nframes,
+        nrefer=nrefer,
+        use_ref=use_ref,
+        use_audio=use_audio,
+        audio_as_style=audio_as_style,
+        audio_as_style_encoder_mlp=audio_as_style_encoder_mlp,
+    )
+
+
+def create_gaussian_diffusion(
+    *,
+    steps: int = 1000,
+    learn_sigma: bool = True,
+    sigma_small: bool = False,
+    noise_schedule: str = "linear",
+    use_kl: bool = False,
+    predict_xstart: bool = False,
+    rescale_timesteps: bool = False,
+    rescale_learned_sigmas: bool = False,
+    timestep_respacing="",
+) -> SpacedDiffusion:
+    """The diffusion process for the given flags (respaced when `timestep_respacing` is set)."""
+    betas = gd.get_named_beta_schedule(noise_schedule, steps)
+    if use_kl:
+        loss_type = gd.LossType.RESCALED_KL
+    elif rescale_learned_sigmas:
+        loss_type = gd.LossType.RESCALED_MSE
+    else:
+        loss_type = gd.LossType.MSE
+    if not timestep_respacing:
+        timestep_respacing = [steps]
+    if learn_sigma:
+        model_var_type = gd.ModelVarType.LEARNED_RANGE
+    else:
+        model_var_type = gd.ModelVarType.FIXED_SMALL if sigma_small else gd.ModelVarType.FIXED_LARGE
+    return SpacedDiffusion(
+        use_timesteps=space_timesteps(steps, timestep_respacing),
+        betas=betas,
+        model_mean_type=gd.ModelMeanType.START_X if predict_xstart else gd.ModelMeanType.EPSILON,
+        model_var_type=model_var_type,
+        loss_type=loss_type,
+        rescale_timesteps=rescale_timesteps,
+    )
+
+
+_DIFFUSION_ARG_NAMES = {
+    "diffusion_steps": "steps",
+    "learn_sigma": "learn_sigma",
+    "noise_schedule": "noise_schedule",
+    "use_kl": "use_kl",
+    "predict_xstart": "predict_xstart",
+    "rescale_timesteps": "rescale_timesteps",
+    "rescale_learned_sigmas": "rescale_learned_sigmas",
+    "timestep_respacing": "timestep_respacing",
+}
+
+
+def tfg_create_model_and_diffusion(**kwargs) -> Tuple[TFGModel, SpacedDiffusion]:
+    """`(model, diffusion)` from flags; missing flags take `tfg_model_and_diffusion_defaults()`.
+
+    Keys that are not model or diffusion flags are an error (a typo would otherwise be ignored).
+    """
+    flags = tfg_model_and_diffusion_defaults()
+    unknown = sorted(set(kwargs) - set(flags))
+    if unknown:
+        raise TypeError(f"unknown model/diffusion flags: {', '.join(unknown)}")
+    flags.update(kwargs)
+    model_flags = {k: flags[k] for k in tfg_model_defaults()}
+    model_flags["learn_sigma"] = flags["learn_sigma"]
+    model = create_tfg_model(**model_flags)
+    diffusion = create_gaussian_diffusion(**{_DIFFUSION_ARG_NAMES[k]: flags[k] for k in _DIFFUSION_ARG_NAMES})
+    return model, diffusion
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading weights
+
+
+def _likely_flags(missing: Sequence[str], unexpected: Sequence[str], mismatched: Sequence[str]) -> list:
+    """Which flags most likely differ between the checkpoint and the model, from the key differences."""
+    names = list(missing) + list(unexpected) + list(mismatched)
+    hints = []
+
+    def hint(flag: str, cond: bool) -> None:
+        if cond and flag not in hints:
+            hints.append(flag)
+
+    hint("--use_audio/--audio_as_style", any(n.startswith("audio_encoder") for n in names))
+    hint("--use_ref/--nrefer", any(n.startswith("input_blocks.0.0.") for n in mismatched))
+    hint("--learn_sigma", any(n.startswith("out.2.") for n in mismatched))
+    hint("--num_channels", any(n.startswith("time_embed.") for n in mismatched))
+    hint("--class_cond", any(n.startswith("label_emb") for n in names))
+    hint("--attention_resolutions", any(".qkv." in n or ".proj_out." in n for n in missing + unexpected))
+    hint("--resblock_updown", any(".op." in n for n in names))
+    hint("--use_scale_shift_norm", any("emb_layers" in n for n in mismatched))
+    hint(
+        "--image_size/--channel_mult/--num_res_blocks",
+        any(n.startswith(("input_blocks", "output_blocks", "middle_block")) for n in names),
+    )
+    return hints
+
+
+def load_model_weights(model: th.nn.Module, path: str) -> None:
+    """Load a checkpoint (a plain state_dict, or a training checkpoint holding one under "model"
+    or "ema") into `model`; rank 0 reads it and broadcasts it when several processes run.
+
+    A checkpoint that does not fit raises `CheckpointError` with one line listing missing,
+    unexpected and mis-shaped keys and the flags that likely differ.
+    """
+    from . import dist_util
+
+    state = dist_util.load_state_dict(path, map_location="cpu")
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state.get("ema") or state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, th.Tensor) for v in state.values()):
+        raise CheckpointError(f"checkpoint '{path}' does not hold a state_dict of tensors")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or mismatched:
+
+        def listing(keys: Sequence[str], label: str) -> str:
+            shown = ", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "")
+            return f"{len(keys)} {label} ({shown})" if keys else ""
+
+        shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched]
+        parts = [
+            p for p in (listing(missing, "missing"), listing(unexpected, "unexpected"), listing(shapes, "mis-shaped")) if p
+        ]
+        flags = _likely_flags(missing, unexpected, mismatched)
+        raise CheckpointError(
+            f"checkpoint '{path}' does not match the model built from the flags: {'; '.join(parts)}"
+            + (f"; flags that likely differ: {', '.join(flags)}" if flags else "")
+        )
+    model.load_state_dict(state)
