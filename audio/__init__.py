@@ -1,0 +1,1 @@
+"""Audio loading, Wav2Lip mel spectrograms, and the mel windows paired with video frames."""
