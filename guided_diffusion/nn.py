@@ -5,6 +5,7 @@ from typing import Iterable
 
 import torch as th
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as _torch_checkpoint
 
 
@@ -12,8 +13,12 @@ class GroupNorm32(nn.GroupNorm):
     """GroupNorm computed in float32 whatever the input dtype, as the released network was trained."""
 
     def forward(self, x: th.Tensor) -> th.Tensor:
-        # Under autocast the float32 input would be cast back down; compute outside it.
+        # Outside autocast, so that the float32 statistics are not cast back down.
         with th.autocast(device_type=x.device.type, enabled=False):
+            if x.dtype == th.bfloat16 and x.device.type == "cpu":
+                # The CPU kernel accumulates bfloat16 input in float32 with float32 affine
+                # parameters: the same result as upcasting, without the two copies.
+                return F.group_norm(x, self.num_groups, self.weight.float(), self.bias.float(), self.eps)
             return super().forward(x.float()).type(x.dtype)
 
 
