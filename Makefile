@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make demo` (the main job, nothing to download by hand) and
+# `make test` (the suite). Both build the virtual environment when it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install demo test test-fast bench clean-venv
+
+$(INSTALLED): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+demo: $(INSTALLED)
+	$(PY) demo.py
+
+test: $(INSTALLED)
+	$(PY) -m pytest
+
+# Everything but the cases marked slow (CI runs them all).
+test-fast: $(INSTALLED)
+	$(PY) -m pytest -m "not slow"
+
+bench: $(INSTALLED)
+	$(PY) benchmarks/bench_unet.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,72 @@
+"""The fast inference path gives the float32 result; precision choices and their errors."""
+
+import pytest
+import torch
+
+from guided_diffusion.errors import Diff2LipError
+from guided_diffusion.inference_util import autocast, prepare_for_inference, resolve_precision
+from guided_diffusion.nn import GroupNorm32
+from guided_diffusion.unet import AttentionBlock
+from helpers import randomize_zero_init
+
+
+def test_resolve_precision_follows_the_released_use_fp16_meaning():
+    assert resolve_precision(None, torch.device("cpu")) == "fp32"
+    assert resolve_precision(None, torch.device("cpu"), use_fp16=True) == "bf16"
+    assert resolve_precision(None, torch.device("cuda"), use_fp16=True) == "fp16"
+    assert resolve_precision("bf16", torch.device("cpu"), use_fp16=True) == "bf16"
+
+
+def test_resolve_precision_errors_name_the_flag():
+    with pytest.raises(Diff2LipError, match="--precision fp16 needs a GPU"):
+        resolve_precision("fp16", torch.device("cpu"))
+    with pytest.raises(Diff2LipError, match="--precision 'half'"):
+        resolve_precision("half", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("shape", [(3, 64, 16, 16), (2, 128, 8, 8), (4, 32, 5, 7)])
+def test_bf16_groupnorm_equals_upcast_computation(shape):
+    torch.manual_seed(0)
+    norm = GroupNorm32(32, shape[1])
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = torch.randn(shape).bfloat16().contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        fast = norm(x)
+        upcast = torch.nn.functional.group_norm(x.float(), 32, norm.weight, norm.bias, norm.eps).bfloat16()
+    assert fast.dtype == torch.bfloat16
+    # Both round the same float32 result; allow one bfloat16 step for accumulation order.
+    assert ((fast.float() - upcast.float()).abs() <= upcast.float().abs() * 2**-7 + 1e-6).all()
+
+
+@pytest.mark.parametrize("new_order", [False, True])
+def test_fused_attention_equals_einsum_in_both_orders(new_order):
+    torch.manual_seed(0)
+    block = AttentionBlock(128, num_head_channels=32, use_new_attention_order=new_order)
+    randomize_zero_init(block)
+    x = torch.randn(2, 128, 8, 8)
+    with torch.no_grad():
+        block.attention.fused = False
+        reference = block(x)
+        block.attention.fused = True
+        fused = block(x)
+    torch.testing.assert_close(fused, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_channels_last_path_is_close_to_float32(tiny_model_and_diffusion):
+    model, _ = tiny_model_and_diffusion
+    torch.manual_seed(3)
+    x = torch.randn(4, 3, 32, 32)
+    mask = torch.zeros(4, 1, 32, 32)
+    mask[:, :, 16:] = 1
+    kw = dict(cond_img=torch.randn_like(x), mask=mask, ref_img=torch.randn_like(x), indiv_mels=torch.randn(4, 80, 16))
+    t = torch.tensor([10, 200, 500, 900])
+    with torch.no_grad():
+        reference = model(x, t, **kw)[:, :3]
+        fast = prepare_for_inference(model, "cpu", "bf16", channels_last=True)
+        with autocast("cpu", "bf16"):
+            cached = fast.precompute_conditioning(kw)
+            out = fast(x.contiguous(memory_format=torch.channels_last), t, **cached)[:, :3]
+    assert out.dtype == torch.float32  # the output head runs in float32
+    rel = ((out - reference).norm() / reference.norm()).item()
+    assert 0 < rel < 0.02
