@@ -1,63 +1,19 @@
-"""Run dist_worker.py under torchrun or mpiexec for the tests, with a hard timeout."""
+"""Run dist_worker.py under torchrun or mpiexec for the tests."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
+from launchers import LAUNCHER_VARS as _LAUNCHER_VARS  # noqa: F401  (test_dist_util clears these)
+from launchers import mpiexec, run, torchrun  # noqa: F401
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("dist_worker.py")
-# The pytest process may itself run under a launcher; its variables must not leak into the children.
-_LAUNCHER_VARS = (
-    "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-    "PMI_RANK", "PMI_SIZE", "PMI_FD", "PMI_PORT", "MPI_LOCALRANKID", "MPI_LOCALNRANKS",
-    "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
-)
 
 
-def torchrun(nproc: int) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
-
-
-def mpiexec(nproc: int) -> list[str]:
-    """The venv's own mpiexec (PyPI `mpich`), so it matches the MPI that mpi4py loads."""
-    path = Path(sys.executable).parent / "mpiexec"
-    if not path.exists():
-        pytest.skip(f"no mpiexec next to {sys.executable}; `pip install mpich` provides one")
-    return [str(path), "-n", str(nproc), sys.executable]
-
-
-def child_env() -> dict[str, str]:
-    env = {key: val for key, val in os.environ.items() if key not in _LAUNCHER_VARS}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    env["OMP_NUM_THREADS"] = "1"  # two ranks on few cores: avoid thread oversubscription
-    # CPU + gloo everywhere: two ranks cannot share one GPU under NCCL.
-    env["CUDA_VISIBLE_DEVICES"] = ""
-    return env
-
-
-def launch(
-    launcher: list[str], mode: str, out_dir: Path, *args: object, timeout: float = 120
-) -> tuple[int, str, dict[int, dict]]:
+def launch(launcher: list, mode: str, out_dir: Path, *args: object, timeout: float = 120) -> tuple:
     """Run the worker; return its exit status, combined output and the per-rank JSON results."""
-    command = [*launcher, str(WORKER), mode, str(out_dir), *map(str, args)]
-    # A session of its own, so that a hang can be ended with every rank the launcher started.
-    proc = subprocess.Popen(
-        command, cwd=REPO_ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
-    )
-    try:
-        output, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail(f"{' '.join(command)} hung for {timeout} s; output:\n{output[-4000:]}")
+    code, output = run([*launcher, str(WORKER), mode, str(out_dir), *map(str, args)], timeout=timeout)
     results = {}
     for path in out_dir.glob("rank*.json"):
         result = json.loads(path.read_text())
         results[result["rank"]] = result
-    return proc.returncode, output, results
+    return code, output, results
