@@ -103,6 +103,14 @@ def tfg_sampling_defaults() -> dict:
         face_det_batch_size=64,
         pads="0,0,0,0",
         is_voxceleb2=True,
+        box="",
+        paste="full",
+        loop_video=False,
+        skip_existing=False,
+        precision="",
+        device="",
+        channel_order="rgb",
+        progress=True,
     )
 
 
@@ -162,6 +170,16 @@ FLAG_HELP: Dict[str, str] = {
     "face_det_batch_size": "frames per S3FD face-detection batch",
     "pads": "face box padding top,bottom,left,right in pixels",
     "is_voxceleb2": "use the fixed VoxCeleb2 face crop instead of the face detector",
+    "box": "fixed face box top,bottom,left,right in pixels for every frame (no detector); '' = detect",
+    "paste": "full: paste the whole resized crop back (released, faithful numbers); "
+    "lower: paste only the generated lower face with a soft seam (upper face untouched)",
+    "loop_video": "play the video forward-backward to cover the whole audio (dubbing); "
+    "released: stop at the shorter of video and audio",
+    "skip_existing": "skip filelist items whose output already exists (resume an interrupted list)",
+    "precision": "fp32, bf16 or fp16 (GPU only); '' = fp32, or the released --use_fp16 meaning",
+    "device": "cpu, cuda, cuda:1, ...; '' = this process's GPU if any, else cpu",
+    "channel_order": "channel order the network sees: rgb or bgr (rgb assumed for the released checkpoint)",
+    "progress": "show progress bars",
 }
 
 

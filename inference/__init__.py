@@ -1,0 +1,1 @@
+"""Lip-sync inference: the streaming clip pipeline, filelists, and the generate command line."""

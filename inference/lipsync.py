@@ -1,0 +1,299 @@
+"""Lip-sync one clip: decode -> detect -> crop -> sample -> paste -> encode, streamed in chunks.
+
+Memory holds one chunk of `sampling_batch_size` frames at a time, never the whole video. Only
+the face boxes (a few numbers per frame) are kept for the clip, because the released 5-box
+smoothing looks ahead. When frames must be revisited out of order (`--loop_video`, a still
+image), the source frames are cached in a memory-mapped file on disk next to the output.
+
+Chunks always start at multiples of the batch size from frame 0, and the only randomness (the
+shared noise, the `random` reference order) is seeded per clip and per chunk, so any split of
+the chunks over processes gives the frames of a single process.
+"""
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from audio.audio import frame_mel_start, load_wav, melspectrogram, num_full_windows
+from dataset.video_io import VideoWriter, is_image, iter_frames, probe_video
+from face_detection import crop_face, detect_faces, fixed_boxes, paste_face
+from guided_diffusion.errors import MediaError
+from guided_diffusion.inference_util import autocast
+from guided_diffusion.tfg_data_util import shared_noise, tfg_process_batch
+
+FPS = 25
+SAMPLE_RATE = 16000
+
+
+@dataclass
+class SamplingOptions:
+    """What the sampler needs from the flags (see `script_util.tfg_sampling_defaults`)."""
+
+    image_size: int = 128
+    face_hide_percentage: float = 0.5
+    sampling_seed: int = 7
+    sampling_input_type: str = "gt"
+    sampling_ref_type: str = "gt"
+    sampling_batch_size: int = 32
+    use_ddim: bool = True
+    clip_denoised: bool = True
+    paste: str = "full"
+    loop_video: bool = False
+    is_voxceleb2: bool = True
+    box: Optional[Tuple[int, int, int, int]] = None
+    pads: Tuple[int, int, int, int] = (0, 0, 0, 0)
+    channel_order: str = "rgb"
+    precision: str = "fp32"
+    progress: bool = True
+
+
+def pingpong(k: int, n: int) -> int:
+    """Index of output frame `k` when `n` frames play forward, backward, forward, ..."""
+    if n == 1:
+        return 0
+    period = 2 * n - 2
+    m = k % period
+    return m if m < n else period - m
+
+
+@dataclass
+class ClipPlan:
+    """Everything decided about a clip before any frame is generated."""
+
+    video_path: str
+    wav: np.ndarray  # [T] 16 kHz mono float32, the driving audio
+    mel: np.ndarray  # [80, T_mel]
+    frame_hw: Tuple[int, int]
+    n_frames: int  # output frames
+    n_video: int  # frames the source has (1 for a still image)
+    revisit: bool  # frames are reused out of order (loop / still image): cache them
+    first_frame_input: bool  # reconstruction: every output frame repaints source frame 0
+
+    @property
+    def n_source(self) -> int:
+        """Source frames 0..n_source-1 that the output uses."""
+        if self.first_frame_input:
+            return 1
+        return self.n_video if self.revisit else self.n_frames
+
+    def source_index(self, k: int) -> int:
+        if self.first_frame_input:
+            return 0
+        return pingpong(k, self.n_video) if self.revisit else k
+
+    def chunks(self, batch_size: int) -> List[Tuple[int, int]]:
+        return [(a, min(a + batch_size, self.n_frames)) for a in range(0, self.n_frames, batch_size)]
+
+
+def plan_clip(video_path: str, audio_path: str, opts: SamplingOptions) -> ClipPlan:
+    """Read the audio, probe the video and decide the number of frames (released rule:
+    min(video frames, full mel windows); a still image or `--loop_video` covers the audio)."""
+    if not os.path.isfile(video_path):
+        raise MediaError(f"video '{video_path}' does not exist; check --video_path / --test_video_dir")
+    wav = load_wav(audio_path, SAMPLE_RATE)
+    mel = melspectrogram(wav)
+    n_windows = num_full_windows(mel.shape[1], FPS)
+    if n_windows == 0:
+        raise MediaError(f"audio '{audio_path}' is shorter than one mel window (0.2 s); give longer speech")
+    info = probe_video(video_path, FPS)
+    if info.num_frames == 0:
+        raise MediaError(f"video '{video_path}' has no frames; give a clip with a visible face")
+    still = is_image(video_path)
+    first_frame_input = opts.sampling_input_type == "first_frame"
+    if still or (opts.loop_video and not first_frame_input):
+        n_frames = n_windows
+    else:
+        n_frames = min(info.num_frames, n_windows)
+    revisit = not first_frame_input and n_frames > info.num_frames
+    return ClipPlan(
+        video_path=video_path,
+        wav=wav,
+        mel=mel,
+        frame_hw=(info.height, info.width),
+        n_frames=n_frames,
+        n_video=info.num_frames,
+        revisit=revisit,
+        first_frame_input=first_frame_input,
+    )
+
+
+class SourceFrames:
+    """Source video frames by index, decoded once in order, cached on disk when revisited."""
+
+    def __init__(self, plan: ClipPlan, cache_dir: Optional[str]):
+        self.plan = plan
+        self._cache = None
+        self._first = None
+        if plan.revisit:
+            h, w = plan.frame_hw
+            fd, self._cache_path = tempfile.mkstemp(prefix=".frames-", suffix=".u8", dir=cache_dir)
+            os.close(fd)
+            self._cache = np.memmap(self._cache_path, dtype=np.uint8, mode="w+", shape=(plan.n_video, h, w, 3))
+            for i, frame in enumerate(iter_frames(plan.video_path, FPS, 0, plan.n_video)):
+                self._cache[i] = frame
+
+    def close(self) -> None:
+        if self._cache is not None:
+            del self._cache
+            self._cache = None
+            os.remove(self._cache_path)
+
+    def first(self) -> np.ndarray:
+        if self._first is None:
+            self._first = self._cache[0].copy() if self._cache is not None else next(iter_frames(self.plan.video_path, FPS, 0, 1))
+        return self._first
+
+    def in_order(self, start: int, stop: int) -> Iterator[np.ndarray]:
+        """Source frames start..stop-1 (source indices, not output indices)."""
+        if self._cache is not None:
+            for i in range(start, stop):
+                yield self._cache[i]
+        else:
+            yield from iter_frames(self.plan.video_path, FPS, start, stop)
+
+    def for_outputs(self, start: int, stop: int) -> Iterator[np.ndarray]:
+        """The source frame of each output frame start..stop-1."""
+        if self.plan.first_frame_input:
+            first = self.first()
+            for _ in range(start, stop):
+                yield first
+        elif self._cache is not None:
+            for k in range(start, stop):
+                yield self._cache[self.plan.source_index(k)]
+        else:
+            yield from iter_frames(self.plan.video_path, FPS, start, stop)
+
+
+def _to_tensor(images: Sequence[np.ndarray], channel_order: str) -> torch.Tensor:
+    """RGB uint8 `[H, W, 3]` images -> `[N, 3, H, W]` in [-1, 1], in the network's channel order."""
+    array = np.stack(images)
+    if channel_order == "bgr":
+        array = array[..., ::-1]
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def _to_images(tensor: torch.Tensor, channel_order: str) -> List[np.ndarray]:
+    array = ((tensor.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    if channel_order == "bgr":
+        array = array[..., ::-1]
+    return [np.ascontiguousarray(a) for a in array]
+
+
+class LipSyncer:
+    """The network, the diffusion and the options; `generate` yields finished frames of a clip."""
+
+    def __init__(self, model, diffusion, opts: SamplingOptions, device: torch.device):
+        self.model = model
+        self.diffusion = diffusion
+        self.opts = opts
+        self.device = device
+
+    def generate(
+        self,
+        plan: ClipPlan,
+        frames: SourceFrames,
+        boxes: np.ndarray,
+        start: int,
+        stop: int,
+        on_frames: Optional[Callable[[int], None]] = None,
+    ) -> Iterator[np.ndarray]:
+        """Finished frames for output frames start..stop-1 (chunk-aligned `start`)."""
+        opts = self.opts
+        size = opts.image_size
+        noise = shared_noise(size, seed=opts.sampling_seed)
+        first_crop = None
+        if plan.first_frame_input or opts.sampling_ref_type == "first_frame":
+            first_crop = crop_face(frames.first(), boxes[0], size)
+        source = frames.for_outputs(start, stop)
+        for c0, c1 in plan.chunks(opts.sampling_batch_size):
+            if c1 <= start or c0 >= stop:
+                continue
+            n = c1 - c0
+            targets = [np.asarray(next(source)) for _ in range(n)]
+            src_idx = [plan.source_index(k) for k in range(c0, c1)]
+            crops = [crop_face(f, boxes[i], size) for f, i in zip(targets, src_idx)]
+            inputs = [first_crop] * n if plan.first_frame_input else crops
+            if opts.sampling_ref_type == "first_frame":
+                refs = [first_crop] * n
+            elif opts.sampling_ref_type == "random":
+                # Seeded per chunk so that any split of chunks over processes draws the same order.
+                generator = torch.Generator().manual_seed(opts.sampling_seed * 1_000_003 + c0)
+                refs = [inputs[j] for j in torch.randperm(n, generator=generator).tolist()]
+            else:
+                refs = inputs
+            starts = [frame_mel_start(k, FPS) for k in range(c0, c1)]
+            mels = np.stack([plan.mel[:, s : s + 16] for s in starts])
+            batch = tfg_process_batch(
+                _to_tensor(inputs, opts.channel_order)[None].to(self.device),
+                opts.face_hide_percentage,
+                ref_frames=_to_tensor(refs, opts.channel_order)[None].to(self.device),
+                mels=torch.from_numpy(mels)[None].to(self.device),
+                noise=noise.to(self.device),
+            )
+            sample = self._sample(batch, c0)
+            generated = sample * batch.mask + batch.x_start * (1 - batch.mask)
+            faces = _to_images(generated.cpu(), opts.channel_order)
+            if on_frames is not None:
+                on_frames(n)
+            for target, face, i in zip(targets, faces, src_idx):
+                box = boxes[0] if plan.first_frame_input else boxes[i]
+                yield paste_face(target, face, box, mode=opts.paste, face_hide_percentage=opts.face_hide_percentage)
+
+    def _sample(self, batch, chunk_start: int) -> torch.Tensor:
+        opts = self.opts
+        shape = tuple(batch.x_start.shape)
+        x_t = batch.noise.contiguous()
+        with torch.no_grad(), autocast(self.device, opts.precision):
+            if opts.use_ddim:
+                return self.diffusion.ddim_sample_loop(
+                    self.model, shape, noise=x_t, clip_denoised=opts.clip_denoised, model_kwargs=batch.model_kwargs
+                )
+            # DDPM draws noise at every step: seed it per chunk, for the same reason as above.
+            torch.manual_seed(opts.sampling_seed * 1_000_003 + chunk_start)
+            return self.diffusion.p_sample_loop(
+                self.model, shape, noise=x_t, clip_denoised=opts.clip_denoised, model_kwargs=batch.model_kwargs
+            )
+
+
+def driving_audio(plan: ClipPlan) -> np.ndarray:
+    """The audio under the generated frames: trimmed to n_frames / 25 s."""
+    return plan.wav[: int(round(plan.n_frames * SAMPLE_RATE / FPS))]
+
+
+def boxes_for_clip(plan: ClipPlan, frames: SourceFrames, opts: SamplingOptions, detector, start: int = 0, stop: Optional[int] = None):
+    """(boxes `[n_source, 4]` or None, raw detections of source frames start..stop-1).
+
+    With `--box` or the VoxCeleb2 crop the boxes come back directly; otherwise the raw
+    detections of the range come back for `boxes_from_detections` (processes that split the
+    detection join their ranges first: fill and smoothing need the whole clip).
+    """
+    fixed = fixed_boxes(plan.n_source, plan.frame_hw, opts.box, opts.is_voxceleb2, plan.video_path)
+    if fixed is not None:
+        return fixed, []
+    stop = plan.n_source if stop is None else stop
+    raw, _ = detect_faces(frames.in_order(start, stop), detector, plan.video_path)
+    return None, raw
+
+
+def split_range(n: int, parts: int, index: int, align: int = 1) -> Tuple[int, int]:
+    """The `index`-th of `parts` contiguous ranges covering 0..n-1, boundaries on multiples of `align`."""
+    units = math.ceil(n / align)
+    lo = units * index // parts
+    hi = units * (index + 1) // parts
+    return min(lo * align, n), min(hi * align, n)
+
+
+def write_clip(out_path: str, frames: Iterator[np.ndarray], audio: np.ndarray) -> int:
+    """Encode frames + audio to `out_path` (H.264 + AAC 16 kHz, atomically); returns the frame count."""
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    count = 0
+    with VideoWriter(out_path, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE) as writer:
+        for frame in frames:
+            writer.write(frame)
+            count += 1
+    return count
