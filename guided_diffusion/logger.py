@@ -59,11 +59,14 @@ class HumanOutputFormat:
 
 
 class CSVOutputFormat:
-    """One row per dump; a new key widens the header and pads the earlier rows."""
+    """One row per dump; a new key widens the header and pads the earlier rows. An existing
+    file is continued (a resumed run keeps the history of the run it resumes)."""
 
     def __init__(self, path: str) -> None:
-        self._file = open(path, "w+", encoding="utf-8", newline="")
-        self._keys: list[str] = []
+        self._file = open(path, "a+", encoding="utf-8", newline="")
+        self._file.seek(0)
+        header = self._file.readline()
+        self._keys: list[str] = next(csv.reader([header])) if header.strip() else []
 
     def writekvs(self, kvs: Mapping[str, Any], step: int) -> None:
         new_keys = sorted(key for key in kvs if key not in self._keys)

@@ -216,17 +216,26 @@ def args_to_dict(args, keys: Iterable[str]) -> dict:
     return {k: getattr(args, k) for k in keys}
 
 
-def create_argparser(*default_dicts: dict, description: str = "") -> argparse.ArgumentParser:
-    """An argparse parser of the merged dictionaries (later ones override earlier ones).
+def create_argparser(*default_dicts: dict, description: str = "", help_dict: Optional[dict] = None) -> argparse.ArgumentParser:
+    """An argparse parser of the merged dictionaries (later ones override earlier ones), with
+    help from FLAG_HELP and `help_dict` (for a command's own flags).
 
     Prefix abbreviations are off, so a mistyped flag is an error rather than another flag.
     """
     merged: dict = {}
     for d in default_dicts:
         merged.update(d)
-    parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
-    add_dict_to_argparser(parser, merged)
+    parser = _ArgumentParser(description=description, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dict_to_argparser(parser, merged, {**FLAG_HELP, **(help_dict or {})})
     return parser
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises `Diff2LipError`, so a bad flag is one `error:` line and exit code 1,
+    like every other bad input (entry points parse inside their error handler)."""
+
+    def error(self, message: str):
+        raise Diff2LipError(f"{message}; see --help")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -195,6 +195,16 @@ def _fused_attention(q: th.Tensor, k: th.Tensor, v: th.Tensor, bs: int, length: 
     return a.transpose(1, 2).reshape(bs, -1, length)
 
 
+def _einsum_attention(q: th.Tensor, k: th.Tensor, v: th.Tensor, bs: int, length: int) -> th.Tensor:
+    """The released computation for `[N*H, C, T]` inputs -> `[N, H*C, T]`: q and k each scaled
+    by C**-0.25 (more stable in float16 than scaling after), softmax in float32."""
+    scale = 1 / math.sqrt(math.sqrt(q.shape[1]))
+    weight = th.einsum("bct,bcs->bts", q * scale, k * scale)
+    weight = th.softmax(weight.float(), dim=-1).type(weight.dtype)
+    a = th.einsum("bts,bcs->bct", weight, v)
+    return a.reshape(bs, -1, length)
+
+
 class QKVAttentionLegacy(nn.Module):
     """Multi-head attention in the released "legacy" order: split heads first, then q, k, v.
 
@@ -218,11 +228,7 @@ class QKVAttentionLegacy(nn.Module):
             q, k, v = qkv.reshape(bs * self.n_heads, ch * 3, length).transpose(1, 2).contiguous().split(ch, dim=-1)
             return _fused_attention(q, k, v, bs, length)
         q, k, v = qkv.reshape(bs * self.n_heads, ch * 3, length).split(ch, dim=1)
-        scale = 1 / math.sqrt(math.sqrt(ch))
-        weight = th.einsum("bct,bcs->bts", q * scale, k * scale)
-        weight = th.softmax(weight.float(), dim=-1).type(weight.dtype)
-        a = th.einsum("bts,bcs->bct", weight, v)
-        return a.reshape(bs, -1, length)
+        return _einsum_attention(q, k, v, bs, length)
 
 
 class QKVAttention(nn.Module):
@@ -243,11 +249,7 @@ class QKVAttention(nn.Module):
             q, k, v = qkv_t.reshape(3, bs * self.n_heads, length, ch)
             return _fused_attention(q, k, v, bs, length)
         q, k, v = (t.reshape(bs * self.n_heads, ch, length) for t in qkv.chunk(3, dim=1))
-        scale = 1 / math.sqrt(math.sqrt(ch))
-        weight = th.einsum("bct,bcs->bts", q * scale, k * scale)
-        weight = th.softmax(weight.float(), dim=-1).type(weight.dtype)
-        a = th.einsum("bts,bcs->bct", weight, v)
-        return a.reshape(bs, -1, length)
+        return _einsum_attention(q, k, v, bs, length)
 
 
 class AttentionBlock(nn.Module):
@@ -335,7 +337,10 @@ class UNetModel(nn.Module):
         self.conv_resample = conv_resample
         self.num_classes = num_classes
         self.use_checkpoint = use_checkpoint
-        self.dtype = th.float16 if use_fp16 else th.float32
+        self.use_fp16 = use_fp16
+        # float16 only once `convert_to_fp16` has converted the torso (inference does it when the
+        # precision resolves to fp16, i.e. on a GPU): until then the weights are float32.
+        self.dtype = th.float32
         self.num_heads = num_heads
         self.num_head_channels = num_head_channels
         self.num_heads_upsample = num_heads_upsample

@@ -226,3 +226,14 @@ def test_training_checkpoint_dict_loads_its_ema_weights(tiny_model_and_diffusion
     fresh, _ = tfg_create_model_and_diffusion(**TINY_FLAGS)
     load_model_weights(fresh, str(path))
     assert all(torch.equal(fresh.state_dict()[k], ema[k]) for k in ema)
+
+
+def test_use_fp16_flag_converts_only_when_asked(tiny_flags):
+    model, _ = tfg_create_model_and_diffusion(**dict(tiny_flags, use_fp16=True))
+    assert model.dtype == torch.float32  # weights are float32 until the conversion
+    assert model.input_blocks[1][0].in_layers[2].weight.dtype == torch.float32
+    model.convert_to_fp16()
+    assert model.dtype == torch.float16
+    assert model.input_blocks[1][0].in_layers[2].weight.dtype == torch.float16
+    # the embeddings and the head stay float32, as released
+    assert model.time_embed[0].weight.dtype == torch.float32 and model.out[2].weight.dtype == torch.float32
