@@ -260,8 +260,8 @@ def run_filelist(gen: Generator) -> int:
 
 
 def main(argv: Optional[List[str]] = None, distributed: bool = False) -> int:
-    args = create_parser().parse_args(argv)
     try:
+        args = create_parser().parse_args(argv)
         if distributed:
             dist_util.setup_dist()
         gen = Generator(args)

@@ -13,6 +13,7 @@ the chunks over processes gives the frames of a single process.
 import math
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
@@ -192,6 +193,7 @@ class LipSyncer:
         self.diffusion = diffusion
         self.opts = opts
         self.device = device
+        self.network_seconds = 0.0  # time spent sampling, for logs and benchmarks
 
     def generate(
         self,
@@ -235,7 +237,9 @@ class LipSyncer:
                 mels=torch.from_numpy(mels)[None].to(self.device),
                 noise=noise.to(self.device),
             )
+            started = time.perf_counter()
             sample = self._sample(batch, c0)
+            self.network_seconds += time.perf_counter() - started
             generated = sample * batch.mask + batch.x_start * (1 - batch.mask)
             faces = _to_images(generated.cpu(), opts.channel_order)
             if on_frames is not None:

@@ -19,3 +19,12 @@ def tiny_model_and_diffusion():
     model, diffusion = tfg_create_model_and_diffusion(**TINY_FLAGS)
     randomize_zero_init(model)
     return model.eval(), diffusion
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a busy 2-core machine two threads are many times slower, not faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -44,41 +44,44 @@ def save_tiny_checkpoint(path, seed: int = 0) -> None:
     torch.save(model.state_dict(), path)
 
 
-def speech_like(seconds: float, sr: int = 16000, seed: int = 0):
-    """Voiced syllables at ~4 Hz: a harmonic source under an on/off envelope, float32 [T]."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
-    f0 = 110 + 40 * rng.random()
-    source = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 12))
-    envelope = np.clip(np.sin(2 * np.pi * 4 * t + rng.random() * 6), 0, None) ** 2
-    return (0.2 * envelope * source / 3).astype(np.float32)
-
-
-def face_frame(i: int, height: int = 224, width: int = 224, seed: int = 0):
-    """A drawn face whose mouth opens with i, on a textured background: RGB uint8 [H, W, 3]."""
-    import cv2
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    img = (rng.integers(40, 90, size=(height // 8 + 1, width // 8 + 1, 3))).astype(np.uint8)
-    img = cv2.resize(img, (width, height), interpolation=cv2.INTER_NEAREST)
-    cx, cy = width // 2 + int(3 * np.sin(i / 5)), height * 9 // 20
-    rx, ry = width // 5, height * 3 // 10
-    cv2.ellipse(img, (cx, cy), (rx, ry), 0, 0, 360, (225, 180, 150), -1)
-    for dx in (-rx // 2, rx // 2):
-        cv2.circle(img, (cx + dx, cy - ry // 4), max(2, rx // 8), (40, 30, 30), -1)
-    opening = 1 + int(ry / 6 * abs(np.sin(i * 0.7)))
-    cv2.ellipse(img, (cx, cy + ry // 2), (rx // 3, opening), 0, 0, 360, (150, 40, 60), -1)
-    return img
-
-
 def render_clip(path, n_frames: int = 20, height: int = 224, width: int = 224, with_audio: bool = True, seed: int = 0) -> None:
     """A real H.264 + AAC mp4 of a drawn talking face, its audio as long as the video."""
+    from dataset.synthetic import draw_face, speech_like
     from dataset.video_io import VideoWriter
 
     audio = speech_like(n_frames / 25, seed=seed) if with_audio else None
     with VideoWriter(str(path), fps=25, audio=audio, sample_rate=16000) as writer:
         for i in range(n_frames):
-            writer.write(face_frame(i, height, width, seed))
+            writer.write(draw_face(i, height, width, seed))
+
+
+def make_preprocessed_root(root, n_clips: int = 3, n_frames: int = 16, image_size: int = 32, val_clips: int = 1) -> list:
+    """A preprocessed training root in the real format (`dataset/preprocessed.py`), from drawn
+    faces and speech-like audio; returns the clip names."""
+    import cv2
+
+    from audio.audio import melspectrogram
+    from dataset.preprocessed import write_clip, write_split
+    from dataset.synthetic import draw_face, speech_like
+
+    names = []
+    for c in range(n_clips):
+        name = f"id{c:03d}/video/00001"
+        wav = speech_like(n_frames / 25 + 0.2, seed=c)
+        faces = [cv2.resize(draw_face(i, 224, 224, seed=c)[0:158, 50:174], (image_size, image_size)) for i in range(n_frames)]
+        write_clip(str(root), name, faces, wav, melspectrogram(wav), {"image_size": image_size, "fps": 25, "source": "synthetic"})
+        names.append(name)
+    write_split(str(root), "train", names[: n_clips - val_clips] if val_clips else names)
+    write_split(str(root), "val", names[n_clips - val_clips :] if val_clips else [])
+    return names
+
+
+def has_encoder(name: str) -> bool:
+    """Whether PyAV's FFmpeg build can encode with `name`."""
+    import av
+
+    try:
+        av.codec.Codec(name, "w")
+    except Exception:
+        return False
+    return True

@@ -16,6 +16,7 @@ import scipy.signal
 from audio import audio
 from audio.hparams import hparams
 from guided_diffusion.errors import MediaError
+from helpers import has_encoder
 
 TONE_HZ = 440.0
 # Different levels per channel so the test tells a channel mean (what librosa, hence Wav2Lip, does)
@@ -24,17 +25,9 @@ LEFT_AMP, RIGHT_AMP = 0.5, 0.3
 MONO_RMS = (LEFT_AMP + RIGHT_AMP) / 2 / np.sqrt(2)
 
 
-def _has_encoder(name: str) -> bool:
-    try:
-        av.codec.Codec(name, "w")
-    except Exception:
-        return False
-    return True
-
-
 def _video_encoder() -> str:
     for name in ("libx264", "h264", "mpeg4"):
-        if _has_encoder(name):
+        if has_encoder(name):
             return name
     pytest.skip("PyAV has no h264 or mpeg4 encoder here")
 
@@ -86,7 +79,7 @@ FORMATS = [
 
 @pytest.mark.parametrize("name,codec,rate,with_video,tol_ms", FORMATS, ids=[f[0] for f in FORMATS])
 def test_load_wav_decodes_container_to_16k_mono(tmp_path, name, codec, rate, with_video, tol_ms):
-    if not _has_encoder(codec):
+    if not has_encoder(codec):
         pytest.skip(f"PyAV has no {codec} encoder here")
     path = tmp_path / name
     _write_media(path, codec, rate, _video_encoder() if with_video else None)

@@ -18,6 +18,7 @@ from audio.audio import load_wav
 from dataset import video_io
 from dataset.video_io import IMAGE_EXTENSIONS, VideoInfo, VideoWriter, is_image, iter_frames, probe_video, write_video
 from guided_diffusion.errors import MediaError
+from helpers import has_encoder
 
 H, W, BITS = 32, 128, 8
 
@@ -31,14 +32,6 @@ def _index_frame(i: int) -> np.ndarray:
 def _read_index(rgb: np.ndarray) -> int:
     stripes = rgb[H // 4 : 3 * H // 4].reshape(H // 2, BITS, W // BITS, 3)[:, :, 4:-4].mean(axis=(0, 2, 3))
     return int(sum(1 << b for b in range(BITS) if stripes[b] > 128))
-
-
-def _has_encoder(name: str) -> bool:
-    try:
-        av.codec.Codec(name, "w")
-    except Exception:
-        return False
-    return True
 
 
 def _render(path, fps, n=None, codec="libx264", pts=None, time_base=None, gop=None, fmt=None, pix_fmt="yuv420p") -> str:
@@ -112,7 +105,7 @@ def test_known_patterns():
     ],
 )
 def test_containers(tmp_path, ext, codec, fmt):
-    if not _has_encoder(codec):
+    if not has_encoder(codec):
         pytest.skip(f"PyAV has no {codec} encoder here")
     path = _render(tmp_path / f"clip.{ext}", 30, 30, codec=codec, fmt=fmt)
     got = _indices(path)
@@ -330,7 +323,7 @@ def test_errors_name_the_file(tmp_path):
     bad_image.write_bytes(b"not a png at all" * 10)
     audio_only = _write_audio_file(tmp_path / "speech.m4a", "aac")
     cover_art = audio_only
-    if _has_encoder("libmp3lame"):
+    if has_encoder("libmp3lame"):
         cover_art = _write_audio_file(tmp_path / "song.mp3", "libmp3lame", cover=True)
     for path, words in [
         (missing, "does not exist"),

@@ -12,7 +12,8 @@ from audio.audio import load_wav, save_wav
 from dataset.video_io import iter_frames, probe_video
 from face_detection import crop_face, paste_face
 from guided_diffusion.errors import Diff2LipError
-from helpers import TINY_CLI_FLAGS, face_frame, render_clip, save_tiny_checkpoint, speech_like
+from dataset.synthetic import draw_face, speech_like
+from helpers import TINY_CLI_FLAGS, render_clip, save_tiny_checkpoint
 from inference.cli import create_parser, main, sampling_options
 from inference.filelist import output_name, read_filelist, safe_output_path
 from inference.lipsync import LipSyncer, SourceFrames, boxes_for_clip, pingpong, plan_clip, split_range
@@ -184,7 +185,7 @@ def test_still_image_covers_the_whole_audio(assets, tmp_path):
     import cv2
 
     image = tmp_path / "face.png"
-    cv2.imwrite(str(image), cv2.cvtColor(face_frame(0), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(image), cv2.cvtColor(draw_face(0), cv2.COLOR_RGB2BGR))
     audio = tmp_path / "speech.wav"
     save_wav(speech_like(0.6), audio, 16000)
     out = tmp_path / "out.mp4"

@@ -1,0 +1,181 @@
+"""End-to-end speed and memory of the streaming lip-sync pipeline on rendered 1280x720 clips.
+
+For a 10 s and a 60 s clip (H.264 + AAC, rendered here), each in a fresh process running
+`generate.py`'s pipeline with a tiny random network (128 px crops), it measures: end-to-end
+frames/s, the share of time spent outside the network (decode, crop, paste, encode), and the
+process's peak resident memory. Face detection is measured apart, with S3FD in the real format
+and random weights on 720p frames, because on a CPU it would dominate the run time; the clips
+themselves use a fixed `--box`.
+
+The share outside the network that users of the official network will see is then estimated
+from the per-frame cost of the official network's DDIM-25 sample on the fast CPU path, timed
+in this same run.
+
+    python benchmarks/bench_pipeline.py [--durations 10 60] [--workdir outputs/bench_pipeline]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import torch
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+HEIGHT, WIDTH = 720, 1280
+BOX = "160,560,440,840"  # top,bottom,left,right of the drawn face in a 1280x720 frame
+TINY_FLAGS = [
+    "--image_size", "128", "--num_channels", "32", "--num_res_blocks", "1", "--channel_mult", "1,1,2",
+    "--attention_resolutions", "16", "--num_head_channels", "32", "--timestep_respacing", "ddim2",
+]
+
+
+def render(path: str, seconds: float) -> None:
+    from dataset.synthetic import draw_face, speech_like
+    from dataset.video_io import VideoWriter
+
+    if os.path.exists(path):
+        return
+    with VideoWriter(path, fps=25, audio=speech_like(seconds), sample_rate=16000) as writer:
+        for i in range(int(seconds * 25)):
+            writer.write(draw_face(i, HEIGHT, WIDTH))
+
+
+def run_clip(video: str, checkpoint: str, out: str) -> dict:
+    """Lip-sync `video` with its own audio in a fresh process; the child prints its figures."""
+    code = (
+        "import json, sys, time\n"
+        f"sys.path.insert(0, {REPO_ROOT!r})\n"
+        "from inference.cli import Generator, create_parser\n"
+        "args = create_parser().parse_args(sys.argv[1:])\n"
+        "gen = Generator(args)\n"
+        "start = time.perf_counter()\n"
+        "n = gen.clip(args.video_path, args.audio_path, args.out_path)\n"
+        "total = time.perf_counter() - start\n"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
+        "print(json.dumps(dict(frames=n, seconds=total, network_seconds=gen.syncer.network_seconds,"
+        " peak_rss_mb=int(hwm) / 1024)))\n"
+    )
+    argv = [
+        *TINY_FLAGS, "--model_path", checkpoint, "--generate_from_filelist", "0", "--video_path", video,
+        "--audio_path", video, "--out_path", out, "--is_voxceleb2", "False", "--box", BOX,
+        "--sampling_batch_size", "32", "--progress", "False", "--precision", "bf16",
+    ]
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=REPO_ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"pipeline run failed:\n{proc.stdout}\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def detection_seconds_per_frame(workdir: str, frames: int = 8) -> float:
+    """S3FD (real format, random weights) on 720p frames, in batches of 4."""
+    from dataset.synthetic import draw_face
+    from face_detection import FaceDetector
+
+    weights = os.path.join(workdir, "s3fd_random.pth")
+    if not os.path.exists(weights):
+        g = torch.Generator().manual_seed(0)
+        state = {}
+        with open(os.path.join(REPO_ROOT, "tests", "data", "s3fd.tsv")) as f:
+            for line in f:
+                name, shape = line.rstrip("\n").split("\t")
+                dims = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
+                state[name] = torch.randn(dims, generator=g) * 0.01
+        torch.save(state, weights)
+    detector = FaceDetector(device="cpu", weights_path=weights, batch_size=4)
+    images = [draw_face(i, HEIGHT, WIDTH) for i in range(frames)]
+    detector.detect(images[:4])  # warm-up
+    start = time.perf_counter()
+    detector.detect(images)
+    return (time.perf_counter() - start) / frames
+
+
+def official_network_seconds_per_frame(batch: int = 8) -> float:
+    """One DDIM-25 sample of the official network on the fast CPU path, per frame (from one
+    timed forward of `batch` frames x 25 steps; the audio encoder runs once per frame)."""
+    from guided_diffusion.inference_util import autocast, prepare_for_inference
+    from guided_diffusion.script_util import tfg_create_model_and_diffusion
+
+    torch.manual_seed(0)
+    model, _ = tfg_create_model_and_diffusion()
+    model = prepare_for_inference(model, "cpu", "bf16")
+    x = torch.randn(batch, 3, 128, 128).contiguous(memory_format=torch.channels_last)
+    mask = torch.zeros(batch, 1, 128, 128)
+    mask[:, :, 64:] = 1
+    kwargs = dict(cond_img=x, mask=mask, ref_img=x, indiv_mels=torch.randn(batch, 80, 16))
+    with torch.no_grad(), autocast("cpu", "bf16"):
+        kwargs = model.precompute_conditioning(kwargs)
+        t = torch.full((batch,), 480)
+        model(x, t, **kwargs)
+        start = time.perf_counter()
+        model(x, t, **kwargs)
+        forward = time.perf_counter() - start
+    return forward * 25 / batch
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--durations", type=float, nargs="+", default=[10, 60], help="clip lengths in seconds")
+    parser.add_argument("--workdir", default=os.path.join(REPO_ROOT, "outputs", "bench_pipeline"),
+                        help="where the rendered clips (kept for reruns) and outputs go")
+    args = parser.parse_args()
+    os.makedirs(args.workdir, exist_ok=True)
+
+    from guided_diffusion.script_util import tfg_create_model_and_diffusion
+    from inference.cli import create_parser
+
+    flags = create_parser().parse_args(TINY_FLAGS)
+    tiny_keys = ("image_size", "num_channels", "num_res_blocks", "channel_mult", "attention_resolutions", "num_head_channels")
+    torch.manual_seed(0)
+    model, _ = tfg_create_model_and_diffusion(**{k: getattr(flags, k) for k in tiny_keys})
+    checkpoint = os.path.join(args.workdir, "tiny.pt")
+    torch.save(model.state_dict(), checkpoint)
+
+    figures = {}
+    runs = {}
+    for seconds in args.durations:
+        video = os.path.join(args.workdir, f"clip_{int(seconds)}s_720p.mp4")
+        render(video, seconds)
+        result = run_clip(video, checkpoint, os.path.join(args.workdir, f"out_{int(seconds)}s.mp4"))
+        outside = result["seconds"] - result["network_seconds"]
+        runs[seconds] = dict(result, outside_per_frame=outside / result["frames"])
+        print(
+            f"{seconds:4.0f} s clip, {result['frames']} frames: {result['frames'] / result['seconds']:.1f} frames/s end to end, "
+            f"{outside / result['seconds']:.0%} outside the tiny network, peak RSS {result['peak_rss_mb']:.0f} MB"
+        )
+        tag = f"{int(seconds)}s"
+        figures[f"fps_{tag}"] = result["frames"] / result["seconds"]
+        figures[f"outside_share_tiny_{tag}"] = outside / result["seconds"]
+        figures[f"peak_rss_mb_{tag}"] = result["peak_rss_mb"]
+
+    short, long_ = min(runs), max(runs)
+    if short != long_:
+        figures["memory_ratio_long_vs_short"] = runs[long_]["peak_rss_mb"] / runs[short]["peak_rss_mb"]
+        print(f"peak memory {int(long_)} s / {int(short)} s: {figures['memory_ratio_long_vs_short']:.3f} (target <= 1.2)")
+
+    detect = detection_seconds_per_frame(args.workdir)
+    network = official_network_seconds_per_frame()
+    outside = runs[long_]["outside_per_frame"]
+    share_without_detection = outside / (outside + network)
+    share_with_detection = (outside + detect) / (outside + detect + network)
+    print(f"outside the network per frame: {outside * 1000:.1f} ms (decode, crop, paste, encode); "
+          f"S3FD on 720p: {detect * 1000:.0f} ms; official network DDIM-25 (bf16): {network:.2f} s")
+    print(f"estimated share outside the official network: {share_without_detection:.1%} with a fixed box, "
+          f"{share_with_detection:.1%} with S3FD detection (target <= 15%)")
+    figures.update(
+        outside_ms_per_frame=outside * 1000,
+        s3fd_ms_per_frame=detect * 1000,
+        official_network_s_per_frame=network,
+        outside_share_official_fixed_box=share_without_detection,
+        outside_share_official_with_s3fd=share_with_detection,
+    )
+    for name, value in figures.items():
+        print(f"{name}={value:.4g}")
+
+
+if __name__ == "__main__":
+    main()
