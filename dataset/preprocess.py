@@ -1,0 +1,451 @@
+"""Turn a tree of talking-face videos into the training format of `dataset/preprocessed.py`.
+
+    python dataset/preprocess.py --input_root voxceleb2/dev/mp4 --output_root data/vox --num_workers 8
+
+Per clip: the audio track at 16 kHz and Wav2Lip's mel of it, the frames at 25 fps, one face box
+per frame (the fixed VoxCeleb2 crop, or S3FD with Wav2Lip's fill, pads and smoothing, the same
+code as inference), and the crops resized to `--image_size`. A clip keeps
+n_frames = min(video frames, full mel windows), as inference does. Clips that cannot be used
+(unreadable, no audio, too short, no face) are listed with the reason in `report.json`; the run
+goes on. Finished clips are skipped on a rerun, so an interrupted run is resumed by running the
+same command again. `train.txt` / `val.txt` list the finished clips.
+
+Layouts (the clip name is the video's path under the input root, without extension):
+  voxceleb2  ID/VIDEO/00001.mp4               val = a fraction of the identities
+  lrw        WORD/{train,val,test}/WORD_00001  the dataset's own split; test only with --include_test
+  folder     any videos, at any depth          val = a fraction of the clips
+"""
+
+import argparse
+import functools
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import sys
+import uuid
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+if __package__ in (None, ""):
+    # Run as `python dataset/preprocess.py`: Python put dataset/ on the path; the packages live one up.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from audio.audio import load_wav, melspectrogram, num_full_windows  # noqa: E402
+from dataset.preprocessed import clip_dir, write_clip, write_split  # noqa: E402
+from dataset.video_io import iter_frames, probe_video  # noqa: E402
+from face_detection import (  # noqa: E402
+    Box,
+    FaceDetector,
+    boxes_from_detections,
+    crop_face,
+    detect_faces,
+    fixed_boxes,
+    parse_pads,
+)
+from guided_diffusion.errors import CheckpointError, Diff2LipError, MediaError  # noqa: E402
+from guided_diffusion.script_util import FLAG_HELP, create_argparser, str2bool  # noqa: E402
+
+FPS = 25
+SAMPLE_RATE = 16000
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm")
+LAYOUTS = ("auto", "voxceleb2", "lrw", "folder")
+LRW_SPLITS = ("train", "val", "test")
+VOXCELEB2_IDENTITY = re.compile(r"id\d+")
+# A clip needs two frames with audio: a training sample's reference must lie outside its window.
+MIN_WINDOWS = 2
+
+
+def preprocess_defaults() -> dict:
+    """Flags of `dataset/preprocess.py` and their defaults."""
+    return dict(
+        input_root="",
+        output_root="",
+        layout="auto",
+        is_voxceleb2="auto",
+        image_size=128,
+        pads="0,0,0,0",
+        face_det_batch_size=64,
+        device="",
+        first_utterance_only=False,
+        min_frames=6,
+        val_fraction=0.05,
+        seed=0,
+        include_test=False,
+        num_workers=1,
+        progress=True,
+    )
+
+
+PREPROCESS_HELP: Dict[str, str] = {
+    "input_root": "folder of the videos (a VoxCeleb2 or LRW tree, or any folder of mp4/mkv/avi/mov/webm)",
+    "output_root": "folder of the preprocessed clips, train.txt, val.txt and report.json",
+    "layout": "auto, voxceleb2 (ID/VIDEO/00001.mp4), lrw (WORD/{train,val,test}/WORD_00001.mp4) or folder; "
+    "auto recognises the first two by their structure",
+    "is_voxceleb2": "True: the fixed VoxCeleb2 face crop; False: the S3FD face detector; "
+    "auto: True for the voxceleb2 layout, else False",
+    "image_size": FLAG_HELP["image_size"],
+    "pads": FLAG_HELP["pads"] + " (S3FD only)",
+    "face_det_batch_size": FLAG_HELP["face_det_batch_size"],
+    "device": "device of the face detector: cpu, cuda, cuda:1, ...; '' = cuda if available, else cpu",
+    "first_utterance_only": "keep only the first clip (alphabetically: 00001 in VoxCeleb2) of each folder, "
+    "as the paper trains on VoxCeleb2",
+    "min_frames": "skip clips with fewer frames with audio (the training window plus one reference: nframes + 1)",
+    "val_fraction": "fraction of the identities (voxceleb2) or clips (folder) in val.txt; if > 0, at least one "
+    "when there are two or more",
+    "seed": "seed of the train/val split",
+    "include_test": "lrw: also preprocess the test folders and list them in val.txt",
+    "num_workers": "worker processes (1 = this process)",
+    "progress": FLAG_HELP["progress"],
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a worker needs to preprocess one clip (picklable, for spawned workers)."""
+
+    output_root: str
+    image_size: int
+    is_voxceleb2: bool
+    pads: Box
+    face_det_batch_size: int
+    device: str
+    min_frames: int
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str  # clip name: the path under the input root, '/'-separated, without extension
+    video: str  # absolute path of the video
+
+
+def create_parser() -> argparse.ArgumentParser:
+    return create_argparser(preprocess_defaults(), description=__doc__, help_dict=PREPROCESS_HELP)
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding the clips
+
+
+def find_videos(input_root: str, exclude: Optional[str] = None) -> List[str]:
+    """Paths of the videos under `input_root`, relative to it, '/'-separated, sorted.
+
+    Hidden files and folders are ignored, and so is `exclude` (an output root inside the input
+    root: walking its thousands of crop folders would be slow and find nothing).
+    """
+    root = os.path.realpath(input_root)
+    exclude = os.path.realpath(exclude) if exclude else None
+    if exclude and os.path.commonpath([root, exclude]) != root:
+        exclude = None  # outside the tree: no folder needs comparing with it
+    found = []
+    for folder, subfolders, files in os.walk(input_root):
+        subfolders[:] = [
+            d for d in subfolders
+            if not d.startswith(".") and not (exclude and os.path.realpath(os.path.join(folder, d)) == exclude)
+        ]
+        rel_folder = os.path.relpath(folder, input_root)
+        for f in files:
+            if not f.startswith(".") and os.path.splitext(f)[1].lower() in VIDEO_EXTENSIONS:
+                rel = os.path.normpath(os.path.join(rel_folder, f))
+                found.append(rel.replace(os.sep, "/"))
+    return sorted(found)
+
+
+def _is_voxceleb2_path(rel: str, strict: bool) -> bool:
+    parts = rel.split("/")
+    return len(parts) == 3 and (not strict or VOXCELEB2_IDENTITY.fullmatch(parts[0]) is not None)
+
+
+def _is_lrw_path(rel: str, strict: bool) -> bool:
+    parts = rel.split("/")
+    return len(parts) == 3 and parts[1] in LRW_SPLITS and (not strict or parts[2].startswith(parts[0] + "_"))
+
+
+def resolve_layout(layout: str, videos: Sequence[str]) -> str:
+    """The layout of the tree: `auto` is voxceleb2 when every video is `idNNN/VIDEO/CLIP`, lrw when
+    every video is `WORD/{train,val,test}/WORD_*`, else folder. An explicit layout that some video
+    does not fit (three levels; lrw: a train/val/test middle folder) is an error naming it."""
+    if layout not in LAYOUTS:
+        raise Diff2LipError(f"--layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+    if layout == "auto":
+        if all(_is_voxceleb2_path(v, strict=True) for v in videos):
+            return "voxceleb2"
+        if all(_is_lrw_path(v, strict=True) for v in videos):
+            return "lrw"
+        return "folder"
+    expected = {
+        "voxceleb2": (lambda v: _is_voxceleb2_path(v, strict=False), "ID/VIDEO/CLIP.mp4"),
+        "lrw": (lambda v: _is_lrw_path(v, strict=False), "WORD/{train,val,test}/CLIP.mp4"),
+    }
+    if layout in expected:
+        fits, shape = expected[layout]
+        for v in videos:
+            if not fits(v):
+                raise Diff2LipError(f"--layout {layout} expects {shape} under --input_root, found '{v}'; "
+                                    "use --layout folder or fix the tree")
+    return layout
+
+
+def select_clips(videos: Sequence[str], layout: str, first_utterance_only: bool, include_test: bool
+                 ) -> Tuple[List[Tuple[str, str]], List[Dict[str, str]]]:
+    """(clip name, video rel path) pairs to preprocess, and skipped entries for names that clash:
+    two videos with one name (a.mp4, a.mkv), or a clip whose folder would hold another clip
+    (a.mp4 and a/b.mp4: writing clips/a would replace clips/a/b)."""
+    if layout == "lrw" and not include_test:
+        videos = [v for v in videos if v.split("/")[1] != "test"]
+    if first_utterance_only:
+        first: Dict[str, str] = {}
+        for v in videos:  # sorted, so the first one seen per folder is the alphabetically first
+            first.setdefault(os.path.dirname(v), v)
+        videos = sorted(first.values())
+    chosen: Dict[str, str] = {}
+    skipped = []
+    for v in videos:
+        name = os.path.splitext(v)[0]
+        if name in chosen:
+            skipped.append({"clip": name, "reason": f"'{v}' has the same clip name as '{chosen[name]}'; rename one"})
+        else:
+            chosen[name] = v
+    holders = {}  # folder -> a clip inside it
+    for name in chosen:
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            holders.setdefault("/".join(parts[:i]), name)
+    for name in sorted(set(chosen) & set(holders)):
+        reason = f"'{chosen.pop(name)}' would hold clip '{holders[name]}' in its folder; rename one"
+        skipped.append({"clip": name, "reason": reason})
+    return sorted(chosen.items()), skipped
+
+
+# ----------------------------------------------------------------------------------------------
+# One clip
+
+
+class _ClipWorker:
+    """Preprocesses clips in one process; the face detector is built on first need and kept."""
+
+    def __init__(self, opts: Options):
+        self.opts = opts
+        self._detector = None
+
+    @property
+    def detector(self) -> FaceDetector:
+        if self._detector is None:
+            device = self.opts.device
+            if not device:
+                import torch
+
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            self._detector = FaceDetector(device=device, batch_size=self.opts.face_det_batch_size)
+        return self._detector
+
+    def __call__(self, job: Job) -> Tuple[str, Optional[str]]:
+        """(clip name, None when written or the one-line reason it was skipped)."""
+        try:
+            self.process(job)
+            return job.name, None
+        except CheckpointError:
+            raise  # missing S3FD weights: every clip would fail the same way, so stop the run
+        except Diff2LipError as exc:
+            return job.name, _one_line(str(exc))
+        except Exception as exc:  # a codec or library failure on one file must not stop the others
+            return job.name, _one_line(f"{type(exc).__name__}: {exc}")
+
+    def process(self, job: Job) -> int:
+        """Write one clip; returns its frame count. Raises Diff2LipError for an unusable clip."""
+        opts = self.opts
+        info = probe_video(job.video, FPS)
+        if not info.has_audio:
+            raise MediaError(f"video '{job.video}' has no audio track")
+        wav = load_wav(job.video, SAMPLE_RATE)
+        mel = melspectrogram(wav)
+        n_frames = min(info.num_frames, num_full_windows(mel.shape[1], FPS))
+        needed = max(MIN_WINDOWS, opts.min_frames)
+        if n_frames < needed:
+            raise MediaError(
+                f"too short: {n_frames} frames with audio (video {info.num_frames} frames, audio "
+                f"{wav.size / SAMPLE_RATE:.2f} s), at least {needed} needed"
+            )
+        boxes, n_missing = self.boxes(job.video, n_frames, (info.height, info.width))
+        meta = dict(image_size=opts.image_size, fps=FPS, source=job.video, n_missing_faces=int(n_missing))
+        # The whole audio track is kept, not n_frames / 25 s of it: the last frames' mel windows
+        # reach past that. mel.npy is the mel inference computes from the same video.
+        count = write_clip(opts.output_root, job.name, self.crops(job.video, boxes), wav, mel, meta)
+        if count != n_frames:  # the decoder promises probe_video's count; a mismatch is a broken file
+            raise MediaError(f"video '{job.video}' gave {count} frames, {n_frames} expected; re-encode it")
+        return count
+
+    def boxes(self, video: str, n_frames: int, frame_hw: Tuple[int, int]) -> Tuple[np.ndarray, int]:
+        """Face boxes of frames 0..n_frames-1 and how many frames had no face of their own."""
+        fixed = fixed_boxes(n_frames, frame_hw, None, self.opts.is_voxceleb2, video)
+        if fixed is not None:
+            return fixed, 0  # the fixed crop needs only the frame size: no decoding pass
+        # face_boxes' detector steps, split so that a faceless clip gets a message without
+        # inference's --box advice, which this command does not have.
+        raw, hw = detect_faces(iter_frames(video, FPS, stop=n_frames), self.detector, video)
+        if all(r is None for r in raw):
+            raise MediaError(f"no face found in any of the {len(raw)} frames of '{video}'")
+        return boxes_from_detections(raw, hw, self.opts.pads, video)
+
+    def crops(self, video: str, boxes: np.ndarray) -> Iterator[np.ndarray]:
+        """The face crops, decoded a second time frame by frame rather than kept from detection."""
+        for frame, box in zip(iter_frames(video, FPS, stop=len(boxes)), boxes):
+            yield crop_face(frame, box, self.opts.image_size)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# Worker processes: each builds its own _ClipWorker (and so its own detector) once.
+_POOL_WORKER: Optional[_ClipWorker] = None
+
+
+def _init_pool_worker(opts: Options, torch_threads: int) -> None:
+    global _POOL_WORKER
+    import torch
+
+    # Several detectors on the same cores would each use all of them.
+    torch.set_num_threads(torch_threads)
+    _POOL_WORKER = _ClipWorker(opts)
+
+
+def _pool_job(job: Job) -> Tuple[str, Optional[str]]:
+    return _POOL_WORKER(job)
+
+
+def run_jobs(jobs: Sequence[Job], opts: Options, num_workers: int, progress: bool) -> List[Tuple[str, Optional[str]]]:
+    """Preprocess `jobs` in this process or in `num_workers` spawned ones; (name, skip reason or None) each."""
+    bar = functools.partial(tqdm, total=len(jobs), desc="preprocess", unit="clip", disable=not progress)
+    if num_workers == 1 or len(jobs) <= 1:
+        return list(bar(map(_ClipWorker(opts), jobs)))
+    # 'spawn': a forked child would inherit the parent's torch / CUDA state, which is not fork-safe.
+    context = multiprocessing.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // num_workers)
+    with context.Pool(min(num_workers, len(jobs)), _init_pool_worker, (opts, threads)) as pool:
+        return list(bar(pool.imap_unordered(_pool_job, jobs)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Splits
+
+
+def _val_count(n: int, val_fraction: float) -> int:
+    if n < 2 or val_fraction <= 0:
+        return 0
+    return min(n - 1, max(1, round(val_fraction * n)))
+
+
+def make_splits(names: Sequence[str], layout: str, val_fraction: float, seed: int) -> Tuple[List[str], List[str]]:
+    """(train, val) clip names, sorted.
+
+    lrw: the clip's own split folder (test clips go to val; they are only present with
+    --include_test). voxceleb2: whole identities (the top folder) go to val, so no speaker is in
+    both; folder: single clips. The units in val are the first ones in an order fixed by a hash
+    of the seed and the unit's name, so the split does not depend on the order clips finished
+    in, and a unit keeps its side when clips of other units are added (unless the val count grows).
+    """
+    if layout == "lrw":
+        train = [n for n in names if n.split("/")[1] == "train"]
+        return sorted(train), sorted(n for n in names if n.split("/")[1] != "train")
+    unit_of = (lambda n: n.split("/")[0]) if layout == "voxceleb2" else (lambda n: n)
+    units = sorted({unit_of(n) for n in names})
+    order = sorted(units, key=lambda u: hashlib.sha256(f"{seed}/{u}".encode()).hexdigest())
+    val_units = set(order[: _val_count(len(units), val_fraction)])
+    return sorted(n for n in names if unit_of(n) not in val_units), sorted(n for n in names if unit_of(n) in val_units)
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+
+def _options(args) -> Tuple[Options, str, List[Tuple[str, str]], List[Dict[str, str]]]:
+    """Check the flags and find the clips: (options, layout, (name, video) pairs, skipped names)."""
+    if not args.input_root:
+        raise Diff2LipError("--input_root is required: the folder of the videos")
+    if not os.path.isdir(args.input_root):
+        raise Diff2LipError(f"--input_root '{args.input_root}' is not a folder")
+    if not args.output_root:
+        raise Diff2LipError("--output_root is required: where the preprocessed clips go")
+    if os.path.exists(args.output_root) and not os.path.isdir(args.output_root):
+        raise Diff2LipError(f"--output_root '{args.output_root}' exists and is not a folder")
+    minimums = dict(image_size=1, face_det_batch_size=1, num_workers=1, min_frames=MIN_WINDOWS)
+    for flag, minimum in minimums.items():
+        if getattr(args, flag) < minimum:
+            raise Diff2LipError(f"--{flag} must be at least {minimum}, got {getattr(args, flag)}")
+    if not 0 <= args.val_fraction < 1:
+        raise Diff2LipError(f"--val_fraction must be in [0, 1), got {args.val_fraction}")
+    pads = parse_pads(args.pads)
+    videos = find_videos(args.input_root, exclude=args.output_root)
+    if not videos:
+        raise Diff2LipError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) under --input_root '{args.input_root}'")
+    layout = resolve_layout(args.layout, videos)
+    if args.is_voxceleb2 == "auto":
+        is_voxceleb2 = layout == "voxceleb2"
+    else:
+        try:
+            is_voxceleb2 = str2bool(args.is_voxceleb2)
+        except argparse.ArgumentTypeError as exc:
+            raise Diff2LipError(f"--is_voxceleb2: {exc}, or auto") from None
+    pairs, skipped = select_clips(videos, layout, args.first_utterance_only, args.include_test)
+    opts = Options(
+        output_root=os.path.abspath(args.output_root),
+        image_size=args.image_size,
+        is_voxceleb2=is_voxceleb2,
+        pads=pads,
+        face_det_batch_size=args.face_det_batch_size,
+        device=args.device,
+        min_frames=args.min_frames,
+    )
+    return opts, layout, pairs, skipped
+
+
+def _write_json(path: str, data: dict) -> None:
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+def preprocess(args) -> dict:
+    """Run the whole preprocessing; returns the report (also written to report.json)."""
+    opts, layout, pairs, skipped = _options(args)
+    os.makedirs(opts.output_root, exist_ok=True)
+    # A folder under clips/ exists only once complete (write_clip renames it into place).
+    already = [name for name, _ in pairs if os.path.isdir(clip_dir(opts.output_root, name))]
+    done_before = set(already)
+    input_root = os.path.abspath(args.input_root)
+    jobs = [Job(name, os.path.join(input_root, *rel.split("/"))) for name, rel in pairs if name not in done_before]
+    results = run_jobs(jobs, opts, args.num_workers, args.progress)
+    written = [name for name, reason in results if reason is None]
+    skipped += [{"clip": name, "reason": reason} for name, reason in results if reason is not None]
+    skipped.sort(key=lambda s: s["clip"])
+
+    train, val = make_splits(sorted(done_before.union(written)), layout, args.val_fraction, args.seed)
+    write_split(opts.output_root, "train", train)
+    write_split(opts.output_root, "val", val)
+    report = {"done": len(written), "already_done": len(already), "skipped": skipped}
+    report_path = os.path.join(opts.output_root, "report.json")
+    _write_json(report_path, report)
+    print(
+        f"summary: {len(written)} clips preprocessed, {len(already)} already done, {len(skipped)} skipped "
+        f"(reasons in {report_path}); {layout} layout, train {len(train)} / val {len(val)} clips in {opts.output_root}"
+    )
+    return report
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        preprocess(create_parser().parse_args(argv))
+    except Diff2LipError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
