@@ -1,0 +1,282 @@
+"""train_syncnet.py on a tiny preprocessed root: the pairs, checkpoints, resume, logs, learning, DDP,
+flag errors and the shell script.
+
+Run as a script, this file is the per-rank worker of the torchrun test (see `_ddp_worker`).
+"""
+
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train_syncnet
+from audio.audio import melspectrogram, num_full_windows, syncnet_mel_window
+from dataset.preprocessed import Clip, write_clip, write_split
+from dataset.synthetic import draw_face, speech_like
+from guided_diffusion import dist_util
+from guided_diffusion.syncnet import SyncExpert, load_sync_expert
+from launchers import REPO_ROOT, child_env, run, torchrun
+
+N_FRAMES = 40
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _write_clip(root, name, n_frames, seed):
+    wav = speech_like(n_frames / 25 + 0.2, seed=seed)
+    mel = melspectrogram(wav)
+    n = min(n_frames, num_full_windows(mel.shape[1]))
+    faces = (draw_face(i, 128, 128, seed=seed) for i in range(n))
+    return write_clip(str(root), name, faces, wav, mel, dict(image_size=128, fps=25))
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """3 training clips of 40 frames, 1 too short (9 frames), 1 validation clip; 128 px crops."""
+    root = tmp_path_factory.mktemp("preprocessed")
+    for k in range(4):
+        assert _write_clip(root, f"id{k}/vid/00001", N_FRAMES, seed=k) == N_FRAMES
+    assert _write_clip(root, "id9/vid/00001", 9, seed=9) == 9
+    write_split(str(root), "train", ["id0/vid/00001", "id1/vid/00001", "id9/vid/00001", "id2/vid/00001"])
+    write_split(str(root), "val", ["id3/vid/00001"])
+    return root
+
+
+def tiny_flags(data_root, output_dir, *extra):
+    return ["--data_root", str(data_root), "--output_dir", str(output_dir), "--batch_size", "2",
+            "--val_pairs", "4", "--log_every", "1", "--num_workers", "0", *map(str, extra)]
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ----------------------------------------------------------------------------------------------
+# The pairs
+
+
+def test_pairs_follow_the_sync_rules(data_root):
+    pairs = train_syncnet.SyncPairs(str(data_root), "train", 200, seed=3, min_offset=5)
+    assert [name for name, _ in pairs.clips] == ["id0/vid/00001", "id1/vid/00001", "id2/vid/00001"]
+    assert pairs.skipped == 1  # the 9-frame clip cannot give an off-sync pair 5 frames away
+    drawn = [pairs.pair(i) for i in range(200)]
+    assert drawn == [pairs.pair(i) for i in range(200)]  # a pure function of (seed, index)
+    labels = np.array([label for *_, label in drawn])
+    assert 0.35 < labels.mean() < 0.65
+    for name, audio_start, video_start, label in drawn:
+        assert 0 <= audio_start <= N_FRAMES - 5 and 0 <= video_start <= N_FRAMES - 5
+        if label:
+            assert video_start == audio_start
+        else:
+            assert abs(video_start - audio_start) >= 5
+    offsets = {abs(v - a) for _, a, v, label in drawn if not label}
+    assert min(offsets) == 5 and max(offsets) > 20  # the whole range of offsets is used
+    other = train_syncnet.SyncPairs(str(data_root), "train", 200, seed=4, min_offset=5)
+    assert [other.pair(i) for i in range(200)] != drawn
+
+
+def test_pair_tensors_are_the_clips_frames_and_mel_window(data_root):
+    pairs = train_syncnet.SyncPairs(str(data_root), "train", 50, seed=0, min_offset=5)
+    index = next(i for i in range(50) if pairs.pair(i)[3] == 0)
+    name, audio_start, video_start, _ = pairs.pair(index)
+    frames, mel, label = pairs[index]
+    clip = Clip(str(data_root), name)
+    faces = clip.faces(range(video_start, video_start + 5))
+    assert frames.shape == (5, 3, 128, 128) and frames.dtype == torch.float32
+    torch.testing.assert_close(frames, torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1)
+    np.testing.assert_array_equal(mel.numpy(), syncnet_mel_window(clip.mel, audio_start))
+    assert label.item() == 0.0
+
+
+def test_step_sampler_shards_steps_over_ranks_and_resumes():
+    def indices(start, rank):
+        return list(train_syncnet.StepSampler(start, 4, 3, rank, 2))
+
+    rank0, rank1 = indices(0, 0), indices(0, 1)
+    assert len(rank0) == len(train_syncnet.StepSampler(0, 4, 3, 0, 2)) == 12
+    assert sorted(rank0 + rank1) == list(range(24))  # disjoint, nothing skipped
+    assert rank0[:3] == [0, 1, 2] and rank1[:3] == [3, 4, 5]
+    assert indices(2, 0) == rank0[6:] and indices(2, 1) == rank1[6:]  # resuming at step 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Training runs
+
+
+def test_checkpoints_resume_and_logs(data_root, tmp_path):
+    out = tmp_path / "run"
+    flags = tiny_flags(data_root, out, "--save_every", 1, "--keep", 2, "--val_every", 2)
+    assert train_syncnet.main([*flags, "--max_steps", "3"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    # Only the newest 2 step checkpoints; no temporary file left behind.
+    assert [n for n in names if n.startswith("syncnet_")] == ["syncnet_0000002.pt", "syncnet_0000003.pt",
+                                                              "syncnet_best.pt"]
+    assert not [n for n in names if n.endswith(".tmp")]
+    ckpt = torch.load(out / "syncnet_0000003.pt", weights_only=True)
+    assert set(ckpt) == {"kind", "model", "opt", "step", "args", "rng", "best_val_acc"}
+    assert ckpt["kind"] == "syncnet128" and ckpt["step"] == 3 and ckpt["args"]["batch_size"] == 2
+    assert ckpt["rng"] == {"seed": 0}
+    assert all(int(s["step"]) == 3 for s in ckpt["opt"]["state"].values())
+    rows = read_csv(out / "progress.csv")
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    assert all(0 < float(r["loss"]) < 5 for r in rows)
+    # Validation at step 2 and at the end, on 4 fixed pairs: accuracy in quarters.
+    assert [r["val_acc"] for r in rows][0] == ""
+    assert {float(rows[1]["val_acc"]) * 4 % 1, float(rows[2]["val_acc"]) * 4 % 1} == {0.0}
+    best = torch.load(out / "syncnet_best.pt", weights_only=True)
+    assert best["best_val_acc"] == max(float(rows[1]["val_acc"]), float(rows[2]["val_acc"]))
+    assert load_sync_expert(out / "syncnet_best.pt").kind == "syncnet128"
+
+    # Without --resume the folder is not silently reused.
+    assert train_syncnet.main([*flags, "--max_steps", "4"]) == 1
+
+    assert train_syncnet.main([*flags, "--max_steps", "4", "--resume", "True"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert "syncnet_0000002.pt" not in names and "syncnet_0000004.pt" in names
+    resumed = torch.load(out / "syncnet_0000004.pt", weights_only=True)
+    assert resumed["step"] == 4
+    assert all(int(s["step"]) == 4 for s in resumed["opt"]["state"].values())  # Adam continued
+    assert [int(r["step"]) for r in read_csv(out / "progress.csv")] == [1, 2, 3, 4]  # the history continues
+    assert "resumed from" in (out / "log.txt").read_text()
+
+
+def test_training_without_validation(data_root, tmp_path):
+    out = tmp_path / "no_val"
+    assert train_syncnet.main(tiny_flags(data_root, out, "--max_steps", 1, "--val_every", 0)) == 0
+    assert sorted(p.name for p in out.glob("syncnet_*")) == ["syncnet_0000001.pt"]
+    rows = read_csv(out / "progress.csv")
+    assert len(rows) == 1 and "val_acc" not in rows[0] and float(rows[0]["loss"]) > 0
+
+
+def test_loss_drops_when_overfitting_one_batch(data_root):
+    torch.manual_seed(0)
+    pairs = train_syncnet.SyncPairs(str(data_root), "train", 4, seed=0, min_offset=5)
+    frames, mel, label = (torch.stack(t) for t in zip(*(pairs[i] for i in range(4))))
+    assert 0 < label.sum() < 4  # both kinds of pair
+    expert = SyncExpert("syncnet128").train()
+    opt = torch.optim.AdamW(expert.parameters(), lr=1e-4, weight_decay=0.0)
+    losses = [train_syncnet.train_step(expert, opt, frames, mel, label) for _ in range(12)]
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def _state_digest(state):
+    h = hashlib.sha256()
+    for name, value in state.items():
+        h.update(name.encode())
+        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _ddp_worker(out_json_dir, argv):
+    """One torchrun rank: train, then write the digest of this rank's weights and BatchNorm buffers."""
+    dist_util.setup_dist()
+    try:
+        expert = train_syncnet.train(train_syncnet.create_parser().parse_args(argv))
+        result = {"rank": dist_util.rank(), "world_size": dist_util.world_size(),
+                  "digest": _state_digest(expert.net.state_dict())}
+        Path(out_json_dir, f"rank{dist_util.rank()}.json").write_text(json.dumps(result))
+    finally:
+        dist_util.cleanup()
+
+
+@pytest.mark.slow
+def test_two_torchrun_ranks_keep_identical_weights(data_root, tmp_path):
+    out = tmp_path / "ddp"
+    flags = tiny_flags(data_root, out, "--max_steps", 2, "--val_every", 2, "--save_every", 2)
+    code, output = run([*torchrun(2), __file__, str(tmp_path), *flags], timeout=240)
+    assert code == 0, output
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["world_size"] for r in results] == [2, 2]
+    checkpoint = torch.load(out / "syncnet_0000002.pt", weights_only=True)
+    assert checkpoint["args"]["batch_size"] == 2
+    # The ranks saw different pairs, yet both hold the weights (and statistics) rank 0 saved.
+    assert results[0]["digest"] == results[1]["digest"] == _state_digest(checkpoint["model"])
+    assert _state_digest(checkpoint["model"]) != _state_digest(SyncExpert("syncnet128").net.state_dict())
+    assert [int(r["samples"]) for r in read_csv(out / "progress.csv")] == [4, 8]  # 2 ranks x 2 pairs
+
+
+# ----------------------------------------------------------------------------------------------
+# Flags and errors
+
+
+def test_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_syncnet.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in train_syncnet.syncnet_train_defaults():
+        assert f"--{flag}" in text
+        assert train_syncnet.SYNCNET_FLAG_HELP[flag]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--data_root", "/nonexistent/root"], "--data_root '/nonexistent/root' is not a folder"),
+    ([], "--data_root is required"),
+    (["--data_root", "ROOT", "--bogus", "1"], "unrecognized arguments: --bogus"),
+    (["--data_root", "ROOT", "--batch_size", "two"], "invalid int value"),
+    (["--data_root", "ROOT", "--batch_size", "1"], "--batch_size must be at least 2"),
+    (["--data_root", "ROOT", "--keep", "0"], "--keep must be at least 1"),
+    (["--data_root", "ROOT", "--lr", "0"], "--lr must be positive"),
+    (["--data_root", "ROOT", "--resume", "maybe"], "expected a boolean"),
+])
+def test_bad_flags_are_one_error_line(data_root, flags, message, capsys):
+    assert train_syncnet.main([str(data_root) if f == "ROOT" else f for f in flags]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_bad_data_is_one_error_line(data_root, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert train_syncnet.main(["--data_root", str(empty), "--output_dir", str(tmp_path / "o")]) == 1
+    assert "train.txt' not found" in capsys.readouterr().err
+    write_split(str(empty), "train", [])
+    assert train_syncnet.main(["--data_root", str(empty), "--output_dir", str(tmp_path / "o")]) == 1
+    assert "train.txt' lists no clips" in capsys.readouterr().err
+    # Clips all too short for --min_offset.
+    assert train_syncnet.main(tiny_flags(data_root, tmp_path / "o", "--min_offset", 36)) == 1
+    assert "has the 41 frames a pair needs" in capsys.readouterr().err
+    # No val.txt: the error says how to train without validation.
+    no_val = tmp_path / "no_val"
+    os.symlink(data_root / "clips", empty / "clips")
+    write_split(str(empty), "train", ["id0/vid/00001"])
+    assert train_syncnet.main(["--data_root", str(empty), "--output_dir", str(no_val)]) == 1
+    err = capsys.readouterr().err
+    assert "val.txt' not found" in err and "--val_every 0" in err
+    assert not no_val.exists()  # nothing written before the data is known to be usable
+
+
+# ----------------------------------------------------------------------------------------------
+# scripts/train_syncnet.sh
+
+
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_shell_script_command_line(tmp_path, gpus):
+    """The script's command line, seen by a stand-in PYTHON that prints its arguments one per line."""
+    fake = tmp_path / "python"
+    fake.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
+    fake.chmod(0o755)
+    env = child_env()
+    env.update(PYTHON=str(fake), data_root="/data/my root", output_dir=str(tmp_path / "out dir"), NUM_GPUS=str(gpus))
+    proc = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "train_syncnet.sh"), "--max_steps", "7"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    argv = proc.stdout.splitlines()
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"] if gpus > 1 else []
+    assert argv[: len(launcher) + 1] == [*launcher, str(REPO_ROOT / "train_syncnet.py")]
+    assert argv[argv.index("--data_root") + 1] == "/data/my root"  # quoting kept the space
+    assert argv[argv.index("--output_dir") + 1] == str(tmp_path / "out dir")
+    assert argv[-2:] == ["--max_steps", "7"]  # extra flags come last, so they win
+
+
+if __name__ == "__main__":
+    _ddp_worker(sys.argv[1], sys.argv[2:])

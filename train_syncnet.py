@@ -1,0 +1,366 @@
+"""Train SyncNet128, the lip-sync expert for Diff2Lip's 128 px crops, as Wav2Lip trained its own.
+
+    python train_syncnet.py --data_root data/preprocessed --output_dir outputs/syncnet128
+    torchrun --nproc_per_node 4 train_syncnet.py --data_root ... (or mpiexec -n 4 python ...)
+
+Each sample is 5 consecutive face crops of a random clip and the SyncNet mel window of a random
+start frame s: half the time the frames are s..s+4 (in sync, label 1), otherwise s'..s'+4 with
+|s' - s| >= --min_offset (off sync, label 0). The loss is the binary cross-entropy of the cosine
+similarity of the two embeddings. `python train_syncnet.py --help` lists every flag; the
+checkpoints load with `guided_diffusion.syncnet.load_sync_expert`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from audio.audio import syncnet_mel_window
+from dataset.preprocessed import Clip, read_split
+from guided_diffusion import dist_util, logger
+from guided_diffusion.errors import CheckpointError, Diff2LipError
+from guided_diffusion.script_util import create_argparser
+from guided_diffusion.syncnet import (
+    SYNC_FRAMES,
+    SyncExpert,
+    save_syncnet_checkpoint,
+    sync_bce,
+    sync_probability,
+)
+
+CHECKPOINT_NAME = "syncnet_{:07d}.pt"
+CHECKPOINT_RE = re.compile(r"^syncnet_(\d{7})\.pt$")
+BEST_NAME = "syncnet_best.pt"
+# The validation pairs never change between runs, whatever --seed is, so accuracies compare.
+VAL_SEED = 20240101
+
+
+def syncnet_train_defaults() -> dict:
+    """Every flag of train_syncnet.py with its default (Wav2Lip's expert settings where it had one)."""
+    return dict(
+        data_root="",
+        output_dir="outputs/syncnet128",
+        batch_size=64,
+        lr=1e-4,
+        weight_decay=0.0,
+        max_steps=200000,
+        min_offset=5,
+        val_every=1000,
+        val_pairs=1024,
+        save_every=5000,
+        keep=3,
+        log_every=100,
+        resume=False,
+        num_workers=4,
+        seed=0,
+    )
+
+
+SYNCNET_FLAG_HELP = {
+    "data_root": "preprocessed data folder (dataset/preprocess.py output) with train.txt, val.txt and clips/",
+    "output_dir": "where checkpoints syncnet_STEP.pt, syncnet_best.pt, log.txt and progress.csv go",
+    "batch_size": "pairs per step and process (the global batch is this times the number of processes); "
+    "BatchNorm runs per process on 1x1 embeddings, so keep it at 16 or more (at least 2)",
+    "lr": "AdamW learning rate (Wav2Lip's expert: 1e-4)",
+    "weight_decay": "AdamW weight decay (0 is Wav2Lip's plain Adam)",
+    "max_steps": "train until this optimizer step (a resumed run counts from its checkpoint's step)",
+    "min_offset": "off-sync pairs take frames at least this many frames away from the audio's",
+    "val_every": "validate every this many steps and at the end (0: no validation, no syncnet_best.pt)",
+    "val_pairs": "size of the fixed set of validation pairs drawn from val.txt's clips",
+    "save_every": "write syncnet_STEP.pt every this many steps and at the end",
+    "keep": "keep only the newest this many syncnet_STEP.pt files",
+    "log_every": "write the mean training loss to stdout, progress.csv and TensorBoard every this many steps",
+    "resume": "continue from the newest syncnet_STEP.pt in --output_dir (starts fresh if there is none)",
+    "num_workers": "DataLoader worker processes per training process (0: load in the training process)",
+    "seed": "seed of the network's initialisation and of the training pairs",
+}
+
+
+def create_parser() -> argparse.ArgumentParser:
+    return create_argparser(syncnet_train_defaults(), description=__doc__, help_dict=SYNCNET_FLAG_HELP)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Raise `Diff2LipError` naming the first flag whose value cannot work."""
+    if not args.data_root:
+        raise Diff2LipError("--data_root is required: the folder dataset/preprocess.py wrote")
+    if not os.path.isdir(args.data_root):
+        raise Diff2LipError(f"--data_root '{args.data_root}' is not a folder; run dataset/preprocess.py first")
+    if args.batch_size < 2:
+        # BatchNorm on the 1x1 embeddings needs more than one value per channel in training.
+        raise Diff2LipError(
+            f"--batch_size must be at least 2 (use 16 or more for useful BatchNorm), got {args.batch_size}"
+        )
+    for flag in ("max_steps", "min_offset", "save_every", "keep", "log_every"):
+        if getattr(args, flag) < 1:
+            raise Diff2LipError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    for flag in ("val_every", "num_workers", "weight_decay", "seed"):
+        if getattr(args, flag) < 0:
+            raise Diff2LipError(f"--{flag} must not be negative, got {getattr(args, flag)}")
+    if args.lr <= 0:
+        raise Diff2LipError(f"--lr must be positive, got {args.lr}")
+    if args.val_every and args.val_pairs < 1:
+        raise Diff2LipError(f"--val_pairs must be at least 1 when validating, got {args.val_pairs}")
+
+
+class SyncPairs(Dataset):
+    """In-sync and off-sync (frames, mel, label) pairs of one split of a preprocessed root.
+
+    Pair `i` is a pure function of `(seed, i)`, so a pair set is reproducible, DataLoader workers
+    need no seeding, and a resumed run draws exactly the pairs the interrupted one would have.
+    Clips too short for an off-sync pair (fewer than 5 + `min_offset` frames) are skipped.
+    """
+
+    def __init__(self, root: str, split: str, num_pairs: int, seed: int, min_offset: int):
+        names = read_split(root, split)
+        if not names:
+            path = os.path.join(root, f"{split}.txt")
+            raise Diff2LipError(f"'{path}' lists no clips; preprocess some videos into it")
+        self.root, self.num_pairs, self.seed, self.min_offset = root, num_pairs, seed, min_offset
+        # Names and lengths only: a Clip caches its mel, which must not pile up over a whole split.
+        self.clips: List[Tuple[str, int]] = []
+        sizes = set()
+        for name in names:
+            clip = Clip(root, name)
+            if clip.n_frames >= SYNC_FRAMES + min_offset:
+                self.clips.append((name, clip.n_frames))
+                sizes.add(clip.image_size)
+        self.skipped = len(names) - len(self.clips)
+        if not self.clips:
+            raise Diff2LipError(
+                f"no clip of '{split}' in '{root}' has the {SYNC_FRAMES + min_offset} frames a pair needs "
+                "(5 + --min_offset); preprocess longer videos or lower --min_offset"
+            )
+        if len(sizes) > 1:
+            raise Diff2LipError(f"clips of '{split}' in '{root}' have different image sizes {sorted(sizes)}; "
+                                "preprocess them all at one --image_size")
+
+    def __len__(self) -> int:
+        return self.num_pairs
+
+    def pair(self, index: int) -> Tuple[str, int, int, int]:
+        """(clip name, audio start frame, video start frame, label) of pair `index`."""
+        rng = np.random.default_rng([self.seed, index])
+        name, n_frames = self.clips[rng.integers(len(self.clips))]
+        last = n_frames - SYNC_FRAMES  # the last start frame of a whole 5-frame window
+        if rng.random() < 0.5:
+            start = int(rng.integers(last + 1))
+            return name, start, start, 1
+        m = self.min_offset
+        # Audio starts with a video window at least m frames away on one side or the other.
+        starts = np.union1d(np.arange(0, last - m + 1), np.arange(m, last + 1))
+        start = int(rng.choice(starts))
+        others = np.concatenate([np.arange(0, start - m + 1), np.arange(start + m, last + 1)])
+        return name, start, int(rng.choice(others)), 0
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """frames `[5, 3, S, S]` in [-1, 1] RGB, mel `[80, 16]`, label `[]` (1.0 in sync, 0.0 off)."""
+        name, audio_start, video_start, label = self.pair(index)
+        clip = Clip(self.root, name)
+        faces = clip.faces(range(video_start, video_start + SYNC_FRAMES))
+        frames = torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        # Every frame of a clip has its mel window, so every 5-frame window has its SyncNet one.
+        mel = torch.from_numpy(syncnet_mel_window(clip.mel, audio_start))
+        return frames, mel, torch.tensor(float(label))
+
+
+class StepSampler(Sampler[int]):
+    """Indices one rank loads for steps `start_step .. max_steps - 1`, `batch_size` per step.
+
+    At step t rank r takes pairs (t * world + r) * batch_size + 0 .. batch_size - 1: the ranks
+    never share a pair, and resuming at step t continues the same sequence.
+    """
+
+    def __init__(self, start_step: int, max_steps: int, batch_size: int, rank: int, world_size: int):
+        self.start_step, self.max_steps = start_step, max_steps
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        for step in range(self.start_step, self.max_steps):
+            first = (step * self.world_size + self.rank) * self.batch_size
+            yield from range(first, first + self.batch_size)
+
+    def __len__(self) -> int:
+        return max(self.max_steps - self.start_step, 0) * self.batch_size
+
+
+def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, frames: torch.Tensor, mel: torch.Tensor,
+               label: torch.Tensor) -> float:
+    """One optimizer step on a batch (frames `[B, 5, 3, S, S]`, mel `[B, 80, 16]`, label `[B]`); returns the loss."""
+    audio_emb, video_emb = model(frames, mel)
+    loss = sync_bce(audio_emb, video_emb, label)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+@torch.no_grad()
+def evaluate(expert: SyncExpert, pairs: SyncPairs, batch_size: int, num_workers: int) -> Tuple[float, float]:
+    """(mean BCE, accuracy of `probability > 0.5`) over all of `pairs`, each rank taking a share."""
+    device = next(expert.parameters()).device
+    expert.eval()
+    shard = range(dist_util.rank(), len(pairs), dist_util.world_size())
+    loader = DataLoader(pairs, batch_size=batch_size, sampler=shard, num_workers=num_workers)
+    loss_sum, correct, count = 0.0, 0, 0
+    for frames, mel, label in loader:
+        frames, mel, label = frames.to(device), mel.to(device), label.to(device)
+        audio_emb, video_emb = expert(frames, mel)
+        loss_sum += sync_bce(audio_emb, video_emb, label).item() * len(label)
+        correct += int(((sync_probability(audio_emb, video_emb) > 0.5) == (label > 0.5)).sum())
+        count += len(label)
+    totals = np.sum(dist_util.all_gather_object((loss_sum, correct, count)), axis=0)
+    return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+
+
+def list_checkpoints(output_dir: str) -> List[str]:
+    """Paths of the syncnet_STEP.pt files in `output_dir`, oldest step first."""
+    if not os.path.isdir(output_dir):
+        return []
+    names = sorted(name for name in os.listdir(output_dir) if CHECKPOINT_RE.match(name))
+    return [os.path.join(output_dir, name) for name in names]
+
+
+def load_resume_state(args: argparse.Namespace) -> Optional[dict]:
+    """The newest checkpoint to continue from, or None for a fresh start.
+
+    Rank 0 decides (the other ranks may not see the folder) and reads; everyone gets the result.
+    """
+    newest = None
+    if dist_util.is_main_process():
+        newest = (list_checkpoints(args.output_dir) or [None])[-1]
+    newest = dist_util.broadcast_object(newest)
+    if newest is None:
+        return None
+    if not args.resume:
+        raise Diff2LipError(
+            f"--output_dir '{args.output_dir}' already holds checkpoints (newest '{newest}'); "
+            "pass --resume True to continue from it, or choose another --output_dir"
+        )
+    ckpt = dist_util.load_state_dict(newest, weights_only=True)
+    needed = {"kind", "model", "opt", "step", "rng"}
+    if not isinstance(ckpt, dict) or not needed <= set(ckpt) or ckpt["kind"] != "syncnet128":
+        raise CheckpointError(f"'{newest}' is not a train_syncnet.py checkpoint; move it out of --output_dir")
+    ckpt["path"] = newest
+    return ckpt
+
+
+def save_checkpoint(path: str, expert: SyncExpert, opt: torch.optim.Optimizer, step: int,
+                    args: argparse.Namespace, seed: int, best_val_acc: float) -> None:
+    """Everything a resumed run needs: weights, optimizer, step, flags and the pair seed."""
+    save_syncnet_checkpoint(path, expert.net, opt=opt.state_dict(), step=step, args=vars(args),
+                            rng={"seed": seed}, best_val_acc=best_val_acc)
+
+
+def prune_checkpoints(output_dir: str, keep: int) -> None:
+    for path in list_checkpoints(output_dir)[:-keep]:
+        os.remove(path)
+
+
+def train(args: argparse.Namespace) -> SyncExpert:
+    """Train (or continue training) SyncNet128 in this process group; returns the trained expert."""
+    check_args(args)
+    resume = load_resume_state(args)
+    # The pairs continue the interrupted run's sequence even if --seed changed since.
+    seed = resume["rng"]["seed"] if resume else args.seed
+    start_step = resume["step"] if resume else 0
+    best_val_acc = resume.get("best_val_acc", -1.0) if resume else -1.0
+    rank, world = dist_util.rank(), dist_util.world_size()
+    global_batch = args.batch_size * world
+    train_set = SyncPairs(args.data_root, "train", args.max_steps * global_batch, seed, args.min_offset)
+    val_set = None
+    if args.val_every:
+        try:
+            val_set = SyncPairs(args.data_root, "val", args.val_pairs, VAL_SEED, args.min_offset)
+        except Diff2LipError as exc:
+            raise Diff2LipError(f"{exc} (or pass --val_every 0 to train without validation)") from exc
+
+    logger.configure(args.output_dir)
+
+    torch.manual_seed(args.seed)
+    device = dist_util.dev()
+    expert = SyncExpert("syncnet128").to(device)
+    opt = torch.optim.AdamW(expert.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    if resume:
+        expert.net.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["opt"])
+        logger.log(f"resumed from {resume['path']} at step {start_step}")
+    # DDP broadcasts rank 0's weights now and all-reduces the gradients of every step.
+    model = (DistributedDataParallel(expert, device_ids=[device] if device.type == "cuda" else None)
+             if world > 1 else expert)
+    n_params = sum(p.numel() for p in expert.parameters())
+    logger.log(
+        f"SyncNet128: {n_params:,} parameters on {device}, {world} process(es); "
+        f"train: {len(train_set.clips)} clips ({train_set.skipped} too short skipped)"
+        + (f", val: {len(val_set.clips)} clips, {len(val_set)} fixed pairs" if val_set else ", no validation")
+    )
+    if start_step >= args.max_steps:
+        logger.log(f"already at step {start_step} >= --max_steps {args.max_steps}; nothing to do")
+        return expert
+
+    loader = DataLoader(
+        train_set, batch_size=args.batch_size, num_workers=args.num_workers, pin_memory=device.type == "cuda",
+        sampler=StepSampler(start_step, args.max_steps, args.batch_size, rank, world),
+    )
+    model.train()
+    step = start_step
+    for frames, mel, label in loader:
+        loss = train_step(model, opt, frames.to(device, non_blocking=True), mel.to(device, non_blocking=True),
+                          label.to(device, non_blocking=True))
+        step += 1
+        logger.logkv_mean("loss", loss)
+        final = step == args.max_steps
+        dump = step % args.log_every == 0 or final
+
+        if val_set is not None and (step % args.val_every == 0 or final):
+            # Each rank's BatchNorm statistics saw only its own batches: validate rank 0's, the saved ones.
+            dist_util.sync_params(expert.buffers())
+            val_loss, val_acc = evaluate(expert, val_set, args.batch_size, args.num_workers)
+            model.train()
+            logger.logkv("val_loss", val_loss)
+            logger.logkv("val_acc", val_acc)
+            dump = True
+            if val_acc > best_val_acc:
+                best_val_acc = val_acc
+                if rank == 0:
+                    save_checkpoint(os.path.join(args.output_dir, BEST_NAME), expert, opt, step, args, seed,
+                                    best_val_acc)
+
+        if rank == 0 and (step % args.save_every == 0 or final):
+            save_checkpoint(os.path.join(args.output_dir, CHECKPOINT_NAME.format(step)), expert, opt, step, args,
+                            seed, best_val_acc)
+            prune_checkpoints(args.output_dir, args.keep)
+
+        if dump:
+            logger.logkv("step", step)
+            logger.logkv("samples", step * global_batch)
+            logger.dumpkvs(step)
+    # Every rank returns only once rank 0 has written the final checkpoint.
+    dist_util.barrier()
+    return expert
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        args = create_parser().parse_args(argv)
+        dist_util.setup_dist()
+        train(args)
+        return 0
+    except Diff2LipError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        logger.close()
+        dist_util.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
