@@ -1,0 +1,88 @@
+"""Training samples: windows, references outside the window, mel windows, reproducibility."""
+
+import numpy as np
+import pytest
+import torch
+
+from audio.audio import frame_mel_start, syncnet_mel_start
+from dataset.preprocessed import Clip
+from dataset.tfg_dataset import StepSampler, TFGDataset, reference_indices, usable_starts
+from guided_diffusion.errors import Diff2LipError
+from helpers import make_preprocessed_root
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pre")
+    make_preprocessed_root(root, n_clips=3, n_frames=16, image_size=32, val_clips=0)
+    return root
+
+
+def test_sample_shapes_values_and_mel_windows(root):
+    ds = TFGDataset(str(root), "train", nframes=5)
+    item = ds[(1, 1234)]
+    assert item["frames"].shape == (5, 3, 32, 32) and item["refs"].shape == (5, 3, 32, 32)
+    assert item["frames"].min() >= -1 and item["frames"].max() <= 1
+    clip = ds.clips[1]
+    s = int(item["start"])
+    expected = clip.faces(range(s, s + 5)).astype(np.float32) / 127.5 - 1
+    np.testing.assert_allclose(item["frames"].permute(0, 2, 3, 1).numpy(), expected, atol=1e-6)
+    for j, k in enumerate(range(s, s + 5)):
+        a = frame_mel_start(k)
+        np.testing.assert_array_equal(item["mels"][j].numpy(), clip.mel[:, a : a + 16])
+    a = syncnet_mel_start(s)
+    np.testing.assert_array_equal(item["sync_mel"].numpy(), clip.mel[:, a : a + 16])
+
+
+def test_reference_is_never_inside_the_window():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        n = int(rng.integers(6, 40))
+        start = int(rng.integers(0, n - 4))
+        refs = reference_indices(rng, n, start, 5)
+        assert refs.shape == (5,)
+        assert ((refs < start) | (refs >= start + 5)).all() and (refs >= 0).all() and (refs < n).all()
+
+
+def test_samples_are_a_pure_function_of_their_key(root):
+    ds = TFGDataset(str(root), "train", nframes=5)
+    a, b, c = ds[(2, 99)], ds[(2, 99)], ds[(2, 100)]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    refs = a["ref_idx"].numpy()
+    s = int(a["start"])
+    assert ((refs < s) | (refs >= s + 5)).all()
+
+
+def test_step_sampler_resumes_at_any_step():
+    full = StepSampler(10, 4, seed=3, rank=0)
+    it = iter(full)
+    first = [next(it) for _ in range(6)]
+    resumed = iter(StepSampler(10, 4, seed=3, rank=0, start_step=4))
+    assert [next(resumed) for _ in range(2)] == first[4:]
+    other_rank = next(iter(StepSampler(10, 4, seed=3, rank=1)))
+    assert other_rank != first[0]
+
+
+def test_short_clips_are_skipped_and_usable_starts_follow_audio(tmp_path):
+    make_preprocessed_root(tmp_path, n_clips=2, n_frames=5, image_size=32, val_clips=0)
+    with pytest.raises(Diff2LipError, match="has 6 frames"):
+        TFGDataset(str(tmp_path), "train", nframes=5)
+    clip = Clip(str(tmp_path), "id000/video/00001")
+    assert usable_starts(clip, 5) == 0
+    assert usable_starts(clip, 4) == 2
+
+
+def test_broken_clip_is_replaced_by_the_next(root, caplog):
+    ds = TFGDataset(str(root), "train", nframes=5)
+    import os
+
+    broken = ds.clips[0]
+    os.rename(os.path.join(broken.folder, "00003.jpg"), os.path.join(broken.folder, "moved.jpg"))
+    try:
+        for seed in range(20):  # some draws need frame 3 of clip 0
+            item = ds[(0, seed)]
+            assert item["frames"].shape == (5, 3, 32, 32)
+        assert "skipping broken sample" in caplog.text
+    finally:
+        os.rename(os.path.join(broken.folder, "moved.jpg"), os.path.join(broken.folder, "00003.jpg"))

@@ -1,0 +1,257 @@
+"""train.py: the losses, the shared timestep, overfitting, exact resume, DDP, stop signals."""
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import train as train_script
+from guided_diffusion import logger
+from guided_diffusion.errors import CheckpointError, Diff2LipError
+from guided_diffusion.script_util import create_gaussian_diffusion
+from guided_diffusion.tfg_losses import L2Loss, PredictedSequences, SequenceGANLoss, SequencePatchGAN, weighted_sum
+from guided_diffusion.train_util import list_checkpoints
+from helpers import TINY_CLI_FLAGS, make_preprocessed_root, save_tiny_checkpoint
+from launchers import REPO_ROOT, child_env, run, torchrun
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pre")
+    make_preprocessed_root(root, n_clips=3, n_frames=14, image_size=32, val_clips=0)
+    return root
+
+
+def train_args(data_root, output_dir, *extra):
+    return [
+        *TINY_CLI_FLAGS, "--data_root", str(data_root), "--output_dir", str(output_dir), "--batch_size", "2",
+        "--num_workers", "0", "--lambda_sync", "0", "--lambda_lpips", "0", "--warmup_steps", "2", "--log_every", "1",
+        "--lr", "1e-3", *extra,
+    ]
+
+
+def run_train(argv):
+    args = train_script.create_parser().parse_args(argv)
+    try:
+        return train_script.train(args)
+    finally:
+        logger.close()
+
+
+def digest(model) -> str:
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def sequences(pred, real, mask_rows=16):
+    B, F, C, H, W = real.shape
+    mask = torch.zeros(B, F, 1, H, W)
+    mask[..., mask_rows:, :] = 1
+    return PredictedSequences(pred=pred, real=real, mask=mask, sync_mel=torch.zeros(B, 80, 16), diffusion_terms={"loss": torch.zeros(B * F)})
+
+
+def test_l2_counts_only_the_masked_region():
+    real = torch.rand(2, 5, 3, 32, 32)
+    pred = real + 0.1
+    base = L2Loss()(sequences(pred, real))
+    assert base.item() == pytest.approx(0.01, rel=1e-5)
+    moved = pred.clone()
+    moved[..., :16, :] += 3.0  # change only above the mask
+    assert L2Loss()(sequences(moved, real)).item() == pytest.approx(base.item(), rel=1e-6)
+
+
+def test_gan_losses_have_the_right_signs():
+    torch.manual_seed(0)
+    disc = SequencePatchGAN(nframes=5, ndf=8, n_layers=2)
+    gan = SequenceGANLoss(disc)
+    real, fake = torch.rand(2, 5, 3, 32, 32), torch.rand(2, 5, 3, 32, 32)
+    with torch.no_grad():
+        disc.net[-1].bias.fill_(5.0)  # D says "real" to everything
+        says_real = gan(sequences(fake, real)).item()
+        d_when_fooled = gan.discriminator_loss(real, fake).item()
+        disc.net[-1].bias.fill_(-5.0)  # D says "fake" to everything
+        says_fake = gan(sequences(fake, real)).item()
+    assert says_real < 0.1 < says_fake  # the generator's loss falls as D believes its output
+    assert d_when_fooled > 4.0  # D's loss is high when it calls the fakes real
+    logits = disc(torch.rand(2, 5, 3, 32, 32))
+    assert logits.dim() == 4 and logits.shape[0] == 2 and logits.shape[1] == 1
+
+
+def test_weighted_sum_skips_zero_weights_and_reports_every_term():
+    called = []
+
+    def make(value):
+        def loss(batch):
+            called.append(value)
+            return torch.tensor(value, requires_grad=True)
+
+        return loss
+
+    total, terms = weighted_sum({"a": make(2.0), "b": make(3.0), "c": make(5.0)}, {"a": 1.0, "b": 0.0, "c": 0.5}, None)
+    assert called == [2.0, 5.0]
+    assert total.item() == pytest.approx(4.5) and terms == {"a": 2.0, "c": 5.0, "total": 4.5}
+
+
+def test_one_timestep_per_sequence_shared_by_its_frames(data_root):
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, t, **kw):
+            seen.append(t.clone())
+            return torch.cat([x, torch.zeros_like(x)], 1) * self.p
+
+    from dataset.tfg_dataset import TFGDataset, collate
+
+    ds = TFGDataset(str(data_root), "train", 5)
+    batch = collate([ds[(i, i)] for i in range(3)])
+    args = train_script.create_parser().parse_args(train_args(data_root, "unused"))
+    losses = {"simple": train_script.DiffusionLoss(), "l2": L2Loss()}
+    total, logged, seq = train_script.forward_losses(
+        args, batch, Recorder(), create_gaussian_diffusion(), losses, {"simple": 1.0, "l2": 1.0}, torch.Generator().manual_seed(0), torch.device("cpu")
+    )
+    t = seen[0].view(3, 5)
+    assert (t == t[:, :1]).all() and len(set(t[:, 0].tolist())) > 1
+    assert seq.pred.shape == (3, 5, 3, 32, 32) and set(logged) >= {"simple", "l2", "total", "mse", "vb"}
+    # outside the mask the predicted sequence is the real frame
+    assert torch.equal(seq.pred[..., :16, :], seq.real[..., :16, :])
+
+
+def test_tiny_model_overfits_one_batch(data_root):
+    """Same batch, same t and noise every step: the total loss must drop at least 10x."""
+    from dataset.tfg_dataset import TFGDataset, collate
+    from guided_diffusion.script_util import tfg_create_model_and_diffusion
+    from helpers import TINY_FLAGS
+
+    torch.manual_seed(0)
+    model, diffusion = tfg_create_model_and_diffusion(**dict(TINY_FLAGS, learn_sigma=False))
+    ds = TFGDataset(str(data_root), "train", 5)
+    batch = collate([ds[(0, 7)], ds[(1, 8)]])
+    args = train_script.create_parser().parse_args(train_args(data_root, "unused"))
+    losses = {"simple": train_script.DiffusionLoss(), "l2": L2Loss()}
+    weights = {"simple": 1.0, "l2": 1.0}
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    history = []
+    for _ in range(150):
+        total, _, _ = train_script.forward_losses(args, batch, model, diffusion, losses, weights, torch.Generator().manual_seed(1), torch.device("cpu"))
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        history.append(total.item())
+    assert history[-1] < history[0] / 10, history[::15]
+
+
+def test_resume_is_exact_bit_for_bit(data_root, tmp_path):
+    extra = ["--lambda_gan", "0.05", "--disc_channels", "8", "--save_every", "2", "--keep", "5"]
+    straight, step = run_train(train_args(data_root, tmp_path / "a", "--max_steps", "4", *extra))
+    assert step == 4
+    run_train(train_args(data_root, tmp_path / "b", "--max_steps", "2", *extra))
+    resumed, step = run_train(train_args(data_root, tmp_path / "b", "--max_steps", "4", "--resume", "True", *extra))
+    assert step == 4
+    assert digest(resumed) == digest(straight)
+    a = torch.load(tmp_path / "a" / "checkpoint_0000004.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoint_0000004.pt", weights_only=True)
+    for key in ("model", "ema", "disc"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+    assert set(a) >= {"model", "ema", "opt", "disc", "disc_opt", "step", "args", "rng", "scaler"}
+    assert [os.path.basename(p) for p in list_checkpoints(tmp_path / "b")] == ["checkpoint_0000002.pt", "checkpoint_0000004.pt"]
+    csv = (tmp_path / "a" / "progress.csv").read_text().splitlines()
+    header = csv[0].split(",")
+    assert {"simple", "l2", "gan", "disc", "mse", "vb", "total", "lr"} <= set(header) and len(csv) == 5
+
+
+def test_keep_only_the_last_checkpoints_and_init_from(data_root, tmp_path):
+    init = tmp_path / "released.pt"
+    save_tiny_checkpoint(init, seed=5)
+    model, _ = run_train(train_args(data_root, tmp_path / "k", "--max_steps", "3", "--save_every", "1", "--keep", "2",
+                                    "--init_from", str(init), "--lr", "0"))
+    assert [os.path.basename(p) for p in list_checkpoints(tmp_path / "k")] == ["checkpoint_0000002.pt", "checkpoint_0000003.pt"]
+    released = torch.load(init, weights_only=True)
+    assert all(torch.equal(model.state_dict()[k], released[k]) for k in released)  # lr 0: unchanged
+    assert not [f for f in os.listdir(tmp_path / "k") if f.endswith(".tmp")]
+
+
+def test_nonfinite_losses_are_skipped_then_stop_with_a_message(data_root, tmp_path, monkeypatch):
+    real_forward = train_script.forward_losses
+
+    def poisoned(*a, **k):
+        total, logged, seq = real_forward(*a, **k)
+        return total * float("nan"), logged, seq
+
+    monkeypatch.setattr(train_script, "forward_losses", poisoned)
+    with pytest.raises(Diff2LipError, match="non-finite for 3 steps in a row"):
+        run_train(train_args(data_root, tmp_path / "n", "--max_steps", "10", "--max_nonfinite", "3"))
+    assert list_checkpoints(tmp_path / "n") == []
+
+
+def test_missing_lpips_weights_name_the_file(monkeypatch, tmp_path):
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(torchvision.models.vgg, "vgg16", offline)
+    with pytest.raises(CheckpointError, match="vgg16-397923af.pth") as err:
+        train_script.load_lpips(torch.device("cpu"))
+    assert str(tmp_path) in str(err.value)
+
+
+def test_bad_flags_are_one_line_errors(data_root, tmp_path, capsys):
+    assert train_script.main(train_args(data_root, tmp_path, "--precision", "fp16", "--max_steps", "1")) == 1
+    assert train_script.main(train_args(tmp_path / "nothing", tmp_path, "--max_steps", "1")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error: --precision fp16 needs a GPU")
+    assert err[1].startswith("error: ") and "preprocess" in err[1]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_keeps_parameters_identical(data_root, tmp_path):
+    worker = tmp_path / "worker.py"
+    worker.write_text(
+        "import sys, json, hashlib, torch\n"
+        f"sys.path.insert(0, {str(REPO_ROOT)!r}); sys.path.insert(0, {str(REPO_ROOT / 'tests')!r})\n"
+        "import train\n"
+        "from guided_diffusion import dist_util\n"
+        "args = train.create_parser().parse_args(sys.argv[2:])\n"
+        "model, step = train.train(args)\n"
+        "h = hashlib.sha256()\n"
+        "for k, v in model.state_dict().items(): h.update(v.numpy().tobytes())\n"
+        "open(sys.argv[1] + f'/rank{dist_util.rank()}.txt', 'w').write(h.hexdigest())\n"
+    )
+    argv = train_args(data_root, tmp_path / "out", "--max_steps", "3", "--lambda_gan", "0.05", "--disc_channels", "8", "--save_every", "3")
+    code, output = run([*torchrun(2), str(worker), str(tmp_path), *argv], timeout=300)
+    assert code == 0, output
+    assert (tmp_path / "rank0.txt").read_text() == (tmp_path / "rank1.txt").read_text()
+    state = torch.load(tmp_path / "out" / "checkpoint_0000003.pt", weights_only=True)
+    assert len(state["rng"]) == 2 and state["step"] == 3
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_cleanly(data_root, tmp_path):
+    out = tmp_path / "sig"
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "train.py"), *train_args(data_root, out, "--save_every", "1000")],
+        cwd=REPO_ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.time() + 120
+    progress = out / "progress.csv"
+    while time.time() < deadline and not (progress.exists() and len(progress.read_text().splitlines()) >= 2):
+        time.sleep(0.5)  # until a step has been logged
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    saved = list_checkpoints(out)
+    assert len(saved) == 1 and "stop signal: saved step" in output

@@ -1,0 +1,390 @@
+"""Train Diff2Lip (the authors released no training code; this follows the paper, Sec. 3.2.1).
+
+    python train.py --data_root data/vox_pre --output_dir outputs/train --sync_expert checkpoints/syncnet_best.pt
+    torchrun --nproc_per_node 8 train.py ...        mpiexec -n 8 python train.py ...
+
+Per batch of B sequences of `nframes` frames: one diffusion step t per sequence, shared by its
+frames; x_t from Eq. 2 on the masked lower face; the predicted clean frames x0 from the predicted
+noise; then L_simple (+ the variational term), L2 on x0 (Eq. 5), the frozen lip-sync expert
+(Eq. 6), LPIPS (Eq. 7) and a sequence PatchGAN (Eq. 8) with its own optimizer, summed with
+their lambdas (Eq. 9). A lambda of 0 switches its term off. Checkpoints are atomic and hold
+everything needed to resume exactly; SIGTERM / SIGINT save and exit.
+"""
+
+import contextlib
+import copy
+import os
+import sys
+import time
+import warnings
+from typing import List, Optional
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+
+from dataset.tfg_dataset import StepSampler, TFGDataset, collate
+from guided_diffusion import dist_util, logger
+from guided_diffusion.errors import CheckpointError, Diff2LipError
+from guided_diffusion.nn import update_ema
+from guided_diffusion.script_util import (
+    args_to_dict,
+    create_argparser,
+    load_model_weights,
+    tfg_create_model_and_diffusion,
+    tfg_data_defaults,
+    tfg_model_and_diffusion_defaults,
+)
+from guided_diffusion.tfg_data_util import tfg_process_batch
+from guided_diffusion.tfg_losses import (
+    DiffusionLoss,
+    L2Loss,
+    LPIPSLoss,
+    PredictedSequences,
+    SequenceGANLoss,
+    SequencePatchGAN,
+    SyncLoss,
+    weighted_sum,
+)
+from guided_diffusion.train_util import (
+    StopSignal,
+    latest_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    warmup_lr,
+)
+
+LPIPS_VGG_FILE = "vgg16-397923af.pth"
+
+
+def train_defaults() -> dict:
+    """Training flags (the network and diffusion flags come from script_util)."""
+    return dict(
+        data_root="",
+        output_dir="outputs/train",
+        batch_size=4,
+        accum_steps=1,
+        lr=1e-4,
+        weight_decay=0.0,
+        warmup_steps=500,
+        grad_clip=1.0,
+        ema_rate=0.9999,
+        max_steps=0,
+        lambda_simple=1.0,
+        lambda_l2=1.0,
+        lambda_sync=0.03,
+        lambda_lpips=0.1,
+        lambda_gan=0.01,
+        sync_expert="outputs/syncnet128/syncnet_best.pt",
+        disc_lr=1e-4,
+        disc_channels=64,
+        precision="fp32",
+        save_every=5000,
+        keep=3,
+        log_every=100,
+        resume=False,
+        init_from="",
+        seed=0,
+        num_workers=2,
+        max_nonfinite=10,
+        augment=False,
+    )
+
+
+TRAIN_HELP = {
+    "data_root": "preprocessed data (dataset/preprocess.py output: clips/, train.txt)",
+    "output_dir": "checkpoints, progress.csv, log.txt and TensorBoard events go here",
+    "batch_size": "sequences of --nframes frames per process per micro-batch",
+    "accum_steps": "micro-batches accumulated per optimizer step",
+    "lr": "AdamW learning rate of the network",
+    "weight_decay": "AdamW weight decay",
+    "warmup_steps": "linear learning-rate warm-up steps",
+    "grad_clip": "clip the gradient norm to this (0: off)",
+    "ema_rate": "EMA decay of the weights kept for sampling",
+    "max_steps": "stop after this many optimizer steps (0: until stopped)",
+    "lambda_simple": "weight of L_simple (+ the variational term), Eq. 3",
+    "lambda_l2": "weight of the L2 loss on the predicted clean frames, Eq. 5 (0: off)",
+    "lambda_sync": "weight of the lip-sync expert loss, Eq. 6 (0: off)",
+    "lambda_lpips": "weight of LPIPS (VGG), Eq. 7 (0: off)",
+    "lambda_gan": "weight of the sequence PatchGAN loss, Eq. 8 (0: off)",
+    "sync_expert": "the frozen lip-sync expert: our train_syncnet.py checkpoint or Wav2Lip's lipsync_expert.pth",
+    "disc_lr": "AdamW learning rate of the discriminator",
+    "disc_channels": "base channel count of the PatchGAN discriminator",
+    "precision": "fp32, bf16 (autocast) or fp16 (autocast with loss scaling, GPU only)",
+    "save_every": "write a checkpoint every N steps",
+    "keep": "keep the newest N checkpoints",
+    "log_every": "write the averaged loss terms every N steps",
+    "resume": "continue from the newest checkpoint in --output_dir (exactly: data order and RNG included)",
+    "init_from": "start from these network weights (e.g. the released checkpoint.pt) for fine-tuning",
+    "seed": "seed of the initial weights, the data order and the diffusion noise",
+    "num_workers": "data-loading worker processes per training process",
+    "max_nonfinite": "stop with an error after this many non-finite losses in a row (each is skipped)",
+    "augment": "mild brightness/contrast/mirror augmentation (the paper uses none)",
+}
+
+
+def create_parser():
+    model_flags = tfg_model_and_diffusion_defaults()
+    return create_argparser(model_flags, tfg_data_defaults(), train_defaults(), description=__doc__, help_dict=TRAIN_HELP)
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+
+
+def load_lpips(device) -> torch.nn.Module:
+    """The `lpips` package's VGG LPIPS, frozen. Its VGG-16 weights come from torch's hub cache."""
+    import lpips
+
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", LPIPS_VGG_FILE)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torchvision's `pretrained=` deprecation inside lpips
+            net = lpips.LPIPS(net="vgg", verbose=False)
+    except Exception as exc:  # the download on a machine without internet
+        raise CheckpointError(
+            f"LPIPS needs torchvision's VGG-16 weights: put {LPIPS_VGG_FILE} in {os.path.dirname(cached)} "
+            f"(torchvision downloads it there on a connected machine), or pass --lambda_lpips 0 ({exc})"
+        ) from exc
+    return net.to(device).eval().requires_grad_(False)
+
+
+def build_losses(args, device):
+    """The losses with a non-zero lambda, and the discriminator when the GAN loss is on."""
+    losses = {"simple": DiffusionLoss(), "l2": L2Loss()}
+    discriminator = None
+    if args.lambda_sync:
+        from guided_diffusion.syncnet import load_sync_expert
+
+        if args.nframes != 5:
+            raise Diff2LipError(f"the lip-sync expert sees 5 frames; --nframes {args.nframes} needs --lambda_sync 0")
+
+        losses["sync"] = SyncLoss(load_sync_expert(args.sync_expert).to(device))
+    if args.lambda_lpips:
+        losses["lpips"] = LPIPSLoss(load_lpips(device))
+    if args.lambda_gan:
+        discriminator = SequencePatchGAN(args.nframes, args.disc_channels).to(device)
+        losses["gan"] = SequenceGANLoss(discriminator)
+    weights = {name: getattr(args, f"lambda_{name}") for name in losses}
+    return losses, weights, discriminator
+
+
+def autocast(device, precision: str):
+    if precision == "fp32":
+        return torch.autocast(device_type=device.type, enabled=False)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def forward_losses(args, batch, model, diffusion, losses, weights, generator, device):
+    """One micro-batch: Eq. 2-9. Returns the total loss, the logged terms and the predicted sequences."""
+    frames = batch["frames"].to(device)
+    B, F = frames.shape[:2]
+    # One diffusion step per sequence, shared by its frames (Sec. 3.2.1).
+    t = torch.randint(0, diffusion.num_timesteps, (B,), generator=generator).repeat_interleave(F).to(device)
+    noise = torch.randn(frames.flatten(0, 1).shape, generator=generator).to(device)
+    # The masked frame's noise is drawn apart: it must not reveal the noise the model predicts.
+    cond_noise = torch.randn(frames.flatten(0, 1).shape, generator=generator).to(device)
+    inputs = tfg_process_batch(
+        frames, args.face_hide_percentage, ref_frames=batch["refs"].to(device), mels=batch["mels"].to(device), noise=cond_noise
+    )
+    with autocast(device, args.precision):
+        terms = diffusion.training_losses(model, inputs.x_start, t, inputs.model_kwargs, noise=noise, loss_mask=inputs.mask)
+        pred = terms["pred_xstart"] * inputs.mask + inputs.x_start * (1 - inputs.mask)
+        sequences = PredictedSequences(
+            pred=pred.unflatten(0, (B, F)),
+            real=frames,
+            mask=inputs.mask.unflatten(0, (B, F)),
+            sync_mel=batch["sync_mel"].to(device),
+            diffusion_terms=terms,
+        )
+        total, logged = weighted_sum(losses, weights, sequences)
+    logged["mse"] = terms["mse"].mean().item()
+    if "vb" in terms:
+        logged["vb"] = terms["vb"].mean().item()
+    return total, logged, sequences
+
+
+def all_finite(loss: torch.Tensor) -> bool:
+    """True when the loss is finite on every rank (all ranks must skip a step together)."""
+    flag = torch.isfinite(loss.detach()).float().reshape(1)
+    if dist_util.world_size() > 1:
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+
+
+def train(args):
+    """Run the training; returns the network (unwrapped) and the step it stopped at."""
+    dist_util.setup_dist()
+    device = dist_util.dev()
+    rank, world = dist_util.rank(), dist_util.world_size()
+    if args.precision not in ("fp32", "bf16", "fp16"):
+        raise Diff2LipError(f"--precision {args.precision!r} is not fp32, bf16 or fp16")
+    if args.precision == "fp16" and device.type != "cuda":
+        raise Diff2LipError("--precision fp16 needs a GPU; on a CPU use bf16")
+    if not args.data_root:
+        raise Diff2LipError("--data_root is required: the output folder of dataset/preprocess.py")
+    stop = StopSignal()  # from the start: a signal during set-up stops after the first step
+    try:
+        logger.configure(dir=args.output_dir)
+
+        torch.manual_seed(args.seed)  # the same initial weights on every rank
+        flags = args_to_dict(args, tfg_model_and_diffusion_defaults())
+        flags["timestep_respacing"] = ""  # training uses every step
+        model, diffusion = tfg_create_model_and_diffusion(**flags)
+        if args.init_from:
+            load_model_weights(model, args.init_from)
+        model.to(device)
+        ema = copy.deepcopy(model).requires_grad_(False)
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        losses, weights, discriminator = build_losses(args, device)
+        weights["simple"] = args.lambda_simple
+        disc_opt = torch.optim.AdamW(discriminator.parameters(), lr=args.disc_lr, betas=(0.5, 0.999)) if discriminator else None
+        scaler = torch.amp.GradScaler("cuda", enabled=args.precision == "fp16")
+        generator = torch.Generator().manual_seed(args.seed * 1009 + rank)
+
+        step = 0
+        path = latest_checkpoint(args.output_dir) if args.resume else None
+        if path:
+            state = dist_util.load_state_dict(path)
+            model.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
+            opt.load_state_dict(state["opt"])
+            if discriminator is not None and "disc" in state:
+                discriminator.load_state_dict(state["disc"])
+                disc_opt.load_state_dict(state["disc_opt"])
+            scaler.load_state_dict(state["scaler"])
+            step = int(state["step"])
+            if len(state["rng"]) == world:
+                set_rng_state(state["rng"][rank], generator)
+            else:
+                logger.warn(f"resuming on {world} processes from {len(state['rng'])}: random streams restart")
+            logger.log(f"resumed from {path} at step {step}")
+        elif args.resume:
+            logger.log(f"--resume: no checkpoint in {args.output_dir}, starting at step 0")
+
+        train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
+        train_disc = discriminator
+        if discriminator is not None and world > 1:
+            train_disc = DDP(discriminator, device_ids=[device.index] if device.type == "cuda" else None)
+
+        dataset = TFGDataset(args.data_root, "train", args.nframes, augment=args.augment)
+        if dataset.skipped:
+            logger.log(f"skipped {dataset.skipped} clips shorter than {args.nframes + 1} frames with audio")
+        sampler = StepSampler(len(dataset), args.batch_size, args.seed, rank, start_step=step * args.accum_steps)
+        loader = DataLoader(
+            dataset, batch_sampler=sampler, num_workers=args.num_workers, collate_fn=collate,
+            generator=torch.Generator().manual_seed(args.seed),  # keeps the global RNG out of data loading
+        )
+        batches = iter(loader)
+        logger.log(
+            f"training {sum(p.numel() for p in model.parameters()):,} parameters on {world} process(es), device {device}; "
+            f"{len(dataset)} clips; losses: {', '.join(f'{k}={v}' for k, v in weights.items())}"
+        )
+
+        nonfinite = 0
+        started = time.perf_counter()
+        while args.max_steps == 0 or step < args.max_steps:
+            for group in opt.param_groups:
+                group["lr"] = warmup_lr(args.lr, step, args.warmup_steps)
+            opt.zero_grad(set_to_none=True)
+            skip = False
+            fakes, reals = [], []
+            for micro in range(args.accum_steps):
+                batch = next(batches)
+                total, logged, sequences = forward_losses(args, batch, train_model, diffusion, losses, weights, generator, device)
+                if not all_finite(total):
+                    skip = True  # every micro-batch still runs, so all ranks stay in step
+                    continue
+                last = micro == args.accum_steps - 1
+                with train_model.no_sync() if (world > 1 and not last) else contextlib.nullcontext():
+                    scaler.scale(total / args.accum_steps).backward()
+                for name, value in logged.items():
+                    logger.logkv_mean(name, value)
+                if discriminator is not None:
+                    fakes.append(sequences.pred.detach())
+                    reals.append(sequences.real)
+            if skip:
+                nonfinite += 1
+                logger.warn(f"step {step}: non-finite loss, step skipped ({nonfinite} in a row)")
+                if nonfinite >= args.max_nonfinite:
+                    raise Diff2LipError(
+                        f"the loss was non-finite for {nonfinite} steps in a row (last at step {step}); "
+                        "lower --lr, use --precision fp32, or check the data"
+                    )
+                opt.zero_grad(set_to_none=True)
+                step += 1
+                continue
+            nonfinite = 0
+            scaler.unscale_(opt)
+            if args.grad_clip > 0:
+                logger.logkv_mean("grad_norm", torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip).item())
+            scaler.step(opt)
+            scaler.update()
+            update_ema(ema.parameters(), model.parameters(), rate=args.ema_rate)
+
+            if discriminator is not None:
+                # Alternating update: the discriminator learns on this step's real and generated sequences.
+                disc_opt.zero_grad(set_to_none=True)
+                with autocast(device, args.precision):
+                    disc_loss = losses["gan"].discriminator_loss(torch.cat(reals), torch.cat(fakes), train_disc)
+                disc_loss.backward()
+                disc_opt.step()
+                logger.logkv_mean("disc", disc_loss.item())
+
+            step += 1
+            logger.logkv("step", step)
+            logger.logkv("lr", opt.param_groups[0]["lr"])
+            if step % args.log_every == 0:
+                logger.logkv("samples_per_s", step * args.batch_size * args.accum_steps * world / (time.perf_counter() - started))
+                logger.dumpkvs(step)
+            stopping = stop.any_rank(device)
+            if step % args.save_every == 0 or stopping or step == args.max_steps:
+                _save(args, step, model, ema, opt, discriminator, disc_opt, scaler, generator)
+            if stopping:
+                logger.log(f"stop signal: saved step {step}, exiting")
+                break
+    finally:
+        stop.restore()
+    return model, step
+
+
+def _save(args, step, model, ema, opt, discriminator, disc_opt, scaler, generator) -> None:
+    """Rank 0 writes a checkpoint with everything needed to resume exactly."""
+    rngs = dist_util.all_gather_object(rng_state(generator))
+    if dist_util.is_main_process():
+        state = {
+            "model": model.state_dict(),
+            "ema": ema.state_dict(),
+            "opt": opt.state_dict(),
+            "scaler": scaler.state_dict(),
+            "step": step,
+            "args": vars(args),
+            "rng": rngs,
+        }
+        if discriminator is not None:
+            state["disc"] = discriminator.state_dict()
+            state["disc_opt"] = disc_opt.state_dict()
+        path = save_checkpoint(args.output_dir, step, state, args.keep)
+        logger.log(f"saved {path}")
+    dist_util.barrier()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        train(create_parser().parse_args(argv))
+        return 0
+    except Diff2LipError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        logger.close()
+        dist_util.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
