@@ -85,3 +85,64 @@ def has_encoder(name: str) -> bool:
     except Exception:
         return False
     return True
+
+
+def read_manifest(filename: str) -> list:
+    """[(name, shape)] of a weight-format manifest in tests/data (state-dict order)."""
+    with open(os.path.join(DATA_DIR, filename), encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+    return [(name, tuple(int(d) for d in shape.strip("()").split(",") if d.strip())) for name, shape in rows]
+
+
+def random_inception_state_dict(seed=0):
+    """Every tensor of pytorch-fid's FID Inception, random: the module comes from pytorch-fid's
+    own `fid_inception_v3` with its download answered by the module's own state. Conv weights are
+    He-scaled (BN is near identity at its defaults) so that pool3 features are O(1), not ~1e-8 as
+    with the default initialisation, and batch-size effects would show."""
+    import pytest
+    import pytorch_fid.inception as inception
+
+    built = []
+    build = inception._inception_v3
+
+    def build_and_keep(*args, **kwargs):
+        built.append(build(*args, **kwargs))
+        return built[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(inception, "_inception_v3", build_and_keep)
+        # fid_inception_v3 patches the FID blocks in before loading: its own state is complete.
+        mp.setattr(inception, "load_state_dict_from_url", lambda *args, **kwargs: built[-1].state_dict())
+        state = inception.fid_inception_v3().state_dict()
+    g = torch.Generator().manual_seed(seed)
+    for name, t in state.items():
+        if t.dim() == 4:
+            state[name] = torch.randn(t.shape, generator=g) * (2.0 / t[0].numel()) ** 0.5
+    return state
+
+
+
+def syncnet_v2_state(seed=0):
+    """Random values in exactly the manifest's names, shapes and order: He-scaled conv / linear
+    weights (activations stay O(input)), BatchNorm scales near 1 and positive running variances."""
+    import math
+
+    import numpy as np
+
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, shape in read_manifest("syncnet_python_eval.tsv"):
+        if name.endswith("num_batches_tracked"):
+            value = torch.tensor(1000)
+        elif name.endswith("running_var"):
+            value = torch.rand(shape, generator=g) + 0.5
+        elif name.endswith(".weight") and len(shape) > 1:
+            value = torch.randn(shape, generator=g) * math.sqrt(2.0 / np.prod(shape[1:]))
+        elif name.endswith(".weight"):
+            value = 1 + 0.1 * torch.randn(shape, generator=g)
+        else:  # biases and running means
+            value = 0.1 * torch.randn(shape, generator=g)
+        state[name] = value
+    return state
+
+

@@ -1,27 +1,17 @@
 """The TFG network: released layout, numerics of its parts, loading and saving."""
 
 import math
-import os
 
 import pytest
 import torch
 
-from helpers import DATA_DIR, TINY_FLAGS, randomize_zero_init
+from helpers import TINY_FLAGS, randomize_zero_init, read_manifest
 from guided_diffusion.errors import CheckpointError
 from guided_diffusion.nn import timestep_embedding
 from guided_diffusion.script_util import load_model_weights, tfg_create_model_and_diffusion
 from guided_diffusion.unet import AttentionBlock, AudioEncoder
 
-MANIFEST = os.path.join(DATA_DIR, "diff2lip_official_tfgmodel.tsv")
-
-
-def read_manifest(path=MANIFEST):
-    entries = []
-    with open(path) as f:
-        for line in f:
-            name, shape = line.rstrip("\n").split("\t")
-            entries.append((name, tuple(int(s) for s in shape.strip("()").split(",") if s.strip())))
-    return entries
+MANIFEST = "diff2lip_official_tfgmodel.tsv"
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +22,7 @@ def official_model():
 
 
 def test_official_flags_give_exactly_the_released_tensor_names_and_shapes_in_order(official_model):
-    manifest = read_manifest()
+    manifest = read_manifest(MANIFEST)
     ours = [(k, tuple(v.shape)) for k, v in official_model.state_dict().items()]
     assert len(manifest) == 632
     assert ours == manifest
@@ -41,7 +31,7 @@ def test_official_flags_give_exactly_the_released_tensor_names_and_shapes_in_ord
 
 def test_state_dict_built_from_manifest_loads_with_weights_only(official_model, tmp_path):
     g = torch.Generator().manual_seed(1)
-    state = {name: torch.randn(shape, generator=g) for name, shape in read_manifest()}
+    state = {name: torch.randn(shape, generator=g) for name, shape in read_manifest(MANIFEST)}
     path = tmp_path / "checkpoint.pt"
     torch.save(state, path)
     original = {k: v.clone() for k, v in official_model.state_dict().items()}

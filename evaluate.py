@@ -1,0 +1,129 @@
+"""Score generated lip-sync videos with the paper's metrics and print Table 2 for the run.
+
+    python evaluate.py --mode reconstruction --filelist dataset/filelists/voxceleb2_test_n_500_reconstruction.txt \
+        --real_root /data/voxceleb2/test/mp4 --generated_root outputs/samples_recon --output_dir outputs/eval_recon
+    torchrun --nproc_per_node 4 evaluate.py ...      mpiexec -n 4 python evaluate.py ...
+
+Per clip, the features and scores are cached in OUTPUT_DIR/cache/, so an interrupted run
+resumes; clips that fail are listed and the others go on. Outputs: per_clip.csv / .json,
+summary.json and table.md (the paper's rows beside this run's).
+"""
+
+import os
+import sys
+from typing import List, Optional
+
+import numpy as np
+
+from evaluation.runner import METRICS, Metrics, cache_path, clip_paths, per_clip_rows, save_cache, summarise, table, write_outputs
+from guided_diffusion import dist_util
+from guided_diffusion.errors import Diff2LipError
+from guided_diffusion.script_util import create_argparser
+from inference.filelist import read_filelist
+
+
+def evaluate_defaults() -> dict:
+    return dict(
+        mode="reconstruction",
+        filelist="",
+        real_root="",
+        generated_root="",
+        output_dir="outputs/eval",
+        metrics=",".join(METRICS),
+        device="",
+        batch_size=32,
+        syncnet_model="checkpoints/syncnet_v2.model",
+        face_track="s3fd",
+        is_voxceleb2=True,
+        progress=True,
+    )
+
+
+EVALUATE_HELP = {
+    "mode": "reconstruction (SSIM/PSNR/LMD against the clip itself) or cross",
+    "filelist": "the filelist given to generate.py ('AUDIO_REL VIDEO_REL' lines)",
+    "real_root": "root of the real videos (generate.py's --test_video_dir)",
+    "generated_root": "generate.py's --sample_path (outputs named AUDIO.REL_VIDEO.REL.mp4)",
+    "output_dir": "per_clip.csv/json, summary.json, table.md and the per-clip cache go here",
+    "metrics": "comma list of fid, ssim, psnr, lmd, lse (ssim and psnr only in reconstruction)",
+    "device": "cpu, cuda, cuda:1, ...; '' = this process's GPU if any, else cpu",
+    "batch_size": "frames per network call for the feature extractors",
+    "syncnet_model": "syncnet_python's syncnet_v2.model for LSE-C / LSE-D",
+    "face_track": "LSE face track: s3fd (the reference protocol), voxceleb2 (fixed crop) or none (already a face track)",
+    "is_voxceleb2": "mouth crops and landmarks use the fixed VoxCeleb2 face box instead of S3FD",
+    "progress": "show a progress bar",
+}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        args = create_argparser(evaluate_defaults(), description=__doc__, help_dict=EVALUATE_HELP).parse_args(argv)
+        dist_util.setup_dist()
+        return run(args)
+    except Diff2LipError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        dist_util.cleanup()
+
+
+def run(args) -> int:
+    if args.mode not in ("reconstruction", "cross"):
+        raise Diff2LipError(f"--mode {args.mode!r} is not reconstruction or cross")
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown:
+        raise Diff2LipError(f"--metrics: unknown {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+    for flag in ("filelist", "real_root", "generated_root"):
+        if not getattr(args, flag):
+            raise Diff2LipError(f"--{flag} is required")
+    device = args.device or str(dist_util.dev())
+    items, problems = read_filelist(args.filelist)
+    failures = list(problems) if dist_util.is_main_process() else []
+    mine = items[dist_util.rank() :: dist_util.world_size()]
+    todo = [it for it in mine if not os.path.exists(cache_path(args.output_dir, clip_paths(it, args.mode, args.real_root, args.generated_root).name))]
+    scorer = Metrics(metrics, args.mode, device, args.batch_size, args.syncnet_model, args.face_track, args.is_voxceleb2) if todo else None
+    bar = None
+    if args.progress and dist_util.is_main_process():
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc="evaluate", unit="clip")
+    for item in todo:
+        try:
+            paths = clip_paths(item, args.mode, args.real_root, args.generated_root)
+            save_cache(cache_path(args.output_dir, paths.name), scorer.clip(paths))
+        except Diff2LipError as exc:
+            failures.append(f"{args.filelist}:{item.line_no}: {exc}")
+        except Exception as exc:  # one broken clip must not end the run
+            failures.append(f"{args.filelist}:{item.line_no}: unexpected {type(exc).__name__}: {exc}")
+        finally:
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    failures = [f for part in dist_util.all_gather_object(failures) for f in part]
+    dist_util.barrier()
+    if not dist_util.is_main_process():
+        return 1 if failures else 0
+
+    caches = {}
+    for item in items:
+        name = clip_paths(item, args.mode, args.real_root, args.generated_root).name
+        path = cache_path(args.output_dir, name)
+        if os.path.exists(path):
+            with np.load(path) as data:
+                caches[name] = {k: data[k] for k in data.files}
+    used = [m for m in metrics if not (args.mode == "cross" and m in ("ssim", "psnr"))]
+    summary = summarise(caches, args.mode, used)
+    text = table(summary, args.mode)
+    write_outputs(args.output_dir, per_clip_rows(caches), summary, text)
+    for line in failures:
+        print(f"failed: {line}", file=sys.stderr)
+    print(text)
+    extra = f"; mouth-region FID {summary['fid_mouth']:.2f}" if "fid_mouth" in summary else ""
+    print(f"{len(caches)} clips scored, {len(failures)} failed{extra}; files in {args.output_dir}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
