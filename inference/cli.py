@@ -118,7 +118,7 @@ class Generator:
     @property
     def detector(self) -> FaceDetector:
         if self._detector is None:
-            self._detector = FaceDetector(device=self.device, batch_size=self.args.face_det_batch_size)
+            self._detector = FaceDetector(device=self.device, batch_size=self.args.face_det_batch_size, scale=self.args.face_det_scale)
         return self._detector
 
     def _needs_detector(self) -> bool:

@@ -190,3 +190,22 @@ def test_is_oom_error():
     assert is_oom_error(torch.cuda.OutOfMemoryError("x"))
     assert not is_oom_error(RuntimeError("size mismatch"))
     assert not is_oom_error(ValueError("out of memory"))
+
+
+def test_detection_scale_downsizes_frames_and_maps_boxes_back(monkeypatch):
+    from face_detection import FaceDetector
+
+    seen = []
+
+    def fake_batch(self, batch):
+        seen.append(batch.shape)
+        return [(10, 20, 30, 41)] * len(batch)  # in the downscaled frame
+
+    monkeypatch.setattr(FaceDetector, "_detect_batch", fake_batch)
+    detector = FaceDetector.__new__(FaceDetector)
+    detector.batch_size, detector.scale, detector.device = 4, 0.5, "cpu"
+    frames = np.zeros((3, 120, 200, 3), np.uint8)
+    assert detector.detect(frames) == [(20, 40, 60, 82)] * 3
+    assert seen == [(3, 60, 100, 3)]
+    detector.scale = 1.0
+    assert detector.detect(frames) == [(10, 20, 30, 41)] * 3 and seen[-1] == (3, 120, 200, 3)
