@@ -81,6 +81,8 @@ def train_defaults() -> dict:
         disc_channels=64,
         precision="fp32",
         save_every=5000,
+        preview_every=0,
+        preview_respacing="ddim25",
         keep=3,
         log_every=100,
         resume=False,
@@ -113,6 +115,8 @@ TRAIN_HELP = {
     "disc_channels": "base channel count of the PatchGAN discriminator",
     "precision": "fp32, bf16 (autocast) or fp16 (autocast with loss scaling, GPU only)",
     "save_every": "write a checkpoint every N steps",
+    "preview_every": "every N steps, sample the EMA network on a fixed val batch and write preview_STEP.png (0: off)",
+    "preview_respacing": "sampling steps of the previews (ddimN as at inference)",
     "keep": "keep the newest N checkpoints",
     "log_every": "write the averaged loss terms every N steps",
     "resume": "continue from the newest checkpoint in --output_dir (exactly: data order and RNG included)",
@@ -213,6 +217,49 @@ def all_finite(loss: torch.Tensor) -> bool:
     return bool(flag.item())
 
 
+class Preview:
+    """Samples a fixed batch (the val split's, else the train split's) with the EMA weights,
+    as inference does (DDIM, one shared noise), and writes `preview_STEP.png`: real | generated."""
+
+    def __init__(self, args, device):
+        from guided_diffusion.script_util import create_gaussian_diffusion
+
+        try:
+            dataset = TFGDataset(args.data_root, "val", args.nframes)
+        except Diff2LipError:
+            dataset = TFGDataset(args.data_root, "train", args.nframes)
+        self.batch = collate([dataset[(i % len(dataset), i)] for i in range(min(2, len(dataset)))])
+        self.diffusion = create_gaussian_diffusion(
+            steps=args.diffusion_steps, learn_sigma=args.learn_sigma, noise_schedule=args.noise_schedule,
+            timestep_respacing=args.preview_respacing, rescale_timesteps=args.rescale_timesteps,
+        )
+        self.args, self.device = args, device
+
+    @torch.no_grad()
+    def write(self, ema, step: int) -> str:
+        import cv2
+        import numpy as np
+
+        from guided_diffusion.tfg_data_util import shared_noise
+
+        frames = self.batch["frames"].to(self.device)
+        size = frames.shape[-1]
+        inputs = tfg_process_batch(
+            frames, self.args.face_hide_percentage, ref_frames=self.batch["refs"].to(self.device),
+            mels=self.batch["mels"].to(self.device), noise=shared_noise(size, seed=self.args.seed).to(self.device),
+        )
+        was_training = ema.training
+        ema.eval()
+        sample = self.diffusion.ddim_sample_loop(ema, tuple(inputs.x_start.shape), noise=inputs.noise, model_kwargs=inputs.model_kwargs)
+        ema.train(was_training)
+        generated = sample * inputs.mask + inputs.x_start * (1 - inputs.mask)
+        grid = torch.cat([torch.cat(list(inputs.x_start), 2), torch.cat(list(generated), 2)], 1)  # [3, 2H, N*W]
+        image = ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+        path = os.path.join(self.args.output_dir, f"preview_{step:07d}.png")
+        cv2.imwrite(path, cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR))
+        return path
+
+
 # ----------------------------------------------------------------------------------------------
 # Training
 
@@ -281,6 +328,7 @@ def train(args):
             generator=torch.Generator().manual_seed(args.seed),  # keeps the global RNG out of data loading
         )
         batches = iter(loader)
+        preview = Preview(args, device) if args.preview_every and dist_util.is_main_process() else None
         logger.log(
             f"training {sum(p.numel() for p in model.parameters()):,} parameters on {world} process(es), device {device}; "
             f"{len(dataset)} clips; losses: {', '.join(f'{k}={v}' for k, v in weights.items())}"
@@ -342,6 +390,8 @@ def train(args):
             if step % args.log_every == 0:
                 logger.logkv("samples_per_s", step * args.batch_size * args.accum_steps * world / (time.perf_counter() - started))
                 logger.dumpkvs(step)
+            if preview is not None and step % args.preview_every == 0:
+                logger.log(f"preview {preview.write(ema, step)}")
             stopping = stop.any_rank(device)
             if step % args.save_every == 0 or stopping or step == args.max_steps:
                 _save(args, step, model, ema, opt, discriminator, disc_opt, scaler, generator)

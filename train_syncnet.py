@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from typing import Iterator, List, Optional, Sequence, Tuple
 
@@ -28,6 +27,7 @@ from dataset.preprocessed import Clip, read_split
 from guided_diffusion import dist_util, logger
 from guided_diffusion.errors import CheckpointError, Diff2LipError
 from guided_diffusion.script_util import create_argparser
+from guided_diffusion.train_util import checkpoint_path, latest_checkpoint, prune_checkpoints
 from guided_diffusion.syncnet import (
     SYNC_FRAMES,
     SyncExpert,
@@ -36,8 +36,7 @@ from guided_diffusion.syncnet import (
     sync_probability,
 )
 
-CHECKPOINT_NAME = "syncnet_{:07d}.pt"
-CHECKPOINT_RE = re.compile(r"^syncnet_(\d{7})\.pt$")
+PREFIX = "syncnet"  # checkpoints are syncnet_STEP.pt
 BEST_NAME = "syncnet_best.pt"
 # The validation pairs never change between runs, whatever --seed is, so accuracies compare.
 VAL_SEED = 20240101
@@ -221,14 +220,6 @@ def evaluate(expert: SyncExpert, pairs: SyncPairs, batch_size: int, num_workers:
     return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
 
-def list_checkpoints(output_dir: str) -> List[str]:
-    """Paths of the syncnet_STEP.pt files in `output_dir`, oldest step first."""
-    if not os.path.isdir(output_dir):
-        return []
-    names = sorted(name for name in os.listdir(output_dir) if CHECKPOINT_RE.match(name))
-    return [os.path.join(output_dir, name) for name in names]
-
-
 def load_resume_state(args: argparse.Namespace) -> Optional[dict]:
     """The newest checkpoint to continue from, or None for a fresh start.
 
@@ -236,7 +227,7 @@ def load_resume_state(args: argparse.Namespace) -> Optional[dict]:
     """
     newest = None
     if dist_util.is_main_process():
-        newest = (list_checkpoints(args.output_dir) or [None])[-1]
+        newest = latest_checkpoint(args.output_dir, PREFIX)
     newest = dist_util.broadcast_object(newest)
     if newest is None:
         return None
@@ -258,11 +249,6 @@ def save_checkpoint(path: str, expert: SyncExpert, opt: torch.optim.Optimizer, s
     """Everything a resumed run needs: weights, optimizer, step, flags and the pair seed."""
     save_syncnet_checkpoint(path, expert.net, opt=opt.state_dict(), step=step, args=vars(args),
                             rng={"seed": seed}, best_val_acc=best_val_acc)
-
-
-def prune_checkpoints(output_dir: str, keep: int) -> None:
-    for path in list_checkpoints(output_dir)[:-keep]:
-        os.remove(path)
 
 
 def train(args: argparse.Namespace) -> SyncExpert:
@@ -335,9 +321,8 @@ def train(args: argparse.Namespace) -> SyncExpert:
                                     best_val_acc)
 
         if rank == 0 and (step % args.save_every == 0 or final):
-            save_checkpoint(os.path.join(args.output_dir, CHECKPOINT_NAME.format(step)), expert, opt, step, args,
-                            seed, best_val_acc)
-            prune_checkpoints(args.output_dir, args.keep)
+            save_checkpoint(checkpoint_path(args.output_dir, step, PREFIX), expert, opt, step, args, seed, best_val_acc)
+            prune_checkpoints(args.output_dir, args.keep, PREFIX)
 
         if dump:
             logger.logkv("step", step)

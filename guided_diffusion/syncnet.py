@@ -13,7 +13,6 @@ face and audio are in sync, and trained (or used as a loss) with binary cross-en
 from __future__ import annotations
 
 import os
-import uuid
 from typing import Any, Dict, List, Tuple, Union
 
 import torch
@@ -22,6 +21,7 @@ from torch import nn
 
 from . import dist_util
 from .errors import CheckpointError
+from .train_util import atomic_save
 
 SYNC_FRAMES = 5
 MEL_SHAPE = (80, 16)
@@ -265,13 +265,5 @@ def save_syncnet_checkpoint(path: Union[str, "os.PathLike[str]"], net: nn.Module
     The file is written under a temporary name in the same folder and renamed, so an interrupted
     save never leaves a truncated checkpoint under the final name.
     """
-    path = os.fspath(path)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        torch.save({"kind": "syncnet128", "model": net.state_dict(), **extra}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_save({"kind": "syncnet128", "model": net.state_dict(), **extra}, path)
 

@@ -1,7 +1,6 @@
 """Training plumbing that must never lose work: atomic checkpoints, the newest one for
 `--resume`, RNG states for exact resumption, the learning-rate warm-up and stop signals."""
 
-import glob
 import os
 import re
 import signal
@@ -12,37 +11,52 @@ import torch
 
 from . import dist_util
 
-CHECKPOINT_PATTERN = "checkpoint_{step:07d}.pt"
-_STEP = re.compile(r"checkpoint_(\d{7})\.pt$")
-
-
-def save_checkpoint(output_dir: str, step: int, state: dict, keep: int) -> str:
-    """Write `state` as `checkpoint_{step}.pt` atomically (temporary name, then rename) and keep
-    only the newest `keep` checkpoints. Returns the path."""
-    os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, CHECKPOINT_PATTERN.format(step=step))
-    tmp = os.path.join(output_dir, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+def atomic_save(obj, path: str) -> None:
+    """`torch.save` under a temporary name in the same folder, then rename: an interrupted save
+    never leaves a truncated file under the final name."""
+    path = os.fspath(path)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
     try:
-        torch.save(state, tmp)
+        torch.save(obj, tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    for old in list_checkpoints(output_dir)[:-keep] if keep > 0 else []:
-        os.remove(old)
-    return path
 
 
-def list_checkpoints(output_dir: str) -> List[str]:
-    """Complete checkpoints in `output_dir`, oldest first."""
-    paths = [p for p in glob.glob(os.path.join(output_dir, "checkpoint_*.pt")) if _STEP.search(p)]
-    return sorted(paths, key=lambda p: int(_STEP.search(p).group(1)))
+def checkpoint_path(output_dir: str, step: int, prefix: str = "checkpoint") -> str:
+    """`output_dir/{prefix}_{step:07d}.pt`."""
+    return os.path.join(output_dir, f"{prefix}_{step:07d}.pt")
 
 
-def latest_checkpoint(output_dir: str) -> Optional[str]:
-    paths = list_checkpoints(output_dir)
+def list_checkpoints(output_dir: str, prefix: str = "checkpoint") -> List[str]:
+    """Complete `{prefix}_STEP.pt` checkpoints in `output_dir`, oldest first."""
+    pattern = re.compile(rf"^{re.escape(prefix)}_(\d{{7}})\.pt$")
+    if not os.path.isdir(output_dir):
+        return []
+    names = sorted(name for name in os.listdir(output_dir) if pattern.match(name))
+    return [os.path.join(output_dir, name) for name in names]
+
+
+def latest_checkpoint(output_dir: str, prefix: str = "checkpoint") -> Optional[str]:
+    paths = list_checkpoints(output_dir, prefix)
     return paths[-1] if paths else None
+
+
+def prune_checkpoints(output_dir: str, keep: int, prefix: str = "checkpoint") -> None:
+    """Delete all but the newest `keep` checkpoints."""
+    for old in list_checkpoints(output_dir, prefix)[:-keep] if keep > 0 else []:
+        os.remove(old)
+
+
+def save_checkpoint(output_dir: str, step: int, state: dict, keep: int, prefix: str = "checkpoint") -> str:
+    """Write `state` as `{prefix}_{step}.pt` atomically and keep the newest `keep`. Returns the path."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = checkpoint_path(output_dir, step, prefix)
+    atomic_save(state, path)
+    prune_checkpoints(output_dir, keep, prefix)
+    return path
 
 
 def rng_state(generator: torch.Generator) -> Dict[str, torch.Tensor]:

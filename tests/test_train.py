@@ -255,3 +255,29 @@ def test_sigterm_saves_and_exits_cleanly(data_root, tmp_path):
     assert proc.returncode == 0, output
     saved = list_checkpoints(out)
     assert len(saved) == 1 and "stop signal: saved step" in output
+
+
+@pytest.mark.parametrize("expert_kind", ["syncnet128", "wav2lip"])
+def test_all_five_losses_with_either_expert_and_a_preview(data_root, tmp_path, monkeypatch, expert_kind):
+    import lpips
+
+    from guided_diffusion.syncnet import SyncNet128, Wav2LipSyncNet, save_syncnet_checkpoint
+
+    torch.manual_seed(0)
+    expert = tmp_path / "expert.pt"
+    if expert_kind == "syncnet128":
+        save_syncnet_checkpoint(expert, SyncNet128(), kind="syncnet128")
+    else:
+        torch.save({"state_dict": Wav2LipSyncNet().state_dict()}, expert)  # lipsync_expert.pth's format
+    # The lpips package's network with random VGG weights (the real ones need a download).
+    monkeypatch.setattr(train_script, "load_lpips", lambda device: lpips.LPIPS(net="vgg", pnet_rand=True, verbose=False).eval())
+    out = tmp_path / "five"
+    run_train(train_args(data_root, out, "--max_steps", "2", "--lambda_sync", "0.03", "--lambda_lpips", "0.1",
+                         "--lambda_gan", "0.01", "--disc_channels", "8", "--sync_expert", str(expert),
+                         "--preview_every", "2", "--preview_respacing", "ddim2"))
+    header = (out / "progress.csv").read_text().splitlines()[0].split(",")
+    assert {"simple", "l2", "sync", "lpips", "gan", "disc", "total"} <= set(header)
+    import cv2
+
+    preview = cv2.imread(str(out / "preview_0000002.png"))
+    assert preview.shape == (2 * 32, 2 * 5 * 32, 3)  # real over generated, 2 sequences of 5 frames

@@ -3,8 +3,7 @@
 import json
 from pathlib import Path
 
-from launchers import LAUNCHER_VARS as _LAUNCHER_VARS  # noqa: F401  (test_dist_util clears these)
-from launchers import mpiexec, run, torchrun  # noqa: F401
+from launchers import run
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 

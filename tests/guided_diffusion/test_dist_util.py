@@ -12,6 +12,7 @@ import torch.distributed as dist
 
 from guided_diffusion import dist_util
 from guided_diffusion.errors import CheckpointError
+from launchers import LAUNCHER_VARS, mpiexec, torchrun
 
 # Loaded by path: test folders are not packages (importlib import mode).
 _spec = importlib.util.spec_from_file_location("dist_worker_launch", Path(__file__).with_name("dist_worker_launch.py"))
@@ -41,7 +42,7 @@ def checkpoint(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
 @pytest.fixture
 def plain_process(monkeypatch):
     """A process started without any launcher, with fresh dist_util state."""
-    for name in launcher._LAUNCHER_VARS:
+    for name in LAUNCHER_VARS:
         monkeypatch.delenv(name, raising=False)
     dist_util.cleanup()
     yield
@@ -153,14 +154,14 @@ def _check_two_rank_load(results: dict[int, dict], state: dict[str, torch.Tensor
 
 def test_torchrun_two_processes(checkpoint, tmp_path):
     path, state = checkpoint
-    code, output, results = launcher.launch(launcher.torchrun(2), "load", tmp_path, path)
+    code, output, results = launcher.launch(torchrun(2), "load", tmp_path, path)
     assert code == 0, output
     _check_two_rank_load(results, state)
 
 
 def test_mpiexec_two_processes(checkpoint, tmp_path):
     path, state = checkpoint
-    code, output, results = launcher.launch(launcher.mpiexec(2), "load", tmp_path, path)
+    code, output, results = launcher.launch(mpiexec(2), "load", tmp_path, path)
     assert code == 0, output
     _check_two_rank_load(results, state)
 
@@ -168,7 +169,7 @@ def test_mpiexec_two_processes(checkpoint, tmp_path):
 def test_torchrun_bad_checkpoint_fails_on_every_rank(checkpoint, tmp_path):
     truncated = _truncated_copy(checkpoint[0], tmp_path / "half.pt")
     missing = tmp_path / "missing.pt"
-    code, output, results = launcher.launch(launcher.torchrun(2), "bad", tmp_path, truncated, missing)
+    code, output, results = launcher.launch(torchrun(2), "bad", tmp_path, truncated, missing)
     assert code != 0, output  # torchrun reports the workers' exit status 3 as a failure
     assert sorted(results) == [0, 1], output
     for result in results.values():

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from guided_diffusion import logger
+from launchers import torchrun
 
 _spec = importlib.util.spec_from_file_location("dist_worker_launch", Path(__file__).with_name("dist_worker_launch.py"))
 launcher = importlib.util.module_from_spec(_spec)
@@ -130,7 +131,7 @@ def test_unknown_format_is_rejected(tmp_path):
 
 
 def test_logkv_mean_is_averaged_over_ranks(tmp_path):
-    code, output, results = launcher.launch(launcher.torchrun(2), "logger", tmp_path)
+    code, output, results = launcher.launch(torchrun(2), "logger", tmp_path)
     assert code == 0, output
     assert sorted(results) == [0, 1]
     for rank, result in results.items():
