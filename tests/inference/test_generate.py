@@ -6,17 +6,15 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import torch
 
 from audio.audio import load_wav, save_wav
 from dataset.video_io import iter_frames, probe_video
-from face_detection import crop_face, paste_face
 from guided_diffusion.errors import Diff2LipError
 from dataset.synthetic import draw_face, speech_like
 from helpers import TINY_CLI_FLAGS, render_clip, save_tiny_checkpoint
 from inference.cli import create_parser, main, sampling_options
 from inference.filelist import output_name, read_filelist, safe_output_path
-from inference.lipsync import LipSyncer, SourceFrames, boxes_for_clip, pingpong, plan_clip, split_range
+from inference.lipsync import SourceFrames, boxes_for_clip, pingpong, plan_clip, split_range
 from launchers import REPO_ROOT, mpiexec, run, torchrun
 
 BOX = "40,200,50,174"  # top,bottom,left,right inside a 224x224 frame
