@@ -19,7 +19,7 @@ from evaluation.runner import METRICS, Metrics, cache_path, clip_paths, per_clip
 from guided_diffusion import dist_util
 from guided_diffusion.errors import Diff2LipError
 from guided_diffusion.script_util import create_argparser
-from inference.filelist import read_filelist
+from inference.filelist import for_each_item, read_filelist
 
 
 def evaluate_defaults() -> dict:
@@ -83,24 +83,11 @@ def run(args) -> int:
     mine = items[dist_util.rank() :: dist_util.world_size()]
     todo = [it for it in mine if not os.path.exists(cache_path(args.output_dir, clip_paths(it, args.mode, args.real_root, args.generated_root).name))]
     scorer = Metrics(metrics, args.mode, device, args.batch_size, args.syncnet_model, args.face_track, args.is_voxceleb2) if todo else None
-    bar = None
-    if args.progress and dist_util.is_main_process():
-        from tqdm.auto import tqdm
+    def process(item) -> None:
+        paths = clip_paths(item, args.mode, args.real_root, args.generated_root)
+        save_cache(cache_path(args.output_dir, paths.name), scorer.clip(paths))
 
-        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc="evaluate", unit="clip")
-    for item in todo:
-        try:
-            paths = clip_paths(item, args.mode, args.real_root, args.generated_root)
-            save_cache(cache_path(args.output_dir, paths.name), scorer.clip(paths))
-        except Diff2LipError as exc:
-            failures.append(f"{args.filelist}:{item.line_no}: {exc}")
-        except Exception as exc:  # one broken clip must not end the run
-            failures.append(f"{args.filelist}:{item.line_no}: unexpected {type(exc).__name__}: {exc}")
-        finally:
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+    failures += for_each_item(todo, process, args.filelist, args.progress and dist_util.is_main_process())
     failures = [f for part in dist_util.all_gather_object(failures) for f in part]
     dist_util.barrier()
     if not dist_util.is_main_process():

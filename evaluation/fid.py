@@ -12,7 +12,6 @@ the half Diff2Lip inpaints (`lower_face_mask` with face_hide_percentage 0.5).
 """
 
 import os
-import pickle
 from typing import Iterable, List, Optional, Sequence, Union
 
 import numpy as np
@@ -20,8 +19,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from face_detection import crop_face, is_oom_error, voxceleb2_box
-from guided_diffusion.errors import CheckpointError
+from face_detection import crop_face, voxceleb2_box
+
+from . import loading_weights
 
 INCEPTION_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 
@@ -37,22 +37,8 @@ def load_inception(device: Union[str, torch.device] = "cpu") -> nn.Module:
     from pytorch_fid.inception import InceptionV3
 
     path = inception_weights_path()
-    try:
+    with loading_weights("FID Inception", INCEPTION_FILENAME, path, "pytorch-fid"):
         model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
-    except OSError as e:  # URLError, HTTPError, timeouts: no network and no file in the cache
-        raise CheckpointError(
-            f"FID Inception weights not found: put {INCEPTION_FILENAME} in {os.path.dirname(path)} "
-            "(pytorch-fid downloads it there on a connected machine)"
-        ) from e
-    except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError) as e:
-        if is_oom_error(e):  # the device is full, the file may be fine
-            raise
-        # torch.load of a truncated file, or a state dict of another network.
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(
-            f"'{path}' is not a readable FID Inception state dict ({reason}); "
-            f"replace it with pytorch-fid's {INCEPTION_FILENAME}"
-        ) from e
     return model.to(device).eval()
 
 

@@ -15,14 +15,15 @@ not depend on the resolution.
 """
 
 import os
-import pickle
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-from face_detection import Box, is_oom_error
-from guided_diffusion.errors import CheckpointError, MediaError
+from face_detection import Box
+
+from . import loading_weights
+from guided_diffusion.errors import MediaError
 
 FAN_FILENAME = "2DFAN4-11f355bf06.pth.tar"  # face-alignment 1.5's models_urls["2DFAN-4"]
 MOUTH = slice(48, 68)
@@ -71,26 +72,12 @@ def _fan_landmark_fn(device: str, compile: bool) -> LandmarkFn:
     (downloaded there when missing and a network is reachable)."""
     import face_alignment
 
-    try:
+    with loading_weights("2D FAN", FAN_FILENAME, fan_weights_path(), "face-alignment"):
         # The "folder" detector loads nothing: faces always come as boxes here, and its
         # reference scale (195) is the one S3FD uses, so the FAN crop is the same.
         fa = face_alignment.FaceAlignment(
             face_alignment.LandmarksType.TWO_D, device=device, face_detector="folder", compile=compile
         )
-    except OSError as e:  # URLError, HTTPError, timeouts: no network and no file in the cache
-        raise CheckpointError(
-            f"2D FAN landmark weights not found: put {FAN_FILENAME} in {os.path.dirname(fan_weights_path())} "
-            "(face-alignment downloads it there on a connected machine)"
-        ) from e
-    except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError) as e:
-        if is_oom_error(e):  # the device is full, the file may be fine
-            raise
-        # torch.load of a truncated file, or a state dict of another network.
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(
-            f"'{fan_weights_path()}' is not a readable 2D FAN state dict ({reason}); "
-            f"replace it with face-alignment's {FAN_FILENAME}"
-        ) from e
 
     def landmarks(frame: np.ndarray, xyxy: Tuple[int, int, int, int]) -> np.ndarray:
         # Python floats: face-alignment assigns the box scale into a torch tensor, which numpy float32 breaks.

@@ -30,7 +30,7 @@ from guided_diffusion.script_util import (
     tfg_sampling_defaults,
 )
 
-from .filelist import output_name, read_filelist, resolve_media, safe_output_path
+from .filelist import for_each_item, output_name, read_filelist, resolve_media, safe_output_path
 from .lipsync import (
     FPS,
     LipSyncer,
@@ -222,33 +222,21 @@ def run_filelist(gen: Generator) -> int:
     items, problems = read_filelist(args.filelist)
     mine = items[dist_util.rank() :: dist_util.world_size()]
     failures: List[str] = list(problems) if dist_util.is_main_process() else []
-    done = skipped = 0
-    bar = None
-    if gen.opts.progress:
-        from tqdm.auto import tqdm
+    counts = {"done": 0, "skipped": 0}
 
-        bar = tqdm(total=len(mine), desc="filelist", unit="clip")
-    for item in mine:
-        try:
-            out = safe_output_path(args.sample_path, item.name)
-            if args.skip_existing and os.path.exists(out):
-                skipped += 1
-                continue
-            orig = None
-            if args.save_orig:
-                orig = safe_output_path(args.sample_path, output_name(item.audio_rel, item.video_rel, "_orig"))
-            gen.clip(resolve_media(args.test_video_dir, item.video_rel), resolve_media(args.test_video_dir, item.audio_rel), out, orig)
-            done += 1
-        except Diff2LipError as exc:
-            failures.append(f"{args.filelist}:{item.line_no}: {exc}")
-        except Exception as exc:  # one broken clip must not end the list
-            failures.append(f"{args.filelist}:{item.line_no}: unexpected {type(exc).__name__}: {exc}")
-        finally:
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
-    totals = dist_util.all_gather_object((done, skipped, failures))
+    def process(item) -> None:
+        out = safe_output_path(args.sample_path, item.name)
+        if args.skip_existing and os.path.exists(out):
+            counts["skipped"] += 1
+            return
+        orig = None
+        if args.save_orig:
+            orig = safe_output_path(args.sample_path, output_name(item.audio_rel, item.video_rel, "_orig"))
+        gen.clip(resolve_media(args.test_video_dir, item.video_rel), resolve_media(args.test_video_dir, item.audio_rel), out, orig)
+        counts["done"] += 1
+
+    failures += for_each_item(mine, process, args.filelist, gen.opts.progress)
+    totals = dist_util.all_gather_object((counts["done"], counts["skipped"], failures))
     done = sum(t[0] for t in totals)
     skipped = sum(t[1] for t in totals)
     failures = [f for t in totals for f in t[2]]

@@ -7,7 +7,7 @@ and without the `.mp4`. The output is `--sample_path/` + AUDIO_REL with `/` repl
 
 import os
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 from guided_diffusion.errors import Diff2LipError
 
@@ -73,3 +73,27 @@ def safe_output_path(sample_path: str, name: str) -> str:
     if os.path.dirname(target) != base:
         raise Diff2LipError(f"output name '{name}' escapes --sample_path '{sample_path}'; fix the filelist line")
     return target
+
+
+def for_each_item(items: Sequence[FilelistItem], process: Callable[[FilelistItem], None], filelist: str, progress: bool) -> List[str]:
+    """Run `process` on every item; one that fails is reported as `filelist:line: message` and
+    the others go on. Returns the failure lines."""
+    failures: List[str] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(items), unit="clip")
+    for item in items:
+        try:
+            process(item)
+        except Diff2LipError as exc:
+            failures.append(f"{filelist}:{item.line_no}: {exc}")
+        except Exception as exc:  # one broken clip must not end the list
+            failures.append(f"{filelist}:{item.line_no}: unexpected {type(exc).__name__}: {exc}")
+        finally:
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    return failures

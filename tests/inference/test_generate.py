@@ -247,7 +247,10 @@ def test_detector_path_fills_misses_pads_smooths_and_pastes(assets, tmp_path, mo
         start = sum(calls[:-1])
         return [None if (start + i) % 4 == 1 else (60, 50, 160, 190) for i in range(len(batch))]
 
-    monkeypatch.setattr(FaceDetector, "__init__", lambda self, device="cpu", batch_size=64, **kw: setattr(self, "batch_size", batch_size))
+    def fake_init(self, device="cpu", batch_size=64, scale=1.0, **kw):
+        self.batch_size, self.scale, self.device = batch_size, scale, device
+
+    monkeypatch.setattr(FaceDetector, "__init__", fake_init)
     monkeypatch.setattr(FaceDetector, "_detect_batch", fake_batch)
     out = tmp_path / "det.mp4"
     args = cli(checkpoint, "--generate_from_filelist", "0", "--video_path", str(video), "--audio_path", str(video),
