@@ -22,11 +22,25 @@ sys.path.insert(0, REPO_ROOT)
 
 
 def random_inception():
-    """pytorch-fid's FID Inception with random weights (the architecture of the real file)."""
-    from pytorch_fid.inception import InceptionV3
+    """pytorch-fid's FID Inception (its own architecture) with random weights: its weight download
+    is answered with the freshly built network's state (nothing is fetched; the cost is the same)."""
+    import pytorch_fid.inception as inception
 
-    torch.manual_seed(0)
-    return InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]], use_fid_inception=False, resize_input=True, normalize_input=True).eval()
+    built = []
+    build = inception._inception_v3
+
+    def build_and_keep(*args, **kwargs):
+        built.append(build(*args, **kwargs))
+        return built[-1]
+
+    saved = inception._inception_v3, inception.load_state_dict_from_url
+    inception._inception_v3 = build_and_keep
+    inception.load_state_dict_from_url = lambda *args, **kwargs: built[-1].state_dict()
+    try:
+        torch.manual_seed(0)
+        return inception.InceptionV3([inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
+    finally:
+        inception._inception_v3, inception.load_state_dict_from_url = saved
 
 
 def random_syncnet(path: str) -> None:
