@@ -72,16 +72,20 @@ def ssim_batch(a: Frames, b: Frames, device: Union[str, torch.device] = "cpu") -
     n, c, h, w = ta.shape
     if h < SSIM_WIN or w < SSIM_WIN:
         raise ValueError(f"SSIM needs frames of at least {SSIM_WIN}x{SSIM_WIN}, got {h}x{w}")
-    # The five local statistics of every channel filtered in one grouped, separable valid convolution.
-    stats = torch.cat([ta, tb, ta * ta, tb * tb, ta * tb], dim=1)  # [N, 5C, H, W]
-    g = _gaussian_kernel(ta.device)
+    # The five local statistics of every channel filtered in one grouped, separable valid
+    # convolution, in float32 (CPU kernels for float64 grouped convolutions are slow). Pixels are
+    # centred at mid-range first, so that E[x^2] - E[x]^2 does not cancel away float32 precision.
+    ca, cb = (ta - DATA_RANGE / 2).float(), (tb - DATA_RANGE / 2).float()
+    stats = torch.cat([ca, cb, ca * ca, cb * cb, ca * cb], dim=1)  # [N, 5C, H, W]
+    g = _gaussian_kernel(ta.device).float()
     groups = stats.shape[1]
     stats = F.conv2d(stats, g.view(1, 1, 1, -1).expand(groups, 1, 1, SSIM_WIN), groups=groups)
-    stats = F.conv2d(stats, g.view(1, 1, -1, 1).expand(groups, 1, SSIM_WIN, 1), groups=groups)
-    mu_a, mu_b, e_aa, e_bb, e_ab = stats.split(c, dim=1)
-    var_a = e_aa - mu_a * mu_a
-    var_b = e_bb - mu_b * mu_b
-    cov = e_ab - mu_a * mu_b
+    stats = F.conv2d(stats, g.view(1, 1, -1, 1).expand(groups, 1, SSIM_WIN, 1), groups=groups).double()
+    mu_ca, mu_cb, e_aa, e_bb, e_ab = stats.split(c, dim=1)
+    var_a = e_aa - mu_ca * mu_ca
+    var_b = e_bb - mu_cb * mu_cb
+    cov = e_ab - mu_ca * mu_cb
+    mu_a, mu_b = mu_ca + DATA_RANGE / 2, mu_cb + DATA_RANGE / 2
     c1 = (SSIM_K1 * DATA_RANGE) ** 2
     c2 = (SSIM_K2 * DATA_RANGE) ** 2
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2))

@@ -38,10 +38,11 @@ def test_match_scikit_image(hw):
     got_ssim = ssim_batch(real, gen).numpy()
     got_psnr = psnr_batch(real, gen).numpy()
     assert got_ssim.shape == got_psnr.shape == (4,)
-    # Both float64: agreement is far inside the 1e-4 the metric needs.
-    np.testing.assert_allclose(got_ssim, want_ssim, rtol=0, atol=1e-9)
+    # SSIM filters in float32 (centred pixels, for speed): agreement ~1e-7, far inside the 1e-4
+    # the metric needs (it is reported to 2 decimals). PSNR is float64 throughout.
+    np.testing.assert_allclose(got_ssim, want_ssim, rtol=0, atol=1e-6)
     np.testing.assert_allclose(got_psnr, want_psnr, rtol=0, atol=1e-9)
-    assert abs(ssim(real[1], gen[1]) - want_ssim[1]) < 1e-9
+    assert abs(ssim(real[1], gen[1]) - want_ssim[1]) < 1e-6
     assert abs(psnr(real[1], gen[1]) - want_psnr[1]) < 1e-9
     assert 0.0 < want_ssim.min() < want_ssim.max() < 1.0  # the cases are not degenerate
 
