@@ -27,6 +27,9 @@ test-fast: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(PY) benchmarks/bench_unet.py
+	$(PY) benchmarks/bench_pipeline.py
+	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_eval.py
 
 clean-venv:
 	rm -rf $(VENV)
