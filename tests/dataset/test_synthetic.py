@@ -1,0 +1,222 @@
+"""Tests for dataset/synthetic.py and dataset/lipmeter.py: the renderer is deterministic, its lips
+follow its audio by the documented map, and the meter reads that map back from pixels (raw,
+blurred and noisy, and H.264-decoded), so that lip-sync on this data is a number."""
+
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from audio.audio import load_wav
+from dataset import synthetic
+from dataset.lipmeter import (
+    implied_opening_from_audio,
+    lip_sync_score,
+    measure_mouth,
+    measure_video,
+    opening_from_rms,
+    pearson,
+)
+from dataset.synthetic import load_targets, render_clip, synthesize_clip
+from dataset.video_io import iter_frames
+from face_detection import voxceleb2_box
+from launchers import REPO_ROOT, child_env
+
+SECONDS = 2.0
+N_FRAMES = 50
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    cv2.setNumThreads(1)
+    yield
+
+
+@pytest.fixture(scope="module")
+def clips():
+    """Three identities' clips in memory (identity seeds chosen to cover light and dark skin)."""
+    return [synthesize_clip(identity, 100 + identity, SECONDS) for identity in (1, 2, 3)]
+
+
+def test_render_is_deterministic_and_seeded(clips):
+    again = synthesize_clip(1, 101, SECONDS)
+    first = clips[0]
+    assert first.frames.shape == (N_FRAMES, 224, 224, 3) and first.frames.dtype == np.uint8
+    assert first.audio.shape == (N_FRAMES * 640,) and first.audio.dtype == np.float32
+    assert np.abs(first.audio).max() <= 1.0
+    np.testing.assert_array_equal(again.frames, first.frames)
+    np.testing.assert_array_equal(again.audio, first.audio)
+    np.testing.assert_array_equal(again.targets.opening, first.targets.opening)
+    np.testing.assert_array_equal(again.targets.width, first.targets.width)
+    assert again.targets.vowels == first.targets.vowels
+
+    other_clip = synthesize_clip(1, 102, SECONDS)  # same identity, other speech and motion
+    assert not np.array_equal(other_clip.audio, first.audio)
+    assert not np.array_equal(other_clip.frames, first.frames)
+    assert np.abs(clips[1].frames.astype(int) - first.frames).mean() > 10  # another face altogether
+
+
+def test_targets_follow_the_audio(clips):
+    for clip in clips:
+        targets = clip.targets
+        assert len(targets.syllables) >= 3
+        np.testing.assert_array_equal(targets.opening, implied_opening_from_audio(clip.audio, N_FRAMES))
+        # Open while voicing, closed in long pauses, and a spread of openings in between.
+        assert targets.opening.min() == 0.0 and targets.opening.max() > 0.3
+        voiced = np.array([v != "" for v in targets.vowels])
+        assert targets.opening[voiced].mean() > 3 * targets.opening[~voiced].mean()
+        np.testing.assert_allclose(targets.width[~voiced], synthetic.REST_WIDTH)
+        for k in np.flatnonzero(voiced):
+            # Between the rest width and the vowel's, as the syllable's shape eases in and out.
+            low, high = sorted([synthetic.VOWELS[targets.vowels[k]].width, synthetic.REST_WIDTH])
+            assert low - 1e-9 <= targets.width[k] <= high + 1e-9
+
+
+def test_opening_map():
+    np.testing.assert_allclose(opening_from_rms([0.0, 0.01, 0.055, 0.1, 0.5]), [0.0, 0.0, 0.5, 1.0, 1.0])
+    # A steady tone at RMS 0.055 reads as half open, silence as closed, frames past the end too.
+    t = np.arange(16000) / 16000
+    wav = np.concatenate([0.055 * np.sqrt(2) * np.sin(2 * np.pi * 200 * t), np.zeros(8000)])
+    opening = implied_opening_from_audio(wav, 40)
+    np.testing.assert_allclose(opening[2:24], 0.5, atol=0.01)
+    np.testing.assert_allclose(opening[27:], 0.0)
+
+
+def _measure(frames):
+    return np.array([measure_mouth(f) for f in frames]).T
+
+
+def test_meter_recovers_targets_from_clean_frames(clips):
+    for clip in clips:
+        opening, width = _measure(clip.frames)
+        assert pearson(opening, clip.targets.opening) >= 0.95
+        assert pearson(width, clip.targets.width) >= 0.8
+        # Calibrated, not only correlated: the values themselves are close to the targets.
+        assert np.abs(opening - clip.targets.opening).mean() < 0.02
+        assert np.abs(width - clip.targets.width).mean() < 0.03
+
+
+def test_meter_is_robust_to_blur_and_noise(clips):
+    rng = np.random.default_rng(0)
+    for clip in clips:
+        degraded = [
+            np.clip(cv2.GaussianBlur(f, (0, 0), 1.5) + rng.normal(0, 4, f.shape), 0, 255).astype(np.uint8)
+            for f in clip.frames
+        ]
+        opening, width = _measure(degraded)
+        assert pearson(opening, clip.targets.opening) >= 0.98
+        assert pearson(width, clip.targets.width) >= 0.95
+        assert np.abs(opening - clip.targets.opening).mean() < 0.1
+
+
+def test_meter_in_a_face_crop(clips):
+    """Generated faces come as resized crops: the box makes the normalisation follow the crop."""
+    y1, y2, x1, x2 = voxceleb2_box(224, 224)
+    for clip in clips:
+        crops = [cv2.resize(f[y1:y2, x1:x2], (128, 128), interpolation=cv2.INTER_AREA) for f in clip.frames]
+        opening, width = np.array([measure_mouth(c, box=(0, 128, 0, 128)) for c in crops]).T
+        assert pearson(opening, clip.targets.opening) >= 0.99 and pearson(width, clip.targets.width) >= 0.99
+        assert np.abs(opening - clip.targets.opening).mean() < 0.02
+        assert np.abs(width - clip.targets.width).mean() < 0.03
+
+
+def test_no_mouth_measures_zero():
+    grey = np.full((224, 224, 3), 128, np.uint8)
+    assert measure_mouth(grey) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="uint8"):
+        measure_mouth(grey.astype(np.float32))
+
+
+def test_encoded_clip(tmp_path):
+    paths = [tmp_path / "a" / "00001.mp4", tmp_path / "b" / "00001.mp4"]
+    for p in paths:
+        p.parent.mkdir()
+    targets = render_clip(paths[0], 4, 104, SECONDS)
+    render_clip(paths[1], 4, 104, SECONDS)
+    saved = load_targets(paths[0])
+    np.testing.assert_array_equal(saved.opening, targets.opening)
+    np.testing.assert_array_equal(saved.width, targets.width)
+    assert saved.syllables == targets.syllables and saved.vowels == targets.vowels
+    assert (saved.identity_seed, saved.clip_seed) == (4, 104)
+
+    # The encoder is deterministic here, but only the decoded frames and audio are promised.
+    decoded = [np.stack(list(iter_frames(p))) for p in paths]
+    np.testing.assert_array_equal(decoded[0], decoded[1])
+    assert decoded[0].shape == (N_FRAMES, 224, 224, 3)
+    np.testing.assert_array_equal(load_wav(paths[0]), load_wav(paths[1]))
+
+    opening, width = measure_video(paths[0])
+    assert pearson(opening, targets.opening) >= 0.95
+    assert pearson(width, targets.width) >= 0.8
+
+    # The AAC round trip keeps the loudness envelope: the audio alone implies the lips.
+    implied = implied_opening_from_audio(load_wav(paths[0]), N_FRAMES)
+    assert pearson(implied, targets.opening) >= 0.95
+    assert lip_sync_score(paths[0], implied) >= 0.95
+    # Other speech (or the same speech late by 5 frames) does not drive these lips.
+    other = synthesize_clip(4, 105, SECONDS)
+    assert lip_sync_score(paths[0], implied_opening_from_audio(other.audio, N_FRAMES)) < 0.5
+    assert lip_sync_score(paths[0], np.concatenate([np.zeros(5), implied[:-5]])) < 0.5
+
+
+def test_pearson_edge_cases():
+    assert pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert pearson([1, 1, 1], [1, 2, 3]) == 0.0  # a frozen mouth shows no sync
+    with pytest.raises(ValueError, match="one length"):
+        pearson([1, 2], [1, 2, 3])
+
+
+def test_command_writes_layout_and_filelists(tmp_path, capsys):
+    root = tmp_path / "synth"
+    argv = ["--out_root", str(root), "--identities", "4", "--clips_per_identity", "2", "--seconds", "0.6",
+            "--test_identities", "2", "--seed", "3", "--progress", "False"]
+    assert synthetic.main(argv) == 0
+    assert "wrote 8 clips" in capsys.readouterr().out
+
+    def lines(name):
+        return (root / name).read_text().splitlines()
+
+    train, test = lines("train.txt"), lines("test.txt")
+    assert train == [f"id{i:05d}/clip{c:02d}/00001" for i in (0, 1) for c in (0, 1)]
+    assert test == [f"id{i:05d}/clip{c:02d}/00001" for i in (2, 3) for c in (0, 1)]
+    assert not {n.split("/")[0] for n in train} & {n.split("/")[0] for n in test}
+    for name in train + test:
+        assert (root / f"{name}.mp4").is_file() and (root / os.path.dirname(name) / "targets.json").is_file()
+    assert lines("test_reconstruction.txt") == [f"{n} {n}" for n in test]
+    cross = [line.split() for line in lines("test_cross.txt")]
+    assert [a for a, _ in cross] == test
+    for audio, video in cross:
+        assert video in test and audio.split("/")[0] != video.split("/")[0]
+
+    # Same seed, same data: the targets (and so the audio and lips) are rendered again identically.
+    before = (root / "id00002/clip01/targets.json").read_text()
+    assert synthetic.main(argv) == 0
+    assert (root / "id00002/clip01/targets.json").read_text() == before
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--identities", "four"], "invalid int value"),
+        (["--identities", "3", "--test_identities", "1"], "--test_identities 1 must be at least 2"),
+        (["--identities", "3", "--test_identities", "3"], "below --identities 3"),
+        (["--seconds", "0.1"], "--seconds 0.1 must be"),
+        (["--clips_per_identity", "0"], "--clips_per_identity 0 must be"),
+        (["--bogus", "1"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_command_rejects_bad_flags(tmp_path, capsys, argv, message):
+    assert synthetic.main(["--out_root", str(tmp_path / "out"), *argv]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "train.txt").exists()
+
+
+def test_command_requires_out_root_as_a_script():
+    proc = subprocess.run([sys.executable, "dataset/synthetic.py"], cwd=REPO_ROOT, env=child_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.startswith("error: --out_root is required")
