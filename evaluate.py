@@ -80,12 +80,12 @@ def run(args) -> int:
     device = args.device or str(dist_util.dev())
     items, problems = read_filelist(args.filelist)
     failures = list(problems) if dist_util.is_main_process() else []
+    paths = {item: clip_paths(item, args.mode, args.real_root, args.generated_root) for item in items}
     mine = items[dist_util.rank() :: dist_util.world_size()]
-    todo = [it for it in mine if not os.path.exists(cache_path(args.output_dir, clip_paths(it, args.mode, args.real_root, args.generated_root).name))]
+    todo = [item for item in mine if not os.path.exists(cache_path(args.output_dir, paths[item].name))]
     scorer = Metrics(metrics, args.mode, device, args.batch_size, args.syncnet_model, args.face_track, args.is_voxceleb2) if todo else None
     def process(item) -> None:
-        paths = clip_paths(item, args.mode, args.real_root, args.generated_root)
-        save_cache(cache_path(args.output_dir, paths.name), scorer.clip(paths))
+        save_cache(cache_path(args.output_dir, paths[item].name), scorer.clip(paths[item]))
 
     failures += for_each_item(todo, process, args.filelist, args.progress and dist_util.is_main_process())
     failures = [f for part in dist_util.all_gather_object(failures) for f in part]
@@ -95,7 +95,7 @@ def run(args) -> int:
 
     caches = {}
     for item in items:
-        name = clip_paths(item, args.mode, args.real_root, args.generated_root).name
+        name = paths[item].name
         path = cache_path(args.output_dir, name)
         if os.path.exists(path):
             with np.load(path) as data:

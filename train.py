@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from dataset.tfg_dataset import StepSampler, TFGDataset, collate
 from guided_diffusion import dist_util, logger
 from guided_diffusion.errors import CheckpointError, Diff2LipError
+from guided_diffusion.inference_util import resolve_precision
 from guided_diffusion.nn import update_ema
 from guided_diffusion.script_util import (
     args_to_dict,
@@ -269,10 +270,7 @@ def train(args):
     dist_util.setup_dist()
     device = dist_util.dev()
     rank, world = dist_util.rank(), dist_util.world_size()
-    if args.precision not in ("fp32", "bf16", "fp16"):
-        raise Diff2LipError(f"--precision {args.precision!r} is not fp32, bf16 or fp16")
-    if args.precision == "fp16" and device.type != "cuda":
-        raise Diff2LipError("--precision fp16 needs a GPU; on a CPU use bf16")
+    resolve_precision(args.precision, device)  # one-line errors for a bad value, fp16 without a GPU
     if not args.data_root:
         raise Diff2LipError("--data_root is required: the output folder of dataset/preprocess.py")
     stop = StopSignal()  # from the start: a signal during set-up stops after the first step
