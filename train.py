@@ -77,6 +77,7 @@ def train_defaults() -> dict:
         lambda_sync=0.03,
         lambda_lpips=0.1,
         lambda_gan=0.01,
+        lpips_backbone="pretrained",
         sync_expert="outputs/syncnet128/syncnet_best.pt",
         disc_lr=1e-4,
         disc_channels=64,
@@ -111,6 +112,9 @@ TRAIN_HELP = {
     "lambda_sync": "weight of the lip-sync expert loss, Eq. 6 (0: off)",
     "lambda_lpips": "weight of LPIPS (VGG), Eq. 7 (0: off)",
     "lambda_gan": "weight of the sequence PatchGAN loss, Eq. 8 (0: off)",
+    "lpips_backbone": "pretrained: LPIPS as published (torchvision's ImageNet VGG-16, downloaded once); random: "
+    "the same VGG-16 with fixed random weights (seed 0) under lpips' trained linear heads, for machines that "
+    "cannot download (a weaker perceptual loss; the synthetic demo uses it)",
     "sync_expert": "the frozen lip-sync expert: our train_syncnet.py checkpoint or Wav2Lip's lipsync_expert.pth",
     "disc_lr": "AdamW learning rate of the discriminator",
     "disc_channels": "base channel count of the PatchGAN discriminator",
@@ -138,10 +142,20 @@ def create_parser():
 # Helpers
 
 
-def load_lpips(device) -> torch.nn.Module:
-    """The `lpips` package's VGG LPIPS, frozen. Its VGG-16 weights come from torch's hub cache."""
+LPIPS_BACKBONES = ("pretrained", "random")
+
+
+def load_lpips(device, backbone: str = "pretrained") -> torch.nn.Module:
+    """The `lpips` package's VGG LPIPS, frozen. Its VGG-16 weights come from torch's hub cache, or
+    with `backbone="random"` are a fixed random draw (seed 0, the same in every run and on resume)."""
     import lpips
 
+    if backbone == "random":
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():  # the training's stream stays untouched
+            warnings.simplefilter("ignore")
+            torch.manual_seed(0)
+            net = lpips.LPIPS(net="vgg", pnet_rand=True, verbose=False)
+        return net.to(device).eval().requires_grad_(False)
     cached = os.path.join(torch.hub.get_dir(), "checkpoints", LPIPS_VGG_FILE)
     try:
         with warnings.catch_warnings():
@@ -150,7 +164,8 @@ def load_lpips(device) -> torch.nn.Module:
     except Exception as exc:  # the download on a machine without internet
         raise CheckpointError(
             f"LPIPS needs torchvision's VGG-16 weights: put {LPIPS_VGG_FILE} in {os.path.dirname(cached)} "
-            f"(torchvision downloads it there on a connected machine), or pass --lambda_lpips 0 ({exc})"
+            f"(torchvision downloads it there on a connected machine), or pass --lpips_backbone random or "
+            f"--lambda_lpips 0 ({exc})"
         ) from exc
     return net.to(device).eval().requires_grad_(False)
 
@@ -167,7 +182,7 @@ def build_losses(args, device):
 
         losses["sync"] = SyncLoss(load_sync_expert(args.sync_expert).to(device))
     if args.lambda_lpips:
-        losses["lpips"] = LPIPSLoss(load_lpips(device))
+        losses["lpips"] = LPIPSLoss(load_lpips(device, args.lpips_backbone))
     if args.lambda_gan:
         discriminator = SequencePatchGAN(args.nframes, args.disc_channels).to(device)
         losses["gan"] = SequenceGANLoss(discriminator)
@@ -273,6 +288,8 @@ def train(args):
     resolve_precision(args.precision, device)  # one-line errors for a bad value, fp16 without a GPU
     if not args.data_root:
         raise Diff2LipError("--data_root is required: the output folder of dataset/preprocess.py")
+    if args.lpips_backbone not in LPIPS_BACKBONES:
+        raise Diff2LipError(f"--lpips_backbone {args.lpips_backbone!r} is not one of {', '.join(LPIPS_BACKBONES)}")
     stop = StopSignal()  # from the start: a signal during set-up stops after the first step
     try:
         logger.configure(dir=args.output_dir)

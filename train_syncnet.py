@@ -1,4 +1,5 @@
-"""Train SyncNet128, the lip-sync expert for Diff2Lip's 128 px crops, as Wav2Lip trained its own.
+"""Train SyncNet128, the lip-sync expert for Diff2Lip's 128 px crops, as Wav2Lip trained its own
+(or, with `--kind syncnet64`, the light expert for small models such as the synthetic demo's).
 
     python train_syncnet.py --data_root data/preprocessed --output_dir outputs/syncnet128
     torchrun --nproc_per_node 4 train_syncnet.py --data_root ... (or mpiexec -n 4 python ...)
@@ -30,6 +31,7 @@ from guided_diffusion.script_util import create_argparser
 from guided_diffusion.train_util import checkpoint_path, latest_checkpoint, prune_checkpoints
 from guided_diffusion.syncnet import (
     SYNC_FRAMES,
+    TRAINABLE,
     SyncExpert,
     save_syncnet_checkpoint,
     sync_bce,
@@ -47,6 +49,7 @@ def syncnet_train_defaults() -> dict:
     return dict(
         data_root="",
         output_dir="outputs/syncnet128",
+        kind="syncnet128",
         batch_size=64,
         lr=1e-4,
         weight_decay=0.0,
@@ -65,6 +68,8 @@ def syncnet_train_defaults() -> dict:
 
 SYNCNET_FLAG_HELP = {
     "data_root": "preprocessed data folder (dataset/preprocess.py output) with train.txt, val.txt and clips/",
+    "kind": "the network: syncnet128 (for 128 px crops, 18.3M parameters) or syncnet64 (light, for 64 px "
+    "crops, 2.6M parameters); any crop size works, the lower half is resized to the network's input",
     "output_dir": "where checkpoints syncnet_STEP.pt, syncnet_best.pt, log.txt and progress.csv go",
     "batch_size": "pairs per step and process (the global batch is this times the number of processes); "
     "BatchNorm runs per process on 1x1 embeddings, so keep it at 16 or more (at least 2)",
@@ -106,6 +111,8 @@ def check_args(args: argparse.Namespace) -> None:
             raise Diff2LipError(f"--{flag} must not be negative, got {getattr(args, flag)}")
     if args.lr <= 0:
         raise Diff2LipError(f"--lr must be positive, got {args.lr}")
+    if args.kind not in TRAINABLE:
+        raise Diff2LipError(f"--kind {args.kind!r} is not one of {', '.join(TRAINABLE)}")
     if args.val_every and args.val_pairs < 1:
         raise Diff2LipError(f"--val_pairs must be at least 1 when validating, got {args.val_pairs}")
 
@@ -238,8 +245,12 @@ def load_resume_state(args: argparse.Namespace) -> Optional[dict]:
         )
     ckpt = dist_util.load_state_dict(newest, weights_only=True)
     needed = {"kind", "model", "opt", "step", "rng"}
-    if not isinstance(ckpt, dict) or not needed <= set(ckpt) or ckpt["kind"] != "syncnet128":
+    if not isinstance(ckpt, dict) or not needed <= set(ckpt) or ckpt["kind"] not in TRAINABLE:
         raise CheckpointError(f"'{newest}' is not a train_syncnet.py checkpoint; move it out of --output_dir")
+    if ckpt["kind"] != args.kind:
+        raise Diff2LipError(
+            f"'{newest}' holds a {ckpt['kind']} but --kind is {args.kind}; pass --kind {ckpt['kind']} to resume it"
+        )
     ckpt["path"] = newest
     return ckpt
 
@@ -247,12 +258,12 @@ def load_resume_state(args: argparse.Namespace) -> Optional[dict]:
 def save_checkpoint(path: str, expert: SyncExpert, opt: torch.optim.Optimizer, step: int,
                     args: argparse.Namespace, seed: int, best_val_acc: float) -> None:
     """Everything a resumed run needs: weights, optimizer, step, flags and the pair seed."""
-    save_syncnet_checkpoint(path, expert.net, opt=opt.state_dict(), step=step, args=vars(args),
+    save_syncnet_checkpoint(path, expert.net, kind=expert.kind, opt=opt.state_dict(), step=step, args=vars(args),
                             rng={"seed": seed}, best_val_acc=best_val_acc)
 
 
 def train(args: argparse.Namespace) -> SyncExpert:
-    """Train (or continue training) SyncNet128 in this process group; returns the trained expert."""
+    """Train (or continue training) the --kind network in this process group; returns the trained expert."""
     check_args(args)
     resume = load_resume_state(args)
     # The pairs continue the interrupted run's sequence even if --seed changed since.
@@ -273,7 +284,7 @@ def train(args: argparse.Namespace) -> SyncExpert:
 
     torch.manual_seed(args.seed)
     device = dist_util.dev()
-    expert = SyncExpert("syncnet128").to(device)
+    expert = SyncExpert(args.kind).to(device)
     opt = torch.optim.AdamW(expert.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     if resume:
         expert.net.load_state_dict(resume["model"])
@@ -284,7 +295,7 @@ def train(args: argparse.Namespace) -> SyncExpert:
              if world > 1 else expert)
     n_params = sum(p.numel() for p in expert.parameters())
     logger.log(
-        f"SyncNet128: {n_params:,} parameters on {device}, {world} process(es); "
+        f"{args.kind}: {n_params:,} parameters on {device}, {world} process(es); "
         f"train: {len(train_set.clips)} clips ({train_set.skipped} too short skipped)"
         + (f", val: {len(val_set.clips)} clips, {len(val_set)} fixed pairs" if val_set else ", no validation")
     )

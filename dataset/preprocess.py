@@ -14,6 +14,8 @@ Layouts (the clip name is the video's path under the input root, without extensi
   voxceleb2  ID/VIDEO/00001.mp4               val = a fraction of the identities
   lrw        WORD/{train,val,test}/WORD_00001  the dataset's own split; test only with --include_test
   folder     any videos, at any depth          val = a fraction of the clips
+With `--train_list` / `--val_list` (files of clip names, e.g. the ones dataset/synthetic.py writes)
+the split is the lists', in any layout, and only the listed clips are preprocessed.
 """
 
 import argparse
@@ -76,6 +78,8 @@ def preprocess_defaults() -> dict:
         val_fraction=0.05,
         seed=0,
         include_test=False,
+        train_list="",
+        val_list="",
         num_workers=1,
         progress=True,
     )
@@ -99,6 +103,10 @@ PREPROCESS_HELP: Dict[str, str] = {
     "when there are two or more",
     "seed": "seed of the train/val split",
     "include_test": "lrw: also preprocess the test folders and list them in val.txt",
+    "train_list": "a file of clip names (every whitespace-separated name, e.g. dataset/synthetic.py's train.txt): "
+    "take the split from the lists instead of --val_fraction; only the listed clips are preprocessed",
+    "val_list": "the same for val.txt (e.g. dataset/synthetic.py's test.txt, so held-out identities stay out "
+    "of training)",
     "num_workers": "worker processes (1 = this process)",
     "progress": FLAG_HELP["progress"],
 }
@@ -219,6 +227,30 @@ def select_clips(videos: Sequence[str], layout: str, first_utterance_only: bool,
         reason = f"'{chosen.pop(name)}' would hold clip '{holders[name]}' in its folder; rename one"
         skipped.append({"clip": name, "reason": reason})
     return sorted(chosen.items()), skipped
+
+
+def read_clip_list(path: str, flag: str) -> List[str]:
+    """The clip names in a list file: every whitespace-separated token, in order, without repeats."""
+    if not os.path.isfile(path):
+        raise Diff2LipError(f"{flag} '{path}' not found; give a file of clip names such as ID/VIDEO/00001")
+    with open(path, encoding="utf-8") as f:
+        return list(dict.fromkeys(f.read().split()))
+
+
+def apply_lists(pairs: Sequence[Tuple[str, str]], train_list: Sequence[str], val_list: Sequence[str]
+                ) -> Tuple[List[Tuple[str, str]], List[Dict[str, str]]]:
+    """Keep the pairs whose clip is listed; a listed clip without a video is reported as skipped."""
+    both = sorted(set(train_list) & set(val_list))
+    if both:
+        raise Diff2LipError(
+            f"{len(both)} clip(s) are in both --train_list and --val_list (first: '{both[0]}'); a clip "
+            "belongs to one split"
+        )
+    listed = set(train_list) | set(val_list)
+    found = {name for name, _ in pairs}
+    missing = [{"clip": name, "reason": "listed but no video of that name under --input_root"}
+               for name in sorted(listed - found)]
+    return [(name, rel) for name, rel in pairs if name in listed], missing
 
 
 # ----------------------------------------------------------------------------------------------
@@ -392,6 +424,11 @@ def _options(args) -> Tuple[Options, str, List[Tuple[str, str]], List[Dict[str, 
         except argparse.ArgumentTypeError as exc:
             raise Diff2LipError(f"--is_voxceleb2: {exc}, or auto") from None
     pairs, skipped = select_clips(videos, layout, args.first_utterance_only, args.include_test)
+    if args.train_list or args.val_list:
+        lists = [read_clip_list(path, flag) if path else []
+                 for path, flag in ((args.train_list, "--train_list"), (args.val_list, "--val_list"))]
+        pairs, missing = apply_lists(pairs, *lists)
+        skipped += missing
     opts = Options(
         output_root=os.path.abspath(args.output_root),
         image_size=args.image_size,
@@ -425,7 +462,12 @@ def preprocess(args) -> dict:
     skipped += [{"clip": name, "reason": reason} for name, reason in results if reason is not None]
     skipped.sort(key=lambda s: s["clip"])
 
-    train, val = make_splits(sorted(done_before.union(written)), layout, args.val_fraction, args.seed)
+    finished = sorted(done_before.union(written))
+    if args.train_list or args.val_list:
+        val_names = set(read_clip_list(args.val_list, "--val_list")) if args.val_list else set()
+        train, val = [n for n in finished if n not in val_names], [n for n in finished if n in val_names]
+    else:
+        train, val = make_splits(finished, layout, args.val_fraction, args.seed)
     write_split(opts.output_root, "train", train)
     write_split(opts.output_root, "val", val)
     report = {"done": len(written), "already_done": len(already), "skipped": skipped}

@@ -589,10 +589,14 @@ def render_dataset(
     test_identities: int = 2,
     seed: int = 0,
     progress: bool = False,
+    test_only: bool = False,
 ) -> Splits:
     """Render `identities` x `clips_per_identity` clips under `out_root` and write the filelists
-    (see the module docstring). The last `test_identities` identities are held out for testing.
-    Raises Diff2LipError on impossible settings. Rendering again overwrites, with the same result.
+    (see the module docstring). The last `test_identities` identities are held out for testing;
+    `test_only` renders just those (the same faces and voices as in a full render with these
+    settings, so a model trained on the full render's train.txt has never seen them) and writes an
+    empty train.txt. Raises Diff2LipError on impossible settings. Rendering again overwrites, with
+    the same result.
     """
     if not out_root:
         raise Diff2LipError("--out_root is required: the folder to write the clips and filelists to")
@@ -610,14 +614,14 @@ def render_dataset(
     if seed < 0:
         raise Diff2LipError(f"--seed {seed} must be >= 0")
 
-    jobs = [(i, c) for i in range(identities) for c in range(clips_per_identity)]
+    first_test = identities - test_identities
+    jobs = [(i, c) for i in range(first_test if test_only else 0, identities) for c in range(clips_per_identity)]
     for i, c in tqdm(jobs, desc="rendering", unit="clip", disable=not progress):
         folder = os.path.join(out_root, *clip_name(i, c).split("/")[:-1])
         os.makedirs(folder, exist_ok=True)
         video = os.path.join(folder, f"{VIDEO_NAME}.mp4")
         render_clip(video, _derived_seed(seed, 0, i), _derived_seed(seed, 1, i, c), seconds)
 
-    first_test = identities - test_identities
     train = [clip_name(i, c) for i, c in jobs if i < first_test]
     test = [clip_name(i, c) for i, c in jobs if i >= first_test]
     # Cross: each test clip's audio drives a random clip of a random other test identity.
@@ -644,7 +648,8 @@ def _write_lines(path: str, lines: List[str]) -> None:
 
 def synthetic_defaults() -> dict:
     """Flags of `dataset/synthetic.py` and their defaults."""
-    return dict(out_root="", identities=8, clips_per_identity=2, seconds=3.0, test_identities=2, seed=0, progress=True)
+    return dict(out_root="", identities=8, clips_per_identity=2, seconds=3.0, test_identities=2, seed=0,
+                test_only=False, progress=True)
 
 
 SYNTHETIC_HELP: Dict[str, str] = {
@@ -654,6 +659,8 @@ SYNTHETIC_HELP: Dict[str, str] = {
     "seconds": "length of each clip in seconds",
     "test_identities": "identities held out (the last ones) for test.txt, test_reconstruction.txt and test_cross.txt",
     "seed": "seed of the whole data set: the same seed renders the same frames and audio",
+    "test_only": "render only the held-out test identities (the same ones a full render holds out) and their "
+    "filelists; train.txt is empty",
     "progress": FLAG_HELP["progress"],
 }
 
@@ -669,6 +676,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             args.test_identities,
             args.seed,
             args.progress,
+            args.test_only,
         )
     except Diff2LipError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,8 +1,9 @@
-"""Lip-sync experts: Wav2Lip's SyncNet (for its released `lipsync_expert.pth`) and our SyncNet128
-for Diff2Lip's 128 px crops, behind one calling convention for the training code.
+"""Lip-sync experts: Wav2Lip's SyncNet (for its released `lipsync_expert.pth`), our SyncNet128
+for Diff2Lip's 128 px crops and the light SyncNet64 for small models (the synthetic demo), behind
+one calling convention for the training code.
 
-Both networks embed 5 consecutive lower-half face crops and the 16-step mel window of those frames
-(0.2 s) into L2-normalised 512-d vectors; their cosine similarity is read as the probability that
+The networks embed 5 consecutive lower-half face crops and the 16-step mel window of those frames
+(0.2 s) into L2-normalised vectors (512-d; 256-d for SyncNet64); their cosine similarity is read as the probability that
 face and audio are in sync, and trained (or used as a loss) with binary cross-entropy, as in Wav2Lip.
 
     expert = load_sync_expert("checkpoints/lipsync_expert.pth").to(device)
@@ -54,15 +55,16 @@ def _res(channels: int, count: int) -> List[ConvBlock]:
     return [ConvBlock(channels, channels, 3, 1, 1, residual=True) for _ in range(count)]
 
 
-def _wav2lip_audio_encoder() -> nn.Sequential:
-    """Wav2Lip's audio encoder: mel [B, 1, 80, 16] -> [B, 512, 1, 1]."""
+def _wav2lip_audio_encoder(width: int = 32) -> nn.Sequential:
+    """Wav2Lip's audio encoder (width 32): mel [B, 1, 80, 16] -> [B, 16 * width, 1, 1]."""
+    c1, c2, c3, c4, c5 = (width * m for m in (1, 2, 4, 8, 16))
     return nn.Sequential(
-        ConvBlock(1, 32, 3, 1, 1), *_res(32, 2),
-        ConvBlock(32, 64, 3, (3, 1), 1), *_res(64, 2),      # 80x16 -> 27x16
-        ConvBlock(64, 128, 3, 3, 1), *_res(128, 2),         # -> 9x6
-        ConvBlock(128, 256, 3, (3, 2), 1), *_res(256, 2),   # -> 3x3
-        ConvBlock(256, 512, 3, 1, 0),                       # -> 1x1
-        ConvBlock(512, 512, 1, 1, 0),
+        ConvBlock(1, c1, 3, 1, 1), *_res(c1, 2),
+        ConvBlock(c1, c2, 3, (3, 1), 1), *_res(c2, 2),      # 80x16 -> 27x16
+        ConvBlock(c2, c3, 3, 3, 1), *_res(c3, 2),           # -> 9x6
+        ConvBlock(c3, c4, 3, (3, 2), 1), *_res(c4, 2),      # -> 3x3
+        ConvBlock(c4, c5, 3, 1, 0),                         # -> 1x1
+        ConvBlock(c5, c5, 1, 1, 0),
     )
 
 
@@ -127,7 +129,32 @@ class SyncNet128(_SyncNet):
         self.audio_encoder = _wav2lip_audio_encoder()
 
 
-NETWORKS = {"wav2lip": Wav2LipSyncNet, "syncnet128": SyncNet128}
+class SyncNet64(_SyncNet):
+    """A light expert for small crops (the 64 px synthetic demo): SyncNet128's design at half the
+    depth and a quarter of the width (2.6M parameters instead of 18.3M), 256-d embeddings.
+
+    Faces: 5 lower-half crops of 64x64 faces, RGB in [0, 1], stacked on channels `[B, 15, 32, 64]`.
+    """
+
+    face_size = (32, 64)
+
+    def __init__(self):
+        super().__init__()
+        self.face_encoder = nn.Sequential(
+            ConvBlock(15, 16, 7, 1, 3),                         # 32x64
+            ConvBlock(16, 32, 5, (1, 2), 2), *_res(32, 1),      # -> 32x32
+            ConvBlock(32, 64, 3, 2, 1), *_res(64, 1),           # -> 16x16
+            ConvBlock(64, 128, 3, 2, 1), *_res(128, 1),         # -> 8x8
+            ConvBlock(128, 256, 3, 2, 1),                       # -> 4x4
+            ConvBlock(256, 256, 4, 1, 0),                       # -> 1x1
+            ConvBlock(256, 256, 1, 1, 0),
+        )
+        self.audio_encoder = _wav2lip_audio_encoder(width=16)
+
+
+NETWORKS = {"wav2lip": Wav2LipSyncNet, "syncnet128": SyncNet128, "syncnet64": SyncNet64}
+#: The networks train_syncnet.py trains (Wav2Lip's is only loaded from its release).
+TRAINABLE = ("syncnet128", "syncnet64")
 
 
 class SyncExpert(nn.Module):
@@ -230,7 +257,7 @@ def load_sync_expert(path: Union[str, "os.PathLike[str]"], map_location: Any = "
     """A frozen expert (eval mode, no gradients for its weights) from a checkpoint file.
 
     Accepts Wav2Lip's `lipsync_expert.pth` (`{"state_dict": ...}`, keys possibly prefixed `module.`)
-    and `train_syncnet.py`'s checkpoints (`{"kind": "syncnet128", "model": ...}`, `ema` preferred if
+    and `train_syncnet.py`'s checkpoints (`{"kind": "syncnet128" | "syncnet64", "model": ...}`, `ema` preferred if
     present). Rank 0 reads the file and broadcasts it. Raises `CheckpointError` naming the path.
     """
     path = os.fspath(path)
@@ -259,11 +286,14 @@ def load_sync_expert(path: Union[str, "os.PathLike[str]"], map_location: Any = "
     return expert
 
 
-def save_syncnet_checkpoint(path: Union[str, "os.PathLike[str]"], net: nn.Module, **extra: Any) -> None:
-    """Write `{"kind": "syncnet128", "model": net.state_dict(), **extra}` atomically.
+def save_syncnet_checkpoint(path: Union[str, "os.PathLike[str]"], net: nn.Module, kind: str = "syncnet128",
+                            **extra: Any) -> None:
+    """Write `{"kind": kind, "model": net.state_dict(), **extra}` atomically.
 
     The file is written under a temporary name in the same folder and renamed, so an interrupted
     save never leaves a truncated checkpoint under the final name.
     """
-    atomic_save({"kind": "syncnet128", "model": net.state_dict(), **extra}, path)
+    if kind not in TRAINABLE:
+        raise ValueError(f"unknown SyncNet kind {kind!r}; use one of {', '.join(TRAINABLE)}")
+    atomic_save({"kind": kind, "model": net.state_dict(), **extra}, path)
 

@@ -149,6 +149,19 @@ def test_checkpoints_resume_and_logs(data_root, tmp_path):
     assert "resumed from" in (out / "log.txt").read_text()
 
 
+def test_syncnet64_trains_resumes_and_refuses_another_kind(data_root, tmp_path):
+    out = tmp_path / "light"
+    flags = tiny_flags(data_root, out, "--kind", "syncnet64", "--val_every", 0)
+    assert train_syncnet.main([*flags, "--max_steps", "1"]) == 0
+    ckpt = torch.load(out / "syncnet_0000001.pt", weights_only=True)
+    assert ckpt["kind"] == "syncnet64" and ckpt["model"]["face_encoder.0.conv_block.0.weight"].shape == (16, 15, 7, 7)
+    assert load_sync_expert(out / "syncnet_0000001.pt").kind == "syncnet64"
+    # Resuming under the other kind is refused with the flag to pass.
+    assert train_syncnet.main([*tiny_flags(data_root, out, "--val_every", 0), "--max_steps", "2", "--resume", "True"]) == 1
+    assert train_syncnet.main([*flags, "--max_steps", "2", "--resume", "True"]) == 0
+    assert torch.load(out / "syncnet_0000002.pt", weights_only=True)["step"] == 2
+
+
 def test_training_without_validation(data_root, tmp_path):
     out = tmp_path / "no_val"
     assert train_syncnet.main(tiny_flags(data_root, out, "--max_steps", 1, "--val_every", 0)) == 0
@@ -226,6 +239,7 @@ def test_help_documents_every_flag(capsys):
     (["--data_root", "ROOT", "--batch_size", "1"], "--batch_size must be at least 2"),
     (["--data_root", "ROOT", "--keep", "0"], "--keep must be at least 1"),
     (["--data_root", "ROOT", "--lr", "0"], "--lr must be positive"),
+    (["--data_root", "ROOT", "--kind", "wav2lip"], "--kind 'wav2lip' is not one of syncnet128, syncnet64"),
     (["--data_root", "ROOT", "--resume", "maybe"], "expected a boolean"),
 ])
 def test_bad_flags_are_one_error_line(data_root, flags, message, capsys):

@@ -301,10 +301,34 @@ def test_split_is_deterministic_and_by_unit():
     assert preprocess.make_splits(["a"], "folder", 0.5, seed=0) == (["a"], [])
 
 
+def test_split_from_lists_preprocesses_only_the_listed_clips(vox_tree, tmp_path):
+    # The lists name the split (as dataset/synthetic.py's train.txt / test.txt do); a cross list's
+    # "AUDIO VIDEO" lines name two clips each. Unlisted clips are not preprocessed.
+    (tmp_path / "train.txt").write_text("id00001/vidA/00001\nid00003/vidD/00002\nid00009/gone/00001\n")
+    (tmp_path / "cross.txt").write_text("id00002/vidC/00001 id00001/vidB/00001\n")
+    out = tmp_path / "out"
+    assert run("--input_root", vox_tree, "--output_root", out, "--train_list", tmp_path / "train.txt",
+               "--val_list", tmp_path / "cross.txt", "--val_fraction", "0.5") == 0
+    assert read_split(str(out), "train") == ["id00001/vidA/00001", "id00003/vidD/00002"]
+    assert read_split(str(out), "val") == ["id00001/vidB/00001", "id00002/vidC/00001"]
+    assert clip_names(out) == sorted(read_split(str(out), "train") + read_split(str(out), "val"))
+    report = json.loads((out / "report.json").read_text())
+    assert report["done"] == 4
+    assert [s["clip"] for s in report["skipped"]] == ["id00009/gone/00001"]
+    assert "no video" in report["skipped"][0]["reason"]
+    # A rerun with a train list only: val is empty, the finished clips are not redone.
+    assert run("--input_root", vox_tree, "--output_root", out, "--train_list", tmp_path / "train.txt") == 0
+    assert read_split(str(out), "val") == [] and len(read_split(str(out), "train")) == 2
+    assert json.loads((out / "report.json").read_text())["already_done"] == 2
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         ([], "--input_root is required"),
+        (["--input_root", "{tree}", "--output_root", "{out}", "--train_list", "{missing}"], "--train_list"),
+        (["--input_root", "{tree}", "--output_root", "{out}", "--train_list", "{both}", "--val_list", "{both}"],
+         "in both --train_list and --val_list"),
         (["--input_root", "{missing}", "--output_root", "{out}"], "is not a folder"),
         (["--input_root", "{tree}"], "--output_root is required"),
         (["--input_root", "{tree}", "--output_root", "{out}", "--layout", "kinetics"], "--layout 'kinetics' is not one of"),
@@ -320,7 +344,9 @@ def test_split_is_deterministic_and_by_unit():
 )
 def test_bad_flags_are_one_line_errors(argv, message, vox_tree, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    paths = dict(missing=tmp_path / "missing", out=tmp_path / "out", tree=vox_tree, empty=tmp_path / "empty")
+    (tmp_path / "both.txt").write_text("id00001/vidA/00001\n")
+    paths = dict(missing=tmp_path / "missing", out=tmp_path / "out", tree=vox_tree, empty=tmp_path / "empty",
+                 both=tmp_path / "both.txt")
     assert preprocess.main([a.format(**paths) for a in argv]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err

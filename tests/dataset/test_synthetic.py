@@ -197,6 +197,14 @@ def test_command_writes_layout_and_filelists(tmp_path, capsys):
     assert synthetic.main(argv) == 0
     assert (root / "id00002/clip01/targets.json").read_text() == before
 
+    # --test_only: just the held-out identities, the same clips and test filelists, no train clips.
+    held_out = tmp_path / "held_out"
+    assert synthetic.main([*argv[:1], str(held_out), *argv[2:], "--test_only", "True"]) == 0
+    assert sorted(p.name for p in held_out.iterdir() if p.is_dir()) == ["id00002", "id00003"]
+    assert (held_out / "train.txt").read_text() == ""
+    for name in ("test.txt", "test_reconstruction.txt", "test_cross.txt", "id00002/clip01/targets.json"):
+        assert (held_out / name).read_text() == (root / name).read_text(), name
+
 
 @pytest.mark.parametrize(
     "argv, message",

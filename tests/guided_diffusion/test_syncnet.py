@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from guided_diffusion.errors import CheckpointError
 from guided_diffusion.syncnet import (
+    SyncNet64,
     SyncExpert,
     SyncNet128,
     Wav2LipSyncNet,
@@ -92,6 +93,45 @@ def test_networks_embed_to_unit_512_vectors(net_cls, face_shape):
     torch.testing.assert_close(face_emb.norm(dim=1), torch.ones(2))
     # ReLU outputs: every coordinate >= 0, so the cosine (the sync probability) is too.
     assert (audio_emb >= 0).all() and (face_emb >= 0).all()
+
+
+def test_syncnet64_is_light_and_embeds_to_unit_256_vectors():
+    torch.manual_seed(0)
+    net = SyncNet64().eval()
+    assert net.face_size == (32, 64)
+    assert sum(p.numel() for p in net.parameters()) == 2_575_712  # vs 18,270,080 for SyncNet128
+    with torch.no_grad():
+        audio_emb, face_emb = net(torch.randn(3, 1, 80, 16), torch.rand(3, 15, 32, 64))
+    assert audio_emb.shape == face_emb.shape == (3, 256)
+    torch.testing.assert_close(audio_emb.norm(dim=1), torch.ones(3))
+    torch.testing.assert_close(face_emb.norm(dim=1), torch.ones(3))
+    # Its audio encoder is Wav2Lip's at half the width: the same layers, every channel count halved.
+    ours = {k: v.shape for k, v in net.state_dict().items() if k.startswith("audio_encoder")}
+    theirs = {k: v.shape for k, v in Wav2LipSyncNet().state_dict().items() if k.startswith("audio_encoder")}
+    assert list(ours) == list(theirs)
+    for k, shape in theirs.items():
+        if len(shape) == 4:  # conv: out and in channels halved (the mel's 1 channel stays), same kernel
+            expected = (shape[0] // 2, max(shape[1] // 2, 1), *shape[2:])
+        else:  # bias and BatchNorm vectors halved; the scalar counter unchanged
+            expected = tuple(n // 2 for n in shape)
+        assert tuple(ours[k]) == expected, k
+
+
+def test_syncnet64_round_trip_and_input(tmp_path):
+    torch.manual_seed(2)
+    net = SyncNet64()
+    path = tmp_path / "syncnet64.pt"
+    save_syncnet_checkpoint(path, net, kind="syncnet64", step=1)
+    expert = load_sync_expert(path)
+    assert expert.kind == "syncnet64" and isinstance(expert.net, SyncNet64)
+    for name, value in net.state_dict().items():
+        torch.testing.assert_close(expert.net.state_dict()[name], value, rtol=0, atol=0)
+    # 64 px crops: the lower half goes in as it is, RGB in [0, 1].
+    frames, mel = frames_and_mel(size=64)
+    expected = torch.cat([(frames[:, t, :, 32:, :] + 1) / 2 for t in range(5)], dim=1)
+    torch.testing.assert_close(face_input(expert, frames, mel), expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="unknown SyncNet kind"):
+        save_syncnet_checkpoint(tmp_path / "w.pt", net, kind="wav2lip")
 
 
 def test_syncnet128_shares_wav2lips_audio_encoder_design():
