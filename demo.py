@@ -1,104 +1,184 @@
-"""Demo with nothing downloaded: lip-sync a rendered face video to other speech with generate.py.
+"""The quickstart: lip-sync drawn faces never seen in training to other speech, and measure it.
 
-1. renders a 2 s talking-face clip in the VoxCeleb2 format (224x224, 25 fps, H.264 + AAC) and a
-   different speech track (AAC in an .m4a), both through PyAV;
-2. writes a network checkpoint in the released format (a plain state_dict), by default a small
-   untrained one, or uses `--model_path` (e.g. the released checkpoints/checkpoint.pt with
-   `--official`);
-3. runs `generate.py` in cross mode with the released flags (VoxCeleb2 crop, DDIM-25, seed 7),
-   streaming decode -> crop -> sample -> paste -> encode;
-4. writes `result.mp4` and `sheet.png` (video source | generated, one row per 5th frame) and
-   prints what it measured.
+    python demo.py [--out_dir outputs/demo]          (make demo: installs first)
 
-An untrained network repaints the lower face with texture, not a mouth: it shows every stage
-running; a trained checkpoint (`--model_path`) makes it lip-sync.
-
-    python demo.py [--out_dir outputs/demo] [--model_path checkpoints/checkpoint.pt --official]
+Nothing is downloaded. The demo
+1. renders 6 talking heads with `dataset/synthetic.py` (data seed 1: faces and voices the demo
+   checkpoint never saw; its training data used seed 0), 224x224 H.264 + AAC in the VoxCeleb2
+   layout, with the reconstruction and cross filelists;
+2. runs `generate.py` with the committed demo checkpoint (`checkpoints/demo/`, trained by
+   `make demo-train`) on the cross filelist (each clip's lips driven by another identity's speech)
+   and on the reconstruction filelist (each clip with its own audio);
+3. writes the videos and one PNG sheet per cross clip (video source | generated | the audio
+   source's real frame) and prints:
+   - the lip-sync score (`dataset/lipmeter.py`: correlation of the mouth opening measured in the
+     generated pixels with the opening the driving audio implies), with two controls: the same
+     videos against the wrong audio, and the unedited video sources against the driving audio;
+   - PSNR / SSIM of the reconstructions;
+   - the SyncNet expert's in-sync vs off-sync (offset >= 5 frames) accuracy on these clips.
+The scores also go to `OUT_DIR/scores.json`.
 """
 
 import argparse
+import json
 import os
+import sys
 import time
+from typing import Dict, List, Optional
 
-import cv2
-import numpy as np
-import torch
+from guided_diffusion.errors import Diff2LipError
 
-from dataset.synthetic import draw_face, speech_like
-from dataset.video_io import VideoWriter, iter_frames, probe_video
-from inference.cli import main as generate_main
-
-# A small network of the released design (same code, fewer channels) for the untrained demo.
-DEMO_FLAGS = [
-    "--num_channels", "32", "--num_res_blocks", "1", "--channel_mult", "1,1,2",
-    "--attention_resolutions", "16", "--num_head_channels", "32",
-]
-
-
-def write_speech_m4a(path: str, seconds: float, seed: int) -> None:
-    """Speech-like audio as AAC in an .m4a (an audio-only container), written atomically."""
-    import av
-
-    wav = speech_like(seconds, seed=seed)
-    tmp = path + ".part.m4a"
-    with av.open(tmp, "w") as container:
-        stream = container.add_stream("aac", rate=16000, layout="mono")
-        frame = av.AudioFrame.from_ndarray(wav[None, :], format="flt", layout="mono")
-        frame.sample_rate = 16000
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    os.replace(tmp, path)
+# The demo network: the released TFG design (same code and layer names) at 64 px and 32 channels.
+DEMO_MODEL = dict(image_size=64, num_channels=32, channel_mult="1,2,2", num_res_blocks=1,
+                  attention_resolutions="16", num_head_channels=32)
+DEMO_CHECKPOINT = "checkpoints/demo/diff2lip_synthetic64.pt"
+DEMO_SYNC_EXPERT = "checkpoints/demo/syncnet64_synthetic.pt"
+# The held-out clips: 6 identities (the test identities of a 7-identity render) of data seed 1.
+DEMO_DATA = dict(identities=7, test_identities=6, clips_per_identity=1, seconds=6.0, seed=1)
+SYNC_MIN_OFFSET = 5
+# Targets of the issue, printed beside the figures.
+TARGETS = dict(lip_sync=0.8, wrong_audio=0.2, syncnet_accuracy=0.9)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out_dir", default="outputs/demo", help="where the inputs, checkpoint and results go")
-    parser.add_argument("--model_path", default="", help="a trained checkpoint to use instead of an untrained one")
-    parser.add_argument("--official", action="store_true", help="--model_path has the released (full-size) configuration")
-    parser.add_argument("--seconds", type=float, default=2.0, help="length of the rendered clip")
-    args = parser.parse_args()
-    os.makedirs(args.out_dir, exist_ok=True)
-    started = time.perf_counter()
+def model_flags(model: Optional[Dict] = None) -> List[str]:
+    """DEMO_MODEL (or `model`) as command-line flags of generate.py / train.py."""
+    return [arg for key, value in (model or DEMO_MODEL).items() for arg in (f"--{key}", str(value))]
 
-    video = os.path.join(args.out_dir, "face.mp4")
-    audio = os.path.join(args.out_dir, "speech.m4a")
-    with VideoWriter(video, fps=25, audio=speech_like(args.seconds, seed=1), sample_rate=16000) as writer:
-        for i in range(int(args.seconds * 25)):
-            writer.write(draw_face(i, 224, 224, seed=3))
-    write_speech_m4a(audio, args.seconds, seed=2)
-    print(f"rendered {video} ({probe_video(video).num_frames} frames) and {audio}")
 
-    model_flags = [] if args.official else DEMO_FLAGS
-    model_path = args.model_path
-    if not model_path:
-        from guided_diffusion.script_util import create_argparser, tfg_create_model_and_diffusion, tfg_model_defaults
+def demo_defaults() -> dict:
+    return dict(out_dir="outputs/demo", checkpoint=DEMO_CHECKPOINT, sync_expert=DEMO_SYNC_EXPERT,
+                timestep_respacing="ddim10", precision="bf16", seconds=DEMO_DATA["seconds"], progress=True)
 
-        flags = vars(create_argparser(tfg_model_defaults()).parse_args(DEMO_FLAGS))
-        torch.manual_seed(0)
-        model, _ = tfg_create_model_and_diffusion(**flags)
-        model_path = os.path.join(args.out_dir, "untrained_small.pt")
-        torch.save(model.state_dict(), model_path + ".part")
-        os.replace(model_path + ".part", model_path)
-        print(f"untrained network ({sum(p.numel() for p in model.parameters()):,} parameters) -> {model_path}")
 
-    result = os.path.join(args.out_dir, "result.mp4")
+DEMO_HELP = {
+    "out_dir": "where the rendered clips, the generated videos, the sheets and scores.json go",
+    "checkpoint": "the Diff2Lip checkpoint (the demo network's flags); `make demo-train` writes the default one",
+    "sync_expert": "the SyncNet checkpoint whose accuracy is measured",
+    "timestep_respacing": "sampling steps of generate.py (ddimN)",
+    "precision": "generate.py's --precision: bf16 (fast on CPUs with AVX-512 bf16 / AMX and on GPUs) or fp32",
+    "seconds": "length of each rendered clip",
+    "progress": "show progress bars",
+}
+
+
+def render(data_dir: str, seconds: float, progress: bool) -> None:
+    from dataset.synthetic import render_dataset
+
+    settings = {**DEMO_DATA, "seconds": seconds}
+    render_dataset(data_dir, progress=progress, test_only=True, **{k: v for k, v in settings.items()})
+
+
+def syncnet_accuracy(expert_path: str, data_dir: str, work_dir: str, pairs: int = 512) -> float:
+    """In-sync vs off-sync accuracy of the expert on the clips of `data_dir` (all of test.txt)."""
+    import torch
+
+    from dataset import preprocess
+    from guided_diffusion.syncnet import load_sync_expert
+    from train_syncnet import VAL_SEED, SyncPairs, evaluate
+
+    crops = os.path.join(work_dir, "crops64")
+    code = preprocess.main(["--input_root", data_dir, "--output_root", crops, "--image_size", "64",
+                            "--val_list", os.path.join(data_dir, "test.txt"), "--progress", "False"])
+    if code != 0:
+        raise Diff2LipError(f"preprocessing the demo clips into {crops} failed")
+    expert = load_sync_expert(expert_path)
+    with torch.no_grad():
+        _, accuracy = evaluate(expert, SyncPairs(crops, "val", pairs, VAL_SEED, SYNC_MIN_OFFSET), 64, 0)
+    return accuracy
+
+
+def generate(checkpoint: str, data_dir: str, filelist: str, sample_dir: str, args) -> None:
+    from inference.cli import main as generate_main
+
     code = generate_main([
-        *model_flags, "--model_path", model_path, "--generate_from_filelist", "0", "--video_path", video,
-        "--audio_path", audio, "--out_path", result, "--is_voxceleb2", "True", "--precision", "bf16",
-        "--sampling_input_type", "gt", "--sampling_ref_type", "gt", "--sampling_seed", "7",
+        *model_flags(), "--model_path", checkpoint, "--generate_from_filelist", "True",
+        "--filelist", os.path.join(data_dir, filelist), "--test_video_dir", data_dir, "--sample_path", sample_dir,
+        "--timestep_respacing", args.timestep_respacing, "--precision", args.precision,
+        "--sampling_seed", "7", "--progress", str(args.progress),
     ])
     if code != 0:
-        raise SystemExit(code)
+        raise Diff2LipError(f"generate.py failed on {filelist} (its messages are above)")
 
-    source = list(iter_frames(video, 25))
-    generated = list(iter_frames(result, 25))
-    rows = [np.concatenate([source[i], generated[i]], axis=1) for i in range(0, len(generated), 5)]
-    sheet = os.path.join(args.out_dir, "sheet.png")
-    cv2.imwrite(sheet, cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
-    print(f"result {result}: {len(generated)} frames at 25 fps; sheet {sheet}; total {time.perf_counter() - started:.1f} s")
+
+def evaluate_checkpoint(checkpoint: str, data_dir: str, out_dir: str, args, sheets: bool) -> dict:
+    """Generate the cross and reconstruction clips with `checkpoint` and score them."""
+    from evaluation import synthetic_lipsync as sl
+
+    scores: dict = {}
+    cross_dir, recon_dir = os.path.join(out_dir, "cross"), os.path.join(out_dir, "reconstruction")
+    generate(checkpoint, data_dir, "test_cross.txt", cross_dir, args)
+    pairs = sl.read_pairs(os.path.join(data_dir, "test_cross.txt"))
+    cross = sl.cross_scores(cross_dir, data_dir, pairs)
+    scores.update(cross.mean)
+    scores["per_clip"] = [dict(audio=a, video=v, lip_sync=s, wrong_audio=w, source=o)
+                          for (a, v), s, w, o in zip(pairs, cross.lip_sync, cross.wrong_audio, cross.source)]
+    if sheets:
+        for pair in pairs:
+            sl.sheet(os.path.join(out_dir, "sheets", sl.output_name(*pair).replace(".mp4", ".png")),
+                     cross_dir, data_dir, pair)
+    generate(checkpoint, data_dir, "test_reconstruction.txt", recon_dir, args)
+    scores["psnr"], scores["ssim"] = sl.reconstruction_scores(
+        recon_dir, data_dir, sl.read_pairs(os.path.join(data_dir, "test_reconstruction.txt")))
+    return scores
+
+
+def _missing(path: str, what: str) -> Optional[str]:
+    if os.path.isfile(path):
+        return None
+    return f"{what} '{path}' not found; `make demo-train` trains it (or pass the path of yours)"
+
+
+def report(scores: dict) -> str:
+    def verdict(value: float, target: float, at_most: bool = False) -> str:
+        met = value <= target if at_most else value >= target
+        return f"{'met' if met else 'MISSED'} ({'<=' if at_most else '>='} {target})"
+
+    lines = [
+        f"lip-sync score, generated vs driving audio:   {scores['lip_sync']:.3f}  target {verdict(scores['lip_sync'], TARGETS['lip_sync'])}",
+        f"control: generated vs the wrong audio:        {scores['wrong_audio']:.3f}  target {verdict(scores['wrong_audio'], TARGETS['wrong_audio'], True)}",
+        f"control: video source (unedited) vs audio:    {scores['source']:.3f}",
+        f"reconstruction PSNR / SSIM:                   {scores['psnr']:.2f} dB / {scores['ssim']:.4f}",
+    ]
+    if "syncnet_accuracy" in scores:
+        lines.append(f"SyncNet in/off-sync accuracy (offset >= {SYNC_MIN_OFFSET}):  {scores['syncnet_accuracy']:.3f}  "
+                     f"target {verdict(scores['syncnet_accuracy'], TARGETS['syncnet_accuracy'])}")
+    return "\n".join(lines)
+
+
+def run(args) -> dict:
+    for problem in (_missing(args.checkpoint, "--checkpoint"), _missing(args.sync_expert, "--sync_expert")):
+        if problem:
+            raise Diff2LipError(problem)
+    started = time.perf_counter()
+    data_dir = os.path.join(args.out_dir, "data")
+    render(data_dir, args.seconds, args.progress)
+    print(f"[demo] rendered 6 held-out talking heads into {data_dir} ({time.perf_counter() - started:.0f} s)")
+    scores = {"syncnet_accuracy": syncnet_accuracy(args.sync_expert, data_dir, args.out_dir)}
+    print(f"[demo] SyncNet accuracy measured ({time.perf_counter() - started:.0f} s)")
+    scores.update(evaluate_checkpoint(args.checkpoint, data_dir, args.out_dir, args, sheets=True))
+    scores["seconds"] = round(time.perf_counter() - started, 1)
+    tmp = os.path.join(args.out_dir, "scores.json.part")
+    with open(tmp, "w") as f:
+        json.dump(scores, f, indent=1)
+    os.replace(tmp, os.path.join(args.out_dir, "scores.json"))
+    print(f"\n[demo] videos in {args.out_dir}/cross and {args.out_dir}/reconstruction, sheets in "
+          f"{args.out_dir}/sheets (video source | generated | audio source), scores in {args.out_dir}/scores.json")
+    print(report(scores))
+    print(f"[demo] done in {scores['seconds']:.0f} s")
+    return scores
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from guided_diffusion.script_util import create_argparser
+
+    parser = create_argparser(demo_defaults(), description=__doc__, help_dict=DEMO_HELP)
+    try:
+        run(parser.parse_args(argv))
+    except Diff2LipError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

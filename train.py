@@ -210,7 +210,11 @@ def forward_losses(args, batch, model, diffusion, losses, weights, generator, de
     )
     with autocast(device, args.precision):
         terms = diffusion.training_losses(model, inputs.x_start, t, inputs.model_kwargs, noise=noise, loss_mask=inputs.mask)
-        pred = terms["pred_xstart"] * inputs.mask + inputs.x_start * (1 - inputs.mask)
+        # The image-space losses see x_0 clipped to the image range, as sampling clips it
+        # (clip_denoised). Unclipped, x_0 = (x_t - sqrt(1 - a) eps) / sqrt(a) turns the L2 of Eq. 5
+        # into (1 - a) / a times the noise MSE, up to 4e4 at t = 999, swamping every other term.
+        pred_xstart = terms["pred_xstart"].clamp(-1, 1)
+        pred = pred_xstart * inputs.mask + inputs.x_start * (1 - inputs.mask)
         sequences = PredictedSequences(
             pred=pred.unflatten(0, (B, F)),
             real=frames,

@@ -1,0 +1,165 @@
+"""Reproduce the demo checkpoints end to end, and the ablation of the losses in miniature.
+
+    python demo_train.py                      (make demo-train)
+    python demo_train.py --ablation True      (make demo-ablation)
+
+Every step is the repository's own command, run as a subprocess with the flags below, in
+`--work_dir` (each step resumes or skips what an earlier, interrupted run finished):
+1. render the training set with `dataset/synthetic.py` (data seed 0: 54 identities x 3 clips x
+   8 s; the last 6 identities are held out) and preprocess it at 64 px with
+   `dataset/preprocess.py`, the split taken from the renderer's train.txt / test.txt;
+2. train the light SyncNet64 expert with `train_syncnet.py` (validated on the held-out identities);
+3. train the demo network (`demo.DEMO_MODEL`) with `train.py` and all five losses (LPIPS on a
+   fixed random VGG-16: `--lpips_backbone random`, since the ImageNet weights cannot be
+   downloaded offline);
+4. export both with `export_checkpoint.py` (EMA weights, float16) into `--export_dir`, and run the
+   demo's evaluation with them.
+With `--ablation True`, step 3 trains four networks with the same budget (`--ablation_steps`):
+L_simple only, + L2 + SyncNet, + LPIPS, + sequence GAN (the rows of the paper's Tables 1 and 3),
+scores each like the demo and prints a Markdown table.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+import demo
+from guided_diffusion.errors import Diff2LipError
+
+TRAIN_DATA = dict(identities=54, clips_per_identity=3, seconds=8.0, test_identities=6, seed=0)
+SYNCNET_FLAGS = ["--kind", "syncnet64", "--batch_size", "64", "--lr", "3e-4", "--val_every", "250",
+                 "--val_pairs", "512", "--save_every", "250", "--log_every", "50", "--num_workers", "1"]
+DIFF2LIP_FLAGS = ["--batch_size", "4", "--lr", "5e-4", "--warmup_steps", "100", "--ema_rate", "0.999",
+                  "--precision", "bf16", "--lpips_backbone", "random", "--save_every", "250", "--log_every", "50",
+                  "--keep", "2", "--num_workers", "1"]
+# The loss weights of each ablation row (the last row is the demo network's: every loss on).
+ABLATION = {
+    "L_simple only": dict(lambda_l2=0, lambda_sync=0, lambda_lpips=0, lambda_gan=0),
+    "+ L2 + SyncNet": dict(lambda_l2=1, lambda_sync=0.03, lambda_lpips=0, lambda_gan=0),
+    "+ LPIPS": dict(lambda_l2=1, lambda_sync=0.03, lambda_lpips=0.1, lambda_gan=0),
+    "+ sequence GAN": dict(lambda_l2=1, lambda_sync=0.03, lambda_lpips=0.1, lambda_gan=0.01),
+}
+
+
+def demo_train_defaults() -> dict:
+    return dict(work_dir="outputs/demo_train", export_dir="checkpoints/demo", syncnet_steps=1000,
+                steps=3000, ablation=False, ablation_steps=1000, timestep_respacing="ddim10", progress=True)
+
+
+DEMO_TRAIN_HELP = {
+    "work_dir": "data, preprocessed crops, training runs and evaluation outputs go here",
+    "export_dir": "where the exported demo checkpoints go (the paths demo.py reads by default)",
+    "syncnet_steps": "optimizer steps of the SyncNet64 expert (batch 64)",
+    "steps": "optimizer steps of the demo network (batch 4 sequences of 5 frames)",
+    "ablation": "instead of the demo network, train and score the four ablation rows",
+    "ablation_steps": "optimizer steps of each ablation row",
+    "timestep_respacing": "sampling steps of the evaluation (ddimN)",
+    "progress": "show progress bars",
+}
+
+
+def step(title: str, argv: List[str]) -> None:
+    """Run one of the repository's commands (no shell: the arguments go as they are)."""
+    print(f"\n[demo-train] {title}\n  $ {' '.join(argv)}", flush=True)
+    started = time.perf_counter()
+    if subprocess.run([sys.executable, *argv]).returncode != 0:
+        raise Diff2LipError(f"{title} failed (its messages are above); rerun to resume")
+    print(f"[demo-train] {title}: {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def prepare_data(work_dir: str) -> str:
+    """Render and preprocess the training set (skipped when done); returns the preprocessed root."""
+    videos, crops = os.path.join(work_dir, "data"), os.path.join(work_dir, "crops64")
+    marker = os.path.join(videos, "rendered.json")
+    if not os.path.isfile(marker) or json.load(open(marker)) != TRAIN_DATA:
+        step("render the training set", ["dataset/synthetic.py", "--out_root", videos,
+                                         *[a for k, v in TRAIN_DATA.items() for a in (f"--{k}", str(v))]])
+        with open(marker, "w") as f:
+            json.dump(TRAIN_DATA, f)
+    step("preprocess at 64 px", ["dataset/preprocess.py", "--input_root", videos, "--output_root", crops,
+                                 "--image_size", "64", "--train_list", os.path.join(videos, "train.txt"),
+                                 "--val_list", os.path.join(videos, "test.txt"), "--num_workers", "2"])
+    return crops
+
+
+def train_syncnet(crops: str, work_dir: str, steps: int) -> str:
+    out = os.path.join(work_dir, "syncnet64")
+    step("train the SyncNet64 expert", ["train_syncnet.py", "--data_root", crops, "--output_dir", out,
+                                        "--max_steps", str(steps), "--resume", "True", *SYNCNET_FLAGS])
+    return os.path.join(out, "syncnet_best.pt")
+
+
+def train_diff2lip(crops: str, out: str, expert: str, steps: int, lambdas: Dict[str, float]) -> str:
+    step(f"train Diff2Lip ({out})", [
+        "train.py", "--data_root", crops, "--output_dir", out, "--sync_expert", expert, "--max_steps", str(steps),
+        "--resume", "True", *demo.model_flags(), *DIFF2LIP_FLAGS,
+        *[a for k, v in lambdas.items() for a in (f"--{k}", str(v))],
+    ])
+    return os.path.join(out, f"checkpoint_{steps:07d}.pt")
+
+
+def evaluation_args(args) -> argparse.Namespace:
+    return argparse.Namespace(timestep_respacing=args.timestep_respacing, precision="bf16", progress=args.progress)
+
+
+def held_out_clips(work_dir: str, progress: bool) -> str:
+    """The demo's held-out clips (data seed 1), rendered once."""
+    data_dir = os.path.join(work_dir, "eval", "data")
+    demo.render(data_dir, demo.DEMO_DATA["seconds"], progress)
+    return data_dir
+
+
+def run(args) -> None:
+    started = time.perf_counter()
+    crops = prepare_data(args.work_dir)
+    expert = train_syncnet(crops, args.work_dir, args.syncnet_steps)
+    if args.ablation:
+        data_dir = held_out_clips(args.work_dir, args.progress)
+        rows = {}
+        for i, (row, lambdas) in enumerate(ABLATION.items()):
+            run_dir = os.path.join(args.work_dir, f"ablation{i}")
+            checkpoint = train_diff2lip(crops, run_dir, expert, args.ablation_steps, lambdas)
+            rows[row] = demo.evaluate_checkpoint(checkpoint, data_dir, os.path.join(run_dir, "eval"),
+                                                 evaluation_args(args), sheets=False)
+            print(f"[demo-train] {row}: {demo.report(rows[row])}", flush=True)
+        with open(os.path.join(args.work_dir, "ablation.json"), "w") as f:
+            json.dump(rows, f, indent=1)
+        print(f"\nAblation, {args.ablation_steps} steps each ({time.perf_counter() - started:.0f} s in all):\n")
+        print("| losses | lip-sync score | wrong-audio control | PSNR (dB) | SSIM |")
+        print("|---|---|---|---|---|")
+        for row, s in rows.items():
+            print(f"| {row} | {s['lip_sync']:.3f} | {s['wrong_audio']:.3f} | {s['psnr']:.2f} | {s['ssim']:.4f} |")
+        return
+
+    checkpoint = train_diff2lip(crops, os.path.join(args.work_dir, "diff2lip64"), expert, args.steps,
+                                ABLATION["+ sequence GAN"])
+    exported = os.path.join(args.export_dir, os.path.basename(demo.DEMO_CHECKPOINT))
+    exported_expert = os.path.join(args.export_dir, os.path.basename(demo.DEMO_SYNC_EXPERT))
+    step("export the demo network", ["export_checkpoint.py", "--checkpoint", checkpoint, "--out", exported,
+                                     "--half", "True"])
+    step("export the expert", ["export_checkpoint.py", "--checkpoint", expert, "--out", exported_expert,
+                               "--half", "True"])
+    step("evaluate like the demo", ["demo.py", "--out_dir", os.path.join(args.work_dir, "eval"),
+                                    "--checkpoint", exported, "--sync_expert", exported_expert,
+                                    "--timestep_respacing", args.timestep_respacing, "--progress", str(args.progress)])
+    print(f"[demo-train] done in {time.perf_counter() - started:.0f} s")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from guided_diffusion.script_util import create_argparser
+
+    parser = create_argparser(demo_train_defaults(), description=__doc__, help_dict=DEMO_TRAIN_HELP)
+    try:
+        run(parser.parse_args(argv))
+    except Diff2LipError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Lip-sync and reconstruction scores on the synthetic talking heads of `dataset/synthetic.py`.
+
+The numbers of `demo.py`, of the ablation (`demo_train.py --ablation`) and of the end-to-end test:
+
+- `cross_scores`: for each generated clip of a cross filelist, the lip-sync score (Pearson
+  correlation of the mouth opening measured in its pixels with the opening its driving audio
+  implies, `dataset/lipmeter.py`), and two controls read from the same measurements: the same clip
+  against the next pair's audio (the lips a wrong audio would have to explain), and the unedited
+  video source against the driving audio (what no lip-sync scores).
+- `reconstruction_scores`: PSNR / SSIM of clips regenerated from their own audio against the
+  originals, over whole frames as `evaluate.py` computes them.
+- `sheet`: a PNG of evenly spaced frames, one row per frame: video source | generated | the audio
+  source's real frame (whose mouth the generated one should copy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Dict, List, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from audio.audio import load_wav
+from dataset.lipmeter import implied_opening_from_audio, measure_video, pearson
+from dataset.video_io import iter_frames
+from evaluation.image_metrics import psnr_batch, ssim_batch
+from inference.filelist import output_name, resolve_media
+
+Pair = Tuple[str, str]  # (audio clip, video clip) as in the filelists: names under the data root
+
+
+@dataclasses.dataclass
+class CrossScores:
+    """Per-pair scores (in filelist order) and their means."""
+
+    pairs: List[Pair]
+    lip_sync: List[float]  # generated clip vs its driving audio
+    wrong_audio: List[float]  # generated clip vs the next pair's audio (control)
+    source: List[float]  # the unedited video source vs the driving audio (control)
+
+    @property
+    def mean(self) -> Dict[str, float]:
+        return {name: float(np.mean(getattr(self, name))) for name in ("lip_sync", "wrong_audio", "source")}
+
+
+def read_pairs(path: str) -> List[Pair]:
+    """The "AUDIO VIDEO" lines of a filelist."""
+    with open(path, encoding="utf-8") as f:
+        pairs = [tuple(line.split()) for line in f if line.strip()]
+    bad = [p for p in pairs if len(p) != 2]
+    if bad:
+        raise ValueError(f"{path}: expected 'AUDIO VIDEO' lines, got {' '.join(bad[0])!r}")
+    return pairs  # type: ignore[return-value]
+
+
+def generated_path(sample_dir: str, pair: Pair) -> str:
+    """Where generate.py (filelist mode) wrote the clip of `pair`."""
+    return os.path.join(sample_dir, output_name(*pair))
+
+
+def _implied(data_root: str, clip: str, n_frames: int) -> np.ndarray:
+    return implied_opening_from_audio(load_wav(resolve_media(data_root, clip)), n_frames)
+
+
+def _score(measured: np.ndarray, implied: np.ndarray) -> float:
+    n = min(measured.size, implied.size)
+    return pearson(measured[:n], implied[:n])
+
+
+def cross_scores(sample_dir: str, data_root: str, pairs: Sequence[Pair]) -> CrossScores:
+    """Score every generated clip of `pairs` (see the module docstring). Needs two or more pairs
+    with different audio for the wrong-audio control."""
+    if len(pairs) < 2:
+        raise ValueError("the wrong-audio control needs at least two pairs")
+    measured = [measure_video(generated_path(sample_dir, p))[0] for p in pairs]
+    implied = [_implied(data_root, audio, m.size) for (audio, _), m in zip(pairs, measured)]
+    source = [measure_video(resolve_media(data_root, video))[0] for _, video in pairs]
+    n = len(pairs)
+    return CrossScores(
+        pairs=list(pairs),
+        lip_sync=[_score(measured[k], implied[k]) for k in range(n)],
+        wrong_audio=[_score(measured[k], implied[(k + 1) % n]) for k in range(n)],
+        source=[_score(source[k], implied[k]) for k in range(n)],
+    )
+
+
+def reconstruction_scores(sample_dir: str, data_root: str, pairs: Sequence[Pair]) -> Tuple[float, float]:
+    """Mean PSNR (dB) and SSIM over all frames of the regenerated clips against their originals."""
+    psnrs, ssims = [], []
+    for pair in pairs:
+        generated = np.stack(list(iter_frames(generated_path(sample_dir, pair))))
+        original = np.stack(list(iter_frames(resolve_media(data_root, pair[1]), stop=len(generated))))
+        psnrs.append(psnr_batch(generated, original).numpy())
+        ssims.append(ssim_batch(generated, original).numpy())
+    return float(np.concatenate(psnrs).mean()), float(np.concatenate(ssims).mean())
+
+
+def sheet(path: str, sample_dir: str, data_root: str, pair: Pair, rows: int = 8) -> None:
+    """Write the PNG sheet of one cross pair (see the module docstring), atomically."""
+    generated = list(iter_frames(generated_path(sample_dir, pair)))
+    video = list(iter_frames(resolve_media(data_root, pair[1]), stop=len(generated)))
+    audio_source = list(iter_frames(resolve_media(data_root, pair[0]), stop=len(generated)))
+    n = min(len(generated), len(video), len(audio_source))
+    picks = np.linspace(0, n - 1, num=min(rows, n)).round().astype(int)
+    image = np.concatenate([np.concatenate([video[i], generated[i], audio_source[i]], axis=1) for i in picks])
+    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.part"
+    with open(tmp, "wb") as f:
+        f.write(data.tobytes())
+    os.replace(tmp, path)

@@ -1,0 +1,98 @@
+"""Tests for evaluation/synthetic_lipsync.py: on clips whose lip-sync is known by construction (a
+face drawn with another clip's mouth targets is perfectly synced to that clip's audio), the
+scores, controls, reconstruction metrics and sheets come out as they must."""
+
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from dataset.synthetic import Talker, render_clip
+from dataset.video_io import VideoWriter, iter_frames
+from evaluation import synthetic_lipsync as sl
+
+SECONDS = 4.0
+IDENTITIES = (11, 12, 13)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    cv2.setNumThreads(1)
+    yield
+
+
+@pytest.fixture(scope="module")
+def cross_set(tmp_path_factory):
+    """Three clips (one per identity) and a sample dir where the clip generated for the pair
+    (audio k, video k+1) is video k+1's face drawn with clip k's mouth: perfect lip-sync."""
+    root = tmp_path_factory.mktemp("synthetic")
+    samples = tmp_path_factory.mktemp("samples")
+    names = [f"id{i:05d}/clip00/00001" for i in IDENTITIES]
+    targets = []
+    for identity, name in zip(IDENTITIES, names):
+        os.makedirs(root / os.path.dirname(name))
+        targets.append(render_clip(root / f"{name}.mp4", identity, 500 + identity, SECONDS))
+    pairs = [(names[k], names[(k + 1) % 3]) for k in range(3)]
+    for k, (audio, video) in enumerate(pairs):
+        talker = Talker(IDENTITIES[(k + 1) % 3])
+        with VideoWriter(sl.generated_path(str(samples), (audio, video)), fps=25) as writer:
+            for frame in talker.frames(500 + IDENTITIES[k], targets[k]):
+                writer.write(frame)
+    return root, samples, pairs
+
+
+def test_perfect_lip_sync_scores_near_one_and_the_controls_do_not(cross_set):
+    root, samples, pairs = cross_set
+    scores = sl.cross_scores(str(samples), str(root), pairs)
+    assert scores.pairs == pairs
+    assert min(scores.lip_sync) > 0.98, scores.lip_sync
+    # The wrong audio and the unedited video source are other syllable patterns: far below.
+    assert max(scores.wrong_audio) < 0.5 and max(scores.source) < 0.5, (scores.wrong_audio, scores.source)
+    mean = scores.mean
+    assert mean["lip_sync"] == pytest.approx(np.mean(scores.lip_sync))
+    assert mean["lip_sync"] - mean["wrong_audio"] > 0.5
+    with pytest.raises(ValueError, match="at least two pairs"):
+        sl.cross_scores(str(samples), str(root), pairs[:1])
+
+
+def test_reconstruction_of_an_identical_clip_is_perfect_and_of_another_is_not(cross_set, tmp_path):
+    root, _, pairs = cross_set
+    name, other = pairs[0][0], pairs[0][1]
+    shutil.copy(root / f"{name}.mp4", sl.generated_path(str(tmp_path), (name, name)))
+    psnr, ssim = sl.reconstruction_scores(str(tmp_path), str(root), [(name, name)])
+    assert psnr == float("inf") and ssim == pytest.approx(1.0, abs=1e-9)
+    # The other identity's clip in its place: an independent per-frame computation agrees.
+    shutil.copy(root / f"{other}.mp4", sl.generated_path(str(tmp_path), (name, name)))
+    psnr, ssim = sl.reconstruction_scores(str(tmp_path), str(root), [(name, name)])
+    a = np.stack(list(iter_frames(root / f"{other}.mp4"))).astype(np.float64)
+    b = np.stack(list(iter_frames(root / f"{name}.mp4"))).astype(np.float64)
+    expected_psnr = np.mean(10 * np.log10(255.0**2 / ((a - b) ** 2).mean(axis=(1, 2, 3))))
+    assert psnr == pytest.approx(expected_psnr, rel=1e-9) and 0 < ssim < 0.9
+
+
+def test_sheet_rows_are_video_generated_and_audio_source_frames(cross_set, tmp_path):
+    root, samples, pairs = cross_set
+    path = tmp_path / "sub" / "sheet.png"
+    sl.sheet(str(path), str(samples), str(root), pairs[0], rows=4)
+    image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    assert image.shape == (4 * 224, 3 * 224, 3)
+    generated = list(iter_frames(sl.generated_path(str(samples), pairs[0])))
+    picks = np.linspace(0, len(generated) - 1, 4).round().astype(int)
+    video = list(iter_frames(root / f"{pairs[0][1]}.mp4"))
+    audio_source = list(iter_frames(root / f"{pairs[0][0]}.mp4"))
+    for row, i in enumerate(picks):
+        cells = image[row * 224 : (row + 1) * 224]
+        assert np.array_equal(cells[:, :224], video[i])
+        assert np.array_equal(cells[:, 224:448], generated[i])
+        assert np.array_equal(cells[:, 448:], audio_source[i])
+    assert not [p for p in os.listdir(path.parent) if p.endswith(".part")]
+
+
+def test_read_pairs(tmp_path):
+    (tmp_path / "list.txt").write_text("a/b/c d/e/f\n\ng/h/i j/k/l\n")
+    assert sl.read_pairs(str(tmp_path / "list.txt")) == [("a/b/c", "d/e/f"), ("g/h/i", "j/k/l")]
+    (tmp_path / "bad.txt").write_text("a/b/c\n")
+    with pytest.raises(ValueError, match="expected 'AUDIO VIDEO'"):
+        sl.read_pairs(str(tmp_path / "bad.txt"))

@@ -1,0 +1,92 @@
+"""Tests for export_checkpoint.py: training checkpoints become release files that generate.py and
+train.py load, half the size in float16, with one-line errors for what cannot be exported."""
+
+import os
+
+import pytest
+import torch
+
+import export_checkpoint
+from guided_diffusion.script_util import load_model_weights, tfg_create_model_and_diffusion
+from guided_diffusion.syncnet import SyncNet64, load_sync_expert, save_syncnet_checkpoint
+from helpers import TINY_FLAGS, randomize_zero_init
+
+
+def tiny_model(seed):
+    torch.manual_seed(seed)
+    model, _ = tfg_create_model_and_diffusion(**TINY_FLAGS)
+    randomize_zero_init(model, seed)
+    return model.eval()
+
+
+@pytest.fixture
+def train_checkpoint(tmp_path):
+    """A train.py-style checkpoint whose EMA and raw weights differ."""
+    model, ema = tiny_model(0), tiny_model(1)
+    path = tmp_path / "checkpoint_0000010.pt"
+    torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": {}, "step": 10}, path)
+    return path, model, ema
+
+
+@pytest.mark.parametrize("weights", ["ema", "model"])
+def test_train_checkpoint_to_a_plain_state_dict(train_checkpoint, tmp_path, weights):
+    path, model, ema = train_checkpoint
+    source = ema if weights == "ema" else model
+    out = tmp_path / "release" / "mine.pt"
+    assert export_checkpoint.main(["--checkpoint", str(path), "--out", str(out), "--weights", weights]) == 0
+    state = torch.load(out, weights_only=True)
+    assert list(state) == list(source.state_dict())
+    for k, v in source.state_dict().items():
+        assert torch.equal(state[k], v), k
+    # generate.py's loader takes it into a fresh network.
+    fresh = tiny_model(5)
+    load_model_weights(fresh, str(out))
+    for k, v in source.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v), k
+
+
+def test_half_precision_halves_the_size_and_loads_into_float32(train_checkpoint, tmp_path):
+    path, _, ema = train_checkpoint
+    full, half = tmp_path / "full.pt", tmp_path / "half.pt"
+    assert export_checkpoint.main(["--checkpoint", str(path), "--out", str(full)]) == 0
+    assert export_checkpoint.main(["--checkpoint", str(path), "--out", str(half), "--half", "True"]) == 0
+    assert os.path.getsize(half) < 0.55 * os.path.getsize(full)
+    state = torch.load(half, weights_only=True)
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    fresh = tiny_model(5)
+    load_model_weights(fresh, str(half))
+    for k, v in ema.state_dict().items():
+        assert fresh.state_dict()[k].dtype == torch.float32
+        torch.testing.assert_close(fresh.state_dict()[k], v.half().float(), rtol=0, atol=0)
+
+
+def test_syncnet_checkpoint_keeps_its_kind(tmp_path):
+    torch.manual_seed(0)
+    net = SyncNet64()
+    path = tmp_path / "syncnet_best.pt"
+    save_syncnet_checkpoint(path, net, kind="syncnet64", opt={}, step=3, best_val_acc=0.9)
+    out = tmp_path / "expert.pt"
+    assert export_checkpoint.main(["--checkpoint", str(path), "--out", str(out), "--half", "True"]) == 0
+    assert set(torch.load(out, weights_only=True)) == {"kind", "model"}
+    expert = load_sync_expert(out)
+    assert expert.kind == "syncnet64"
+    for k, v in net.state_dict().items():
+        expected = v.half().float() if v.is_floating_point() else v
+        torch.testing.assert_close(expert.net.state_dict()[k], expected, rtol=0, atol=0)
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    torch.save({"model": tiny_model(0).state_dict()}, tmp_path / "no_ema.pt")
+    torch.save(tiny_model(0).state_dict(), tmp_path / "plain.pt")
+    cases = [
+        ([], "--checkpoint and --out are required"),
+        (["--checkpoint", str(tmp_path / "missing.pt"), "--out", "x.pt"], "not found"),
+        (["--checkpoint", str(tmp_path / "plain.pt"), "--out", "x.pt"], "is not a train.py or train_syncnet.py"),
+        (["--checkpoint", str(tmp_path / "no_ema.pt"), "--out", "x.pt"], "has no EMA weights; pass --weights model"),
+        (["--checkpoint", str(tmp_path / "no_ema.pt"), "--out", "x.pt", "--weights", "best"], "--weights 'best'"),
+    ]
+    for argv, message in cases:
+        assert export_checkpoint.main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err, err
+    assert not os.path.exists("x.pt")
