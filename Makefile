@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench clean-venv
+.PHONY: install demo demo-train demo-ablation test test-fast bench clean-venv
 
 $(INSTALLED): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,14 @@ install: $(INSTALLED)
 
 demo: $(INSTALLED)
 	$(PY) demo.py
+
+# Reproduce the committed demo checkpoints (render, preprocess, SyncNet, Diff2Lip, export, evaluate).
+demo-train: $(INSTALLED)
+	$(PY) demo_train.py
+
+# The ablation of the losses in miniature (four trainings of the demo network).
+demo-ablation: $(INSTALLED)
+	$(PY) demo_train.py --ablation True
 
 test: $(INSTALLED)
 	$(PY) -m pytest

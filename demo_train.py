@@ -33,7 +33,7 @@ from guided_diffusion.errors import Diff2LipError
 TRAIN_DATA = dict(identities=54, clips_per_identity=3, seconds=8.0, test_identities=6, seed=0)
 SYNCNET_FLAGS = ["--kind", "syncnet64", "--batch_size", "64", "--lr", "3e-4", "--val_every", "250",
                  "--val_pairs", "512", "--save_every", "250", "--log_every", "50", "--num_workers", "1"]
-DIFF2LIP_FLAGS = ["--batch_size", "4", "--lr", "5e-4", "--warmup_steps", "100", "--ema_rate", "0.999",
+DIFF2LIP_FLAGS = ["--batch_size", "4", "--lr", "5e-4", "--warmup_steps", "100", "--ema_rate", "0.995",
                   "--precision", "bf16", "--lpips_backbone", "random", "--save_every", "250", "--log_every", "50",
                   "--keep", "2", "--num_workers", "1"]
 # The loss weights of each ablation row (the last row is the demo network's: every loss on).
@@ -46,7 +46,7 @@ ABLATION = {
 
 
 def demo_train_defaults() -> dict:
-    return dict(work_dir="outputs/demo_train", export_dir="checkpoints/demo", syncnet_steps=1000,
+    return dict(work_dir="outputs/demo_train", export_dir="checkpoints/demo", syncnet_steps=1500,
                 steps=3000, ablation=False, ablation_steps=1000, timestep_respacing="ddim10", progress=True)
 
 
