@@ -47,7 +47,7 @@ ABLATION = {
 
 def demo_train_defaults() -> dict:
     return dict(work_dir="outputs/demo_train", export_dir="checkpoints/demo", syncnet_steps=1500,
-                steps=3000, ablation=False, ablation_steps=1000, timestep_respacing="ddim10", progress=True)
+                steps=1000, ablation=False, ablation_steps=500, timestep_respacing="ddim10", progress=True)
 
 
 DEMO_TRAIN_HELP = {
