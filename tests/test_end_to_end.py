@@ -1,7 +1,7 @@
 """The whole pipeline on synthetic talking heads, as a user runs it, command by command:
 render -> preprocess -> train (all five losses) -> export -> generate (cross) -> score.
 
-The training starts from the committed demo network and runs a few hundred steps on freshly
+The training starts from the committed demo network and runs 100 steps (all five losses) on freshly
 rendered identities; the lips it then generates must follow the driving speech, beating the
 wrong-audio control by at least 0.3 (the issue's bar). A break anywhere (conditioning, losses,
 checkpoint round trip, sampling, paste-back) shows up as a collapsed score.
@@ -16,7 +16,7 @@ import demo
 from evaluation import synthetic_lipsync as sl
 from launchers import REPO_ROOT, child_env
 
-STEPS = 150
+STEPS = 100
 
 
 def command(*argv, timeout=900):
