@@ -19,14 +19,14 @@ Nothing is downloaded. The demo
 The scores also go to `OUT_DIR/scores.json`.
 """
 
-import argparse
-import json
 import os
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 from guided_diffusion.errors import Diff2LipError
+from guided_diffusion.script_util import FLAG_HELP, as_flags, create_argparser
+from guided_diffusion.train_util import atomic_write_json
 
 # The demo network: the released TFG design (same code and layer names) at 64 px and 32 channels.
 # It predicts the clean frame instead of the noise (guided-diffusion's --predict_xstart), which
@@ -42,9 +42,9 @@ SYNC_MIN_OFFSET = 5
 TARGETS = dict(lip_sync=0.8, wrong_audio=0.2, syncnet_accuracy=0.9)
 
 
-def model_flags(model: Optional[Dict] = None) -> List[str]:
-    """DEMO_MODEL (or `model`) as command-line flags of generate.py / train.py."""
-    return [arg for key, value in (model or DEMO_MODEL).items() for arg in (f"--{key}", str(value))]
+def model_flags() -> List[str]:
+    """DEMO_MODEL as command-line flags of generate.py / train.py."""
+    return as_flags(DEMO_MODEL)
 
 
 def demo_defaults() -> dict:
@@ -59,15 +59,14 @@ DEMO_HELP = {
     "timestep_respacing": "sampling steps of generate.py (ddimN)",
     "precision": "generate.py's --precision: bf16 (fast on CPUs with AVX-512 bf16 / AMX and on GPUs) or fp32",
     "seconds": "length of each rendered clip",
-    "progress": "show progress bars",
+    "progress": FLAG_HELP["progress"],
 }
 
 
 def render(data_dir: str, seconds: float, progress: bool) -> None:
     from dataset.synthetic import render_dataset
 
-    settings = {**DEMO_DATA, "seconds": seconds}
-    render_dataset(data_dir, progress=progress, test_only=True, **{k: v for k, v in settings.items()})
+    render_dataset(data_dir, progress=progress, test_only=True, **{**DEMO_DATA, "seconds": seconds})
 
 
 def syncnet_accuracy(expert_path: str, data_dir: str, work_dir: str, pairs: int = 512) -> float:
@@ -124,12 +123,6 @@ def evaluate_checkpoint(checkpoint: str, data_dir: str, out_dir: str, args, shee
     return scores
 
 
-def _missing(path: str, what: str) -> Optional[str]:
-    if os.path.isfile(path):
-        return None
-    return f"{what} '{path}' not found; `make demo-train` trains it (or pass the path of yours)"
-
-
 def report(scores: dict) -> str:
     def verdict(value: float, target: float, at_most: bool = False) -> str:
         met = value <= target if at_most else value >= target
@@ -148,9 +141,9 @@ def report(scores: dict) -> str:
 
 
 def run(args) -> dict:
-    for problem in (_missing(args.checkpoint, "--checkpoint"), _missing(args.sync_expert, "--sync_expert")):
-        if problem:
-            raise Diff2LipError(problem)
+    for flag, path in (("--checkpoint", args.checkpoint), ("--sync_expert", args.sync_expert)):
+        if not os.path.isfile(path):
+            raise Diff2LipError(f"{flag} '{path}' not found; `make demo-train` trains it (or pass the path of yours)")
     started = time.perf_counter()
     data_dir = os.path.join(args.out_dir, "data")
     render(data_dir, args.seconds, args.progress)
@@ -159,10 +152,7 @@ def run(args) -> dict:
     print(f"[demo] SyncNet accuracy measured ({time.perf_counter() - started:.0f} s)")
     scores.update(evaluate_checkpoint(args.checkpoint, data_dir, args.out_dir, args, sheets=True))
     scores["seconds"] = round(time.perf_counter() - started, 1)
-    tmp = os.path.join(args.out_dir, "scores.json.part")
-    with open(tmp, "w") as f:
-        json.dump(scores, f, indent=1)
-    os.replace(tmp, os.path.join(args.out_dir, "scores.json"))
+    atomic_write_json(os.path.join(args.out_dir, "scores.json"), scores)
     print(f"\n[demo] videos in {args.out_dir}/cross and {args.out_dir}/reconstruction, sheets in "
           f"{args.out_dir}/sheets (video source | generated | audio source), scores in {args.out_dir}/scores.json")
     print(report(scores))
@@ -171,8 +161,6 @@ def run(args) -> dict:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from guided_diffusion.script_util import create_argparser
-
     parser = create_argparser(demo_defaults(), description=__doc__, help_dict=DEMO_HELP)
     try:
         run(parser.parse_args(argv))

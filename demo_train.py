@@ -29,19 +29,22 @@ from typing import Dict, List, Optional
 
 import demo
 from guided_diffusion.errors import Diff2LipError
+from guided_diffusion.script_util import FLAG_HELP, as_flags, create_argparser
+from guided_diffusion.train_util import atomic_write_json
 
 TRAIN_DATA = dict(identities=54, clips_per_identity=3, seconds=8.0, test_identities=6, seed=0)
-SYNCNET_FLAGS = ["--kind", "syncnet64", "--batch_size", "64", "--lr", "3e-4", "--val_every", "250",
-                 "--val_pairs", "512", "--save_every", "250", "--log_every", "50", "--num_workers", "1"]
-DIFF2LIP_FLAGS = ["--batch_size", "4", "--lr", "5e-4", "--warmup_steps", "100", "--ema_rate", "0.995",
-                  "--precision", "bf16", "--lpips_backbone", "random", "--save_every", "250", "--log_every", "50",
-                  "--keep", "2", "--num_workers", "1"]
-# The loss weights of each ablation row (the last row is the demo network's: every loss on).
+SYNCNET_TRAINING = dict(kind="syncnet64", batch_size=64, lr=3e-4, val_every=250, val_pairs=512, save_every=250,
+                        log_every=50, num_workers=1)
+DIFF2LIP_TRAINING = dict(batch_size=4, lr=5e-4, warmup_steps=100, ema_rate=0.995, precision="bf16",
+                         lpips_backbone="random", save_every=250, log_every=50, keep=2, num_workers=1)
+# The demo network's loss weights: every loss on.
+DEMO_LOSSES = dict(lambda_l2=1, lambda_sync=0.03, lambda_lpips=0.1, lambda_gan=0.01)
+# The loss weights of each ablation row (the last row is the demo network's).
 ABLATION = {
     "L_simple only": dict(lambda_l2=0, lambda_sync=0, lambda_lpips=0, lambda_gan=0),
     "+ L2 + SyncNet": dict(lambda_l2=1, lambda_sync=0.03, lambda_lpips=0, lambda_gan=0),
     "+ LPIPS": dict(lambda_l2=1, lambda_sync=0.03, lambda_lpips=0.1, lambda_gan=0),
-    "+ sequence GAN": dict(lambda_l2=1, lambda_sync=0.03, lambda_lpips=0.1, lambda_gan=0.01),
+    "+ sequence GAN": DEMO_LOSSES,
 }
 
 
@@ -58,7 +61,7 @@ DEMO_TRAIN_HELP = {
     "ablation": "instead of the demo network, train and score the four ablation rows",
     "ablation_steps": "optimizer steps of each ablation row",
     "timestep_respacing": "sampling steps of the evaluation (ddimN)",
-    "progress": "show progress bars",
+    "progress": FLAG_HELP["progress"],
 }
 
 
@@ -74,12 +77,10 @@ def step(title: str, argv: List[str]) -> None:
 def prepare_data(work_dir: str) -> str:
     """Render and preprocess the training set (skipped when done); returns the preprocessed root."""
     videos, crops = os.path.join(work_dir, "data"), os.path.join(work_dir, "crops64")
-    marker = os.path.join(videos, "rendered.json")
-    if not os.path.isfile(marker) or json.load(open(marker)) != TRAIN_DATA:
-        step("render the training set", ["dataset/synthetic.py", "--out_root", videos,
-                                         *[a for k, v in TRAIN_DATA.items() for a in (f"--{k}", str(v))]])
-        with open(marker, "w") as f:
-            json.dump(TRAIN_DATA, f)
+    marker = os.path.join(videos, "rendered.json")  # written once the render is complete
+    if _read_json(marker) != TRAIN_DATA:
+        step("render the training set", ["dataset/synthetic.py", "--out_root", videos, *as_flags(TRAIN_DATA)])
+        atomic_write_json(marker, TRAIN_DATA)
     step("preprocess at 64 px", ["dataset/preprocess.py", "--input_root", videos, "--output_root", crops,
                                  "--image_size", "64", "--train_list", os.path.join(videos, "train.txt"),
                                  "--val_list", os.path.join(videos, "test.txt"), "--num_workers", "2"])
@@ -89,21 +90,29 @@ def prepare_data(work_dir: str) -> str:
 def train_syncnet(crops: str, work_dir: str, steps: int) -> str:
     out = os.path.join(work_dir, "syncnet64")
     step("train the SyncNet64 expert", ["train_syncnet.py", "--data_root", crops, "--output_dir", out,
-                                        "--max_steps", str(steps), "--resume", "True", *SYNCNET_FLAGS])
+                                        "--max_steps", str(steps), "--resume", "True", *as_flags(SYNCNET_TRAINING)])
     return os.path.join(out, "syncnet_best.pt")
 
 
 def train_diff2lip(crops: str, out: str, expert: str, steps: int, lambdas: Dict[str, float]) -> str:
     step(f"train Diff2Lip ({out})", [
         "train.py", "--data_root", crops, "--output_dir", out, "--sync_expert", expert, "--max_steps", str(steps),
-        "--resume", "True", *demo.model_flags(), *DIFF2LIP_FLAGS,
-        *[a for k, v in lambdas.items() for a in (f"--{k}", str(v))],
+        "--resume", "True", *demo.model_flags(), *as_flags(DIFF2LIP_TRAINING), *as_flags(lambdas),
     ])
     return os.path.join(out, f"checkpoint_{steps:07d}.pt")
 
 
+def _read_json(path: str):
+    """The JSON in `path`, or None when there is no such file."""
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def evaluation_args(args) -> argparse.Namespace:
-    return argparse.Namespace(timestep_respacing=args.timestep_respacing, precision="bf16", progress=args.progress)
+    return argparse.Namespace(timestep_respacing=args.timestep_respacing, precision=demo.demo_defaults()["precision"],
+                              progress=args.progress)
 
 
 def held_out_clips(work_dir: str, progress: bool) -> str:
@@ -126,8 +135,7 @@ def run(args) -> None:
             rows[row] = demo.evaluate_checkpoint(checkpoint, data_dir, os.path.join(run_dir, "eval"),
                                                  evaluation_args(args), sheets=False)
             print(f"[demo-train] {row}: {demo.report(rows[row])}", flush=True)
-        with open(os.path.join(args.work_dir, "ablation.json"), "w") as f:
-            json.dump(rows, f, indent=1)
+        atomic_write_json(os.path.join(args.work_dir, "ablation.json"), rows)
         print(f"\nAblation, {args.ablation_steps} steps each ({time.perf_counter() - started:.0f} s in all):\n")
         print("| losses | lip-sync score | wrong-audio control | PSNR (dB) | SSIM |")
         print("|---|---|---|---|---|")
@@ -135,8 +143,7 @@ def run(args) -> None:
             print(f"| {row} | {s['lip_sync']:.3f} | {s['wrong_audio']:.3f} | {s['psnr']:.2f} | {s['ssim']:.4f} |")
         return
 
-    checkpoint = train_diff2lip(crops, os.path.join(args.work_dir, "diff2lip64"), expert, args.steps,
-                                ABLATION["+ sequence GAN"])
+    checkpoint = train_diff2lip(crops, os.path.join(args.work_dir, "diff2lip64"), expert, args.steps, DEMO_LOSSES)
     exported = os.path.join(args.export_dir, os.path.basename(demo.DEMO_CHECKPOINT))
     exported_expert = os.path.join(args.export_dir, os.path.basename(demo.DEMO_SYNC_EXPERT))
     step("export the demo network", ["export_checkpoint.py", "--checkpoint", checkpoint, "--out", exported,
@@ -150,8 +157,6 @@ def run(args) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from guided_diffusion.script_util import create_argparser
-
     parser = create_argparser(demo_train_defaults(), description=__doc__, help_dict=DEMO_TRAIN_HELP)
     try:
         run(parser.parse_args(argv))

@@ -150,23 +150,22 @@ def load_lpips(device, backbone: str = "pretrained") -> torch.nn.Module:
     with `backbone="random"` are a fixed random draw (seed 0, the same in every run and on resume)."""
     import lpips
 
-    if backbone == "random":
-        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():  # the training's stream stays untouched
-            warnings.simplefilter("ignore")
-            torch.manual_seed(0)
-            net = lpips.LPIPS(net="vgg", pnet_rand=True, verbose=False)
-        return net.to(device).eval().requires_grad_(False)
-    cached = os.path.join(torch.hub.get_dir(), "checkpoints", LPIPS_VGG_FILE)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torchvision's `pretrained=` deprecation inside lpips
-            net = lpips.LPIPS(net="vgg", verbose=False)
-    except Exception as exc:  # the download on a machine without internet
-        raise CheckpointError(
-            f"LPIPS needs torchvision's VGG-16 weights: put {LPIPS_VGG_FILE} in {os.path.dirname(cached)} "
-            f"(torchvision downloads it there on a connected machine), or pass --lpips_backbone random or "
-            f"--lambda_lpips 0 ({exc})"
-        ) from exc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision's `pretrained=` deprecation inside lpips
+        if backbone == "random":
+            with torch.random.fork_rng(devices=[]):  # the training's random stream stays untouched
+                torch.manual_seed(0)
+                net = lpips.LPIPS(net="vgg", pnet_rand=True, verbose=False)
+        else:
+            try:
+                net = lpips.LPIPS(net="vgg", verbose=False)
+            except Exception as exc:  # the download on a machine without internet
+                cached = os.path.join(torch.hub.get_dir(), "checkpoints", LPIPS_VGG_FILE)
+                raise CheckpointError(
+                    f"LPIPS needs torchvision's VGG-16 weights: put {LPIPS_VGG_FILE} in {os.path.dirname(cached)} "
+                    f"(torchvision downloads it there on a connected machine), or pass --lpips_backbone random "
+                    f"or --lambda_lpips 0 ({exc})"
+                ) from exc
     return net.to(device).eval().requires_grad_(False)
 
 

@@ -21,12 +21,10 @@ the split is the lists', in any layout, and only the listed clips are preprocess
 import argparse
 import functools
 import hashlib
-import json
 import multiprocessing
 import os
 import re
 import sys
-import uuid
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -51,6 +49,7 @@ from face_detection import (  # noqa: E402
 )
 from guided_diffusion.errors import CheckpointError, Diff2LipError, MediaError  # noqa: E402
 from guided_diffusion.script_util import FLAG_HELP, create_argparser, str2bool  # noqa: E402
+from guided_diffusion.train_util import atomic_write_json  # noqa: E402
 
 FPS = 25
 SAMPLE_RATE = 16000
@@ -395,8 +394,9 @@ def make_splits(names: Sequence[str], layout: str, val_fraction: float, seed: in
 # Command line
 
 
-def _options(args) -> Tuple[Options, str, List[Tuple[str, str]], List[Dict[str, str]]]:
-    """Check the flags and find the clips: (options, layout, (name, video) pairs, skipped names)."""
+def _options(args) -> Tuple[Options, str, List[Tuple[str, str]], List[Dict[str, str]], Optional[set]]:
+    """Check the flags and find the clips: (options, layout, (name, video) pairs, skipped names,
+    the val clip names of --val_list, or None when the split is not taken from lists)."""
     if not args.input_root:
         raise Diff2LipError("--input_root is required: the folder of the videos")
     if not os.path.isdir(args.input_root):
@@ -424,11 +424,13 @@ def _options(args) -> Tuple[Options, str, List[Tuple[str, str]], List[Dict[str, 
         except argparse.ArgumentTypeError as exc:
             raise Diff2LipError(f"--is_voxceleb2: {exc}, or auto") from None
     pairs, skipped = select_clips(videos, layout, args.first_utterance_only, args.include_test)
+    listed_val = None
     if args.train_list or args.val_list:
-        lists = [read_clip_list(path, flag) if path else []
-                 for path, flag in ((args.train_list, "--train_list"), (args.val_list, "--val_list"))]
-        pairs, missing = apply_lists(pairs, *lists)
+        train_list, val_list = [read_clip_list(path, flag) if path else []
+                                for path, flag in ((args.train_list, "--train_list"), (args.val_list, "--val_list"))]
+        pairs, missing = apply_lists(pairs, train_list, val_list)
         skipped += missing
+        listed_val = set(val_list)
     opts = Options(
         output_root=os.path.abspath(args.output_root),
         image_size=args.image_size,
@@ -438,19 +440,12 @@ def _options(args) -> Tuple[Options, str, List[Tuple[str, str]], List[Dict[str, 
         device=args.device,
         min_frames=args.min_frames,
     )
-    return opts, layout, pairs, skipped
-
-
-def _write_json(path: str, data: dict) -> None:
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    return opts, layout, pairs, skipped, listed_val
 
 
 def preprocess(args) -> dict:
     """Run the whole preprocessing; returns the report (also written to report.json)."""
-    opts, layout, pairs, skipped = _options(args)
+    opts, layout, pairs, skipped, listed_val = _options(args)
     os.makedirs(opts.output_root, exist_ok=True)
     # A folder under clips/ exists only once complete (write_clip renames it into place).
     already = [name for name, _ in pairs if os.path.isdir(clip_dir(opts.output_root, name))]
@@ -463,16 +458,15 @@ def preprocess(args) -> dict:
     skipped.sort(key=lambda s: s["clip"])
 
     finished = sorted(done_before.union(written))
-    if args.train_list or args.val_list:
-        val_names = set(read_clip_list(args.val_list, "--val_list")) if args.val_list else set()
-        train, val = [n for n in finished if n not in val_names], [n for n in finished if n in val_names]
-    else:
+    if listed_val is None:
         train, val = make_splits(finished, layout, args.val_fraction, args.seed)
+    else:
+        train, val = [n for n in finished if n not in listed_val], [n for n in finished if n in listed_val]
     write_split(opts.output_root, "train", train)
     write_split(opts.output_root, "val", val)
     report = {"done": len(written), "already_done": len(already), "skipped": skipped}
     report_path = os.path.join(opts.output_root, "report.json")
-    _write_json(report_path, report)
+    atomic_write_json(report_path, report)
     print(
         f"summary: {len(written)} clips preprocessed, {len(already)} already done, {len(skipped)} skipped "
         f"(reasons in {report_path}); {layout} layout, train {len(train)} / val {len(val)} clips in {opts.output_root}"

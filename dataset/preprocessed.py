@@ -25,6 +25,7 @@ import numpy as np
 
 from audio.audio import save_wav
 from guided_diffusion.errors import Diff2LipError
+from guided_diffusion.train_util import atomic_write_text
 
 FRAME_NAME = "{:05d}.jpg"
 JPEG_QUALITY = 95
@@ -50,11 +51,7 @@ def read_split(root: str, split: str) -> List[str]:
 
 
 def write_split(root: str, split: str, names: Iterable[str]) -> None:
-    path = os.path.join(root, f"{split}.txt")
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(f"{n}\n" for n in names)
-    os.replace(tmp, path)
+    atomic_write_text(os.path.join(root, f"{split}.txt"), "".join(f"{n}\n" for n in names))
 
 
 def write_clip(root: str, name: str, faces: Iterable[np.ndarray], wav: np.ndarray, mel: np.ndarray, meta: dict) -> int:

@@ -49,7 +49,6 @@ import dataclasses
 import json
 import os
 import sys
-import uuid
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 if __package__ in (None, ""):
@@ -73,6 +72,7 @@ from dataset.video_io import PathLike, VideoWriter  # noqa: E402
 from face_detection import voxceleb2_box  # noqa: E402
 from guided_diffusion.errors import Diff2LipError  # noqa: E402
 from guided_diffusion.script_util import FLAG_HELP, create_argparser  # noqa: E402
+from guided_diffusion.train_util import atomic_write_json, atomic_write_text  # noqa: E402
 
 FPS = 25
 SAMPLE_RATE = 16000
@@ -542,11 +542,7 @@ def render_clip(path: PathLike, identity_seed: int, clip_seed: int, seconds: flo
     with VideoWriter(path, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE) as writer:
         for frame in talker.frames(clip_seed, targets):
             writer.write(frame)
-    out = targets_path(path)
-    tmp = f"{out}.{uuid.uuid4().hex[:12]}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(targets.to_json(), f)
-    os.replace(tmp, out)  # readers never see half a file
+    atomic_write_json(targets_path(path), targets.to_json(), indent=None)  # readers never see half a file
     return targets
 
 
@@ -640,10 +636,7 @@ def render_dataset(
 
 
 def _write_lines(path: str, lines: List[str]) -> None:
-    tmp = f"{path}.{uuid.uuid4().hex[:12]}.tmp"
-    with open(tmp, "w") as f:
-        f.write("".join(f"{line}\n" for line in lines))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(f"{line}\n" for line in lines))
 
 
 def synthetic_defaults() -> dict:

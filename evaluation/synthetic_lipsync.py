@@ -26,6 +26,7 @@ from audio.audio import load_wav
 from dataset.lipmeter import implied_opening_from_audio, measure_video, pearson
 from dataset.video_io import iter_frames
 from evaluation.image_metrics import psnr_batch, ssim_batch
+from guided_diffusion.train_util import atomic_write_bytes
 from inference.filelist import output_name, resolve_media
 
 Pair = Tuple[str, str]  # (audio clip, video clip) as in the filelists: names under the data root
@@ -109,7 +110,4 @@ def sheet(path: str, sample_dir: str, data_root: str, pair: Pair, rows: int = 8)
     if not ok:
         raise OSError(f"could not encode {path}")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.part"
-    with open(tmp, "wb") as f:
-        f.write(data.tobytes())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data.tobytes())

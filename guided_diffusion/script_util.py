@@ -7,7 +7,7 @@ configuration, so `--model_path checkpoints/checkpoint.pt` alone builds the righ
 """
 
 import argparse
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch as th
 
@@ -216,6 +216,12 @@ def add_dict_to_argparser(parser: argparse.ArgumentParser, default_dict: dict, h
 
 def args_to_dict(args, keys: Iterable[str]) -> dict:
     return {k: getattr(args, k) for k in keys}
+
+
+def as_flags(settings: dict) -> List[str]:
+    """The command-line flags that set `settings`: {"lr": 0.1} -> ["--lr", "0.1"] (the inverse of
+    parsing with `create_argparser`), for running one command from another."""
+    return [arg for key, value in settings.items() for arg in (f"--{key}", str(value))]
 
 
 def create_argparser(*default_dicts: dict, description: str = "", help_dict: Optional[dict] = None) -> argparse.ArgumentParser:

@@ -3,8 +3,9 @@ for Diff2Lip's 128 px crops and the light SyncNet64 for small models (the synthe
 one calling convention for the training code.
 
 The networks embed 5 consecutive lower-half face crops and the 16-step mel window of those frames
-(0.2 s) into L2-normalised vectors (512-d; 256-d for SyncNet64); their cosine similarity is read as the probability that
-face and audio are in sync, and trained (or used as a loss) with binary cross-entropy, as in Wav2Lip.
+(0.2 s) into L2-normalised vectors (512-d; 256-d for SyncNet64); their cosine similarity is read
+as the probability that face and audio are in sync, and trained (or used as a loss) with binary
+cross-entropy, as in Wav2Lip.
 
     expert = load_sync_expert("checkpoints/lipsync_expert.pth").to(device)
     audio_emb, video_emb = expert(frames, mel)       # frames [B, 5, 3, H, W] in [-1, 1] RGB
@@ -77,7 +78,8 @@ class _SyncNet(nn.Module):
     face_size: Tuple[int, int]
 
     def forward(self, audio: torch.Tensor, faces: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """audio `[B, 1, 80, 16]`, faces `[B, 15, h, w]` -> (audio_emb `[B, 512]`, face_emb `[B, 512]`), unit norm."""
+        """audio `[B, 1, 80, 16]`, faces `[B, 15, h, w]` -> (audio_emb `[B, D]`, face_emb `[B, D]`),
+        unit norm (D = 512; 256 for SyncNet64)."""
         face_emb = self.face_encoder(faces).flatten(1)
         audio_emb = self.audio_encoder(audio).flatten(1)
         return F.normalize(audio_emb, p=2, dim=1), F.normalize(face_emb, p=2, dim=1)
@@ -130,8 +132,9 @@ class SyncNet128(_SyncNet):
 
 
 class SyncNet64(_SyncNet):
-    """A light expert for small crops (the 64 px synthetic demo): SyncNet128's design at half the
-    depth and a quarter of the width (2.6M parameters instead of 18.3M), 256-d embeddings.
+    """A light expert for small crops (the 64 px synthetic demo): SyncNet128's design with one
+    residual block per level and half the channels (2.6M parameters instead of 18.3M), 256-d
+    embeddings.
 
     Faces: 5 lower-half crops of 64x64 faces, RGB in [0, 1], stacked on channels `[B, 15, 32, 64]`.
     """
@@ -203,7 +206,7 @@ class SyncExpert(nn.Module):
 
     def forward(self, frames: torch.Tensor, mel: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """frames `[B, 5, 3, H, W]` in [-1, 1] RGB, mel `[B, 80, 16]` or `[B, 1, 80, 16]`
-        -> (audio_emb `[B, 512]`, video_emb `[B, 512]`), unit norm."""
+        -> (audio_emb `[B, D]`, video_emb `[B, D]`), unit norm (D = 512; 256 for SyncNet64)."""
         if mel.dim() == 3:
             mel = mel.unsqueeze(1)
         if mel.dim() != 4 or mel.shape[1:] != (1, *MEL_SHAPE):

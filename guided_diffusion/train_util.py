@@ -1,28 +1,52 @@
-"""Training plumbing that must never lose work: atomic checkpoints, the newest one for
-`--resume`, RNG states for exact resumption, the learning-rate warm-up and stop signals."""
+"""Training plumbing that must never lose work: atomic checkpoints (and atomic writes of any
+file), the newest checkpoint for `--resume`, RNG states for exact resumption, the learning-rate
+warm-up and stop signals."""
 
+import json
 import os
 import re
 import signal
 import uuid
-from typing import Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
 from . import dist_util
 
-def atomic_save(obj, path: str) -> None:
-    """`torch.save` under a temporary name in the same folder, then rename: an interrupted save
-    never leaves a truncated file under the final name."""
+
+def atomic_write(path, write: Callable[[str], None]) -> None:
+    """Let `write(tmp)` produce the file under a temporary name in the same folder, then rename it
+    to `path`: an interrupted write never leaves a truncated file under the final name."""
     path = os.fspath(path)
     tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
     try:
-        torch.save(obj, tmp)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_save(obj, path: str) -> None:
+    """`torch.save` of `obj` to `path`, atomically (`atomic_write`)."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    atomic_write(path, write)
+
+
+def atomic_write_text(path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path, obj: Any, indent: Optional[int] = 1) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=indent))
 
 
 def checkpoint_path(output_dir: str, step: int, prefix: str = "checkpoint") -> str:

@@ -13,7 +13,9 @@ import sys
 import pytest
 
 import demo
+import demo_train
 from evaluation import synthetic_lipsync as sl
+from guided_diffusion.script_util import as_flags
 from launchers import REPO_ROOT, child_env
 
 STEPS = 100
@@ -40,11 +42,10 @@ def test_render_preprocess_train_generate_score(tmp_path):
     command("dataset/preprocess.py", "--input_root", data, "--output_root", crops, "--image_size", 64,
             "--train_list", data / "train.txt", "--val_list", data / "test.txt", "--progress", "False")
     assert len((crops / "train.txt").read_text().split()) == 5 and len((crops / "val.txt").read_text().split()) == 3
-    flags = dict(zip(demo_train_flags()[::2], demo_train_flags()[1::2]))
-    flags.update({"--save_every": str(STEPS), "--warmup_steps": "10", "--num_workers": "0"})
+    training = {**demo_train.DIFF2LIP_TRAINING, **demo_train.DEMO_LOSSES,
+                "save_every": STEPS, "warmup_steps": 10, "num_workers": 0}
     command("train.py", "--data_root", crops, "--output_dir", run_dir, "--init_from", demo.DEMO_CHECKPOINT,
-            "--sync_expert", demo.DEMO_SYNC_EXPERT, "--max_steps", STEPS, *demo.model_flags(),
-            *[a for kv in flags.items() for a in kv])
+            "--sync_expert", demo.DEMO_SYNC_EXPERT, "--max_steps", STEPS, *demo.model_flags(), *as_flags(training))
     progress = (run_dir / "progress.csv").read_text().splitlines()
     assert {"simple", "l2", "sync", "lpips", "gan", "disc"} <= set(progress[0].split(","))
     release = tmp_path / "release.pt"
@@ -59,12 +60,3 @@ def test_render_preprocess_train_generate_score(tmp_path):
     print(scores)
     assert scores["lip_sync"] - scores["wrong_audio"] >= 0.3, scores
     assert scores["lip_sync"] - scores["source"] >= 0.3, scores
-
-
-def demo_train_flags():
-    import demo_train
-
-    flags = list(demo_train.DIFF2LIP_FLAGS)
-    for key, value in demo_train.ABLATION["+ sequence GAN"].items():
-        flags += [f"--{key}", str(value)]
-    return flags

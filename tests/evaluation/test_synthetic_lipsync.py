@@ -87,7 +87,7 @@ def test_sheet_rows_are_video_generated_and_audio_source_frames(cross_set, tmp_p
         assert np.array_equal(cells[:, :224], video[i])
         assert np.array_equal(cells[:, 224:448], generated[i])
         assert np.array_equal(cells[:, 448:], audio_source[i])
-    assert not [p for p in os.listdir(path.parent) if p.endswith(".part")]
+    assert os.listdir(path.parent) == ["sheet.png"]  # no temporary file left behind
 
 
 def test_read_pairs(tmp_path):
