@@ -62,6 +62,8 @@ class SpacedDiffusion(GaussianDiffusion):
         self.original_num_steps = len(kwargs["betas"])
 
         base_diffusion = GaussianDiffusion(**kwargs)
+        # The full schedule, for solvers that pick their own timesteps (samplers.Denoiser).
+        self.base_alphas_cumprod = base_diffusion.alphas_cumprod
         last_alpha_cumprod = 1.0
         new_betas = []
         for i, alpha_cumprod in enumerate(base_diffusion.alphas_cumprod):

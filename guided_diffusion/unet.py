@@ -292,6 +292,33 @@ class AttentionBlock(nn.Module):
         return (x + h).reshape(b, c, *spatial)
 
 
+class DeepFeatureCache:
+    """Deep-feature reuse across sampling steps (the idea of DeepCache, Ma et al. 2024).
+
+    Consecutive denoising steps change the UNet's deep, low-resolution features little. Every
+    `interval`-th call runs the whole network and keeps the input of decoder block L-depth;
+    the calls in between run only the first `depth` encoder blocks (the input conv and the
+    full-resolution blocks for depth 3 of the released network) and the last `depth` decoder
+    blocks, reusing the kept features. One cache serves one sampling loop of one batch.
+    """
+
+    def __init__(self, interval: int, depth: int):
+        if interval < 1:
+            raise ValueError(f"cache interval must be >= 1, got {interval}")
+        if depth < 1:
+            raise ValueError(f"cache depth must be >= 1, got {depth}")
+        self.interval = interval
+        self.depth = depth
+        self.features: Optional[th.Tensor] = None
+        self.calls = 0
+
+    def reuse(self) -> bool:
+        """Whether this call may reuse the deep features (counts the call)."""
+        reuse = self.features is not None and self.calls % self.interval != 0
+        self.calls += 1
+        return reuse
+
+
 class UNetModel(nn.Module):
     """guided-diffusion's UNet with timestep embedding.
 
@@ -448,22 +475,39 @@ class UNetModel(nn.Module):
                 emb = emb + self.label_emb(y)
         return emb
 
-    def run_torso(self, x: th.Tensor, emb: th.Tensor) -> th.Tensor:
-        """The encoder, middle and decoder blocks plus the output head."""
+    def run_torso(self, x: th.Tensor, emb: th.Tensor, feature_cache: Optional["DeepFeatureCache"] = None) -> th.Tensor:
+        """The encoder, middle and decoder blocks plus the output head.
+
+        With a `feature_cache` whose `reuse()` says so, only the shallowest `depth` encoder
+        blocks and their mirror decoder blocks run; the decoder's deep features come from the
+        cache, filled at the last full call (DeepCache, Ma et al. 2024).
+        """
         # The input conv stays in float32 under autocast: rounding the raw noisy frames to
         # bfloat16 costs more accuracy than any other layer, and the conv is ~0.1% of the FLOPs.
         # Its float32 output also keeps the residual stream of the first levels in float32
         # (identity skips add in float32): slower than all-bf16, but within 1% of float32.
+        if feature_cache is not None and feature_cache.depth > len(self.input_blocks):
+            raise ValueError(f"cache depth {feature_cache.depth} exceeds the network's {len(self.input_blocks)} encoder blocks")
+        reuse = feature_cache is not None and feature_cache.reuse()
+        n_encoder = feature_cache.depth if reuse else len(self.input_blocks)
         with _full_precision(x):
             h = self.input_blocks[0](x.type(self.dtype), emb)
         hs = [h]
-        for module in self.input_blocks[1:]:
+        for module in self.input_blocks[1:n_encoder]:
             h = module(h, emb)
             hs.append(h)
-        h = self.middle_block(h, emb)
-        for module in self.output_blocks:
+        # Decoder block j takes the skip of encoder block L-1-j, so the last `depth` decoder
+        # blocks need exactly the shallow encoder's features computed above.
+        keep_at = len(self.output_blocks) - feature_cache.depth if feature_cache is not None else -1
+        if reuse:
+            h, first = feature_cache.features, keep_at
+        else:
+            h, first = self.middle_block(h, emb), 0
+        for j in range(first, len(self.output_blocks)):
+            if j == keep_at and not reuse:
+                feature_cache.features = h
             h = th.cat([h, hs.pop()], dim=1)
-            h = module(h, emb)
+            h = self.output_blocks[j](h, emb)
         with _full_precision(x):
             return self.out(h.type(x.dtype))
 
@@ -628,10 +672,12 @@ class TFGModel(UNetModel):
         indiv_mels: Optional[th.Tensor] = None,
         audio_style: Optional[th.Tensor] = None,
         y: Optional[th.Tensor] = None,
+        feature_cache: Optional[DeepFeatureCache] = None,
     ) -> th.Tensor:
         """`x`, `cond_img`: `[N, 3, H, W]`; `mask`: `[N, 1, H, W]` (1 = generate); `ref_img`:
         `[N, 3*nrefer, H, W]`; `indiv_mels`: `[N, 80, 16]` (or `audio_style` `[N, 4*ch]`
-        from `precompute_conditioning`); `timesteps`: `[N]` -> `[N, out_channels, H, W]`.
+        from `precompute_conditioning`); `timesteps`: `[N]` -> `[N, out_channels, H, W]`;
+        `feature_cache`: deep-feature reuse across sampling steps (see `DeepFeatureCache`).
         """
         if cond_img is None or mask is None:
             raise ValueError("TFGModel needs cond_img and mask")
@@ -648,4 +694,4 @@ class TFGModel(UNetModel):
                     raise ValueError("TFGModel was built with use_audio=True and needs indiv_mels")
                 audio_style = self.audio_style(indiv_mels)
             emb = emb + audio_style.to(emb.dtype)
-        return self.run_torso(th.cat(inputs, dim=1), emb)
+        return self.run_torso(th.cat(inputs, dim=1), emb, feature_cache)
