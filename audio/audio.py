@@ -7,7 +7,8 @@ both the released SyncNet expert and the Diff2Lip checkpoints were trained on it
 import functools
 import os
 import uuid
-from typing import Callable, Optional, Union
+from fractions import Fraction
+from typing import Callable, List, Optional, Union
 
 import av
 import librosa
@@ -22,33 +23,71 @@ from .hparams import hparams
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def load_wav(path: PathLike, sr: int = hparams.sample_rate) -> np.ndarray:
-    """Decode the first audio track of any container PyAV reads (wav, mp3, m4a, mp4, mkv, flac, ogg).
+def load_wav(path: PathLike, sr: int = hparams.sample_rate, max_samples: Optional[int] = None) -> np.ndarray:
+    """Decode the first audio track of any container PyAV reads (wav, mp3, m4a, mp4, mkv, flac, ogg)
+    into the samples the released code reads.
 
-    Returns float32 [T], mono (mean of the channels, as librosa and so Wav2Lip do), resampled to
-    `sr` Hz, values in [-1, 1]. Raises MediaError naming `path` if it is missing, unreadable, or has
+    The release runs `ffmpeg -i AUDIO out.wav` (every sample the decoder yields, written as 16-bit
+    PCM per channel) and `librosa.load(out.wav, sr=16000)` (int / 32768 as float32, the mean of the
+    channels, then resampled to 16 kHz if the source rate differs). This does the same with
+    ffmpeg's own s16 conversion; only the resampler differs (swresample here, librosa's there), so a
+    16 kHz source (VoxCeleb2, LRW) gives the release's samples exactly. Nothing is cut at the
+    container's declared duration: an AAC encoder's padding of its last frame stays, as in the
+    release, where it can add a video frame.
+
+    Returns float32 [T] mono at `sr` Hz, in [-1, 1) (resampling may overshoot a little). With
+    `max_samples`, decoding stops once the first `max_samples` samples are known and at most that
+    many come back (the same values as the prefix of the whole decode), so memory does not grow
+    with the rest of the file. Raises MediaError naming `path` if it is missing, unreadable, or has
     no audio track.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         problem = "is a folder" if os.path.isdir(path) else "does not exist"
         raise MediaError(f"audio file '{path}' {problem}; give the path of a file with speech, e.g. a .wav")
+    if max_samples is not None and max_samples < 1:
+        raise ValueError(f"max_samples must be >= 1 or None, got {max_samples}")
+    chunks: List[np.ndarray] = []
+    have = 0
     try:
         with av.open(path) as container:
             if not container.streams.audio:
                 raise MediaError(f"audio file '{path}' has no audio track; give a file with speech, e.g. a .wav")
             stream = container.streams.audio[0]
-            # Keep the channels and average them ourselves: swresample's downmix weights stereo by
-            # 1/sqrt(2), which is 3 dB louder than the mean the released models were trained on.
-            resampler = av.AudioResampler(format="fltp", layout=None, rate=sr)
-            chunks = []
-            longest_frame_s = 0.0
+            # swresample's s16 conversion is the one ffmpeg's wav writer uses (lrintf(x * 32768),
+            # clipped, for float decoders like AAC's); the channels stay apart until librosa's mean.
+            to_s16 = av.AudioResampler(format="s16p", layout=None, rate=None)
+            to_rate = None  # the mono float resampler, made once the source rate is known
+            fed = 0  # mono samples given to `to_rate`, its input clock
+
+            def take(frames: List["av.AudioFrame"]) -> None:
+                nonlocal to_rate, fed, have
+                for frame in frames:
+                    pcm = frame.to_ndarray()  # int16 [C, n]
+                    mono = np.mean(pcm / np.float32(32768), axis=0, dtype=np.float32)
+                    if frame.sample_rate == sr:
+                        out = [mono]
+                    else:
+                        if to_rate is None:
+                            to_rate = av.AudioResampler(format="flt", layout="mono", rate=sr)
+                        mono_frame = av.AudioFrame.from_ndarray(mono[None, :], format="flt", layout="mono")
+                        mono_frame.sample_rate = frame.sample_rate
+                        mono_frame.pts, mono_frame.time_base = fed, Fraction(1, frame.sample_rate)
+                        fed += mono.size
+                        out = [o.to_ndarray().reshape(-1) for o in to_rate.resample(mono_frame)]
+                    for samples in out:
+                        chunks.append(samples)
+                        have += samples.size
+
             for frame in container.decode(stream):
-                longest_frame_s = max(longest_frame_s, frame.samples / frame.sample_rate)
-                chunks.extend(out.to_ndarray().mean(axis=0) for out in resampler.resample(frame))
-            # The resampler holds back its filter tail until flushed; without it the end is cut.
-            chunks.extend(out.to_ndarray().mean(axis=0) for out in resampler.resample(None))
-            declared = float(stream.duration * stream.time_base) if stream.duration else None
+                take(to_s16.resample(frame))
+                if max_samples is not None and have >= max_samples:
+                    break
+            else:
+                take(to_s16.resample(None))
+                if to_rate is not None:
+                    # The resampler holds back its filter tail until flushed; without it the end is cut.
+                    chunks.extend(o.to_ndarray().reshape(-1) for o in to_rate.resample(None))
     except MediaError:
         raise
     except (av.error.FFmpegError, OSError, ValueError) as exc:
@@ -57,27 +96,26 @@ def load_wav(path: PathLike, sr: int = hparams.sample_rate) -> np.ndarray:
             "re-encode it, e.g. to a 16 kHz .wav"
         ) from exc
     wav = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
-    if declared is not None:
-        # AAC decoders emit the encoder's padding of the last frame; mp4 declares the true length.
-        # Durations estimated from the bitrate (VBR mp3 without a header) can be short, so never
-        # cut more than one codec frame: that is the most padding an encoder adds.
-        excess = wav.size - int(round(declared * sr))
-        if 0 < excess <= longest_frame_s * sr + 1:
-            wav = wav[: wav.size - excess]
     if wav.size == 0:
         raise MediaError(f"audio file '{path}' contains no audio samples; give a file with speech, e.g. a .wav")
-    # Lossy decoders can overshoot full scale slightly.
-    return np.clip(wav, -1.0, 1.0).astype(np.float32, copy=False)
+    return wav[:max_samples].astype(np.float32, copy=False)
+
+
+def to_int16(wav: np.ndarray) -> np.ndarray:
+    """Float samples [T] -> int16 [T] as ffmpeg converts float to 16-bit PCM: x * 32768 rounded
+    half to even (lrintf), clipped to [-32768, 32767]. Inverts `load_wav`'s int / 32768 exactly."""
+    return np.clip(np.rint(np.asarray(wav, dtype=np.float64) * 32768.0), -32768, 32767).astype(np.int16)
 
 
 def save_wav(wav: np.ndarray, path: PathLike, sr: int) -> None:
     """Write float samples [T] in [-1, 1] as 16-bit PCM mono at `sr` Hz.
 
-    Unlike Wav2Lip's `save_wav` this does not peak-normalise, so levels survive a round trip.
+    Unlike Wav2Lip's `save_wav` this does not peak-normalise, and it scales by 32768 as ffmpeg does
+    (`to_int16`), so `load_wav` gives back the samples it read from a 16 kHz source exactly.
     The file is written under a temporary name and renamed, so readers never see a half file.
     """
     path = os.fspath(path)
-    pcm = np.round(np.clip(np.asarray(wav, dtype=np.float64).reshape(-1), -1.0, 1.0) * 32767).astype(np.int16)
+    pcm = to_int16(np.asarray(wav).reshape(-1))
     folder, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
     try:
@@ -108,27 +146,60 @@ def _mel_basis() -> np.ndarray:
     )
 
 
-def melspectrogram(wav: np.ndarray) -> np.ndarray:
+def melspectrogram(wav: np.ndarray, block_steps: int = 1024) -> np.ndarray:
     """Wav2Lip's mel spectrogram of a 16 kHz mono signal [T].
 
-    Returns float32 [80, 1 + T // 200] (80 steps per second), values in [-4, 4].
+    Returns float32 [80, 1 + T // 200] (80 steps per second), values in [-4, 4]. The STFT is
+    librosa's with center=True and zero padding; it runs over `block_steps` mel steps at a time,
+    each block reading only its own samples (its frames plus the sample before them for the
+    pre-emphasis), so memory stays flat in T and the values are those of one whole-signal STFT.
     """
-    y = preemphasis(np.asarray(wav, dtype=np.float64), hparams.preemphasis, hparams.preemphasize)
-    # pad_mode is explicit because librosa < 0.10 defaulted to reflect padding.
-    spec = librosa.stft(
-        y=y,
-        n_fft=hparams.n_fft,
-        hop_length=hparams.hop_size,
-        win_length=hparams.win_size,
-        center=True,
-        pad_mode="constant",
-    )
-    mel = np.dot(_mel_basis(), np.abs(spec))
+    x = np.asarray(wav)
+    if x.ndim != 1:
+        raise ValueError(f"wav must be mono samples [T], got shape {x.shape}")
+    if block_steps < 1:
+        raise ValueError(f"block_steps must be >= 1, got {block_steps}")
+    hop, half = hparams.hop_size, hparams.n_fft // 2
+    n_steps = 1 + x.size // hop
+    mel = np.empty((hparams.num_mels, n_steps), dtype=np.float32)
+    for first in range(0, n_steps, block_steps):
+        last = min(first + block_steps, n_steps) - 1
+        # Step m's frame covers samples m*hop - half .. m*hop + half - 1; outside the signal, zeros.
+        lo, hi = first * hop - half, last * hop + half
+        a, b = max(lo, 0), min(hi, x.size)
+        padded = np.zeros(hi - lo, dtype=np.float64)
+        if b > a:
+            # Start one sample early so that y[a] = x[a] - k x[a-1] as in the whole signal.
+            y = preemphasis(x[max(a - 1, 0) : b].astype(np.float64), hparams.preemphasis, hparams.preemphasize)
+            padded[a - lo : b - lo] = y[1:] if a > 0 else y
+        spec = librosa.stft(
+            y=padded, n_fft=hparams.n_fft, hop_length=hop, win_length=hparams.win_size, center=False
+        )
+        mel[:, first : last + 1] = _normalized_db(np.dot(_mel_basis(), np.abs(spec)))
+    return mel
+
+
+def _normalized_db(mel: np.ndarray) -> np.ndarray:
+    """Mel magnitudes [80, N] -> Wav2Lip's normalised dB in [-4, 4]."""
     min_level = 10.0 ** (hparams.min_level_db / 20.0)
     s = 20.0 * np.log10(np.maximum(min_level, mel)) - hparams.ref_level_db
     m = hparams.max_abs_value
     s = (2 * m) * ((s - hparams.min_level_db) / -hparams.min_level_db) - m
-    return np.clip(s, -m, m).astype(np.float32)
+    return np.clip(s, -m, m)
+
+
+def samples_for_frames(n_frames: int, fps: float = hparams.fps) -> int:
+    """Samples whose mel gives the windows of video frames 0 .. n_frames-1 (the last window's last
+    STFT frame reaches half a window past its step): the mel of this prefix of a signal equals
+    the whole signal's mel on the first `mel_steps_for_frames(n_frames)` steps."""
+    return (mel_steps_for_frames(n_frames, fps) - 1) * hparams.hop_size + hparams.n_fft // 2
+
+
+def mel_steps_for_frames(n_frames: int, fps: float = hparams.fps) -> int:
+    """Mel steps that the windows of video frames 0 .. n_frames-1 span (n_frames >= 1)."""
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+    return frame_mel_start(n_frames - 1, fps) + hparams.mel_step_size
 
 
 def frame_mel_start(k: int, fps: float = hparams.fps) -> int:

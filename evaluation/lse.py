@@ -25,7 +25,7 @@ import python_speech_features
 import torch
 import torch.nn.functional as F
 
-from audio.audio import load_wav
+from audio.audio import load_wav, to_int16
 from dataset.video_io import VideoInfo, iter_frames, probe_video
 from face_detection import Box, FaceDetector, check_box, voxceleb2_box
 from guided_diffusion.errors import Diff2LipError, MediaError
@@ -46,12 +46,6 @@ FACE_TRACKS = ("s3fd", "voxceleb2", "box", "none")
 S3FD_THRESHOLD = 0.9
 # Rows of `lse_scores`' distance table computed at once: bounds the [rows, 31, 1024] difference to ~16 MB.
 _PDIST_CHUNK = 128
-
-
-def to_int16(wav: np.ndarray) -> np.ndarray:
-    """Float samples in [-1, 1] -> int16 as ffmpeg's pcm_s16le encoder makes them (x * 32768,
-    rounded half to even, clipped)."""
-    return np.clip(np.rint(np.asarray(wav, dtype=np.float64) * 32768.0), -32768, 32767).astype(np.int16)
 
 
 def syncnet_mfcc(audio: np.ndarray) -> np.ndarray:

@@ -20,7 +20,14 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from audio.audio import frame_mel_start, load_wav, melspectrogram, num_full_windows
+from audio.audio import (
+    frame_mel_start,
+    load_wav,
+    mel_steps_for_frames,
+    melspectrogram,
+    num_full_windows,
+    samples_for_frames,
+)
 from dataset.video_io import VideoWriter, is_image, iter_frames, probe_video
 from face_detection import crop_face, detect_faces, fixed_boxes, paste_face
 from guided_diffusion.errors import MediaError
@@ -67,8 +74,8 @@ class ClipPlan:
     """Everything decided about a clip before any frame is generated."""
 
     video_path: str
-    wav: np.ndarray  # [T] 16 kHz mono float32, the driving audio
-    mel: np.ndarray  # [80, T_mel]
+    wav: np.ndarray  # [T] 16 kHz mono float32, the driving audio (only what the frames need if the video limits)
+    mel: np.ndarray  # [80, T_mel], exact on every step the frames' windows use
     frame_hw: Tuple[int, int]
     n_frames: int  # output frames
     n_video: int  # frames the source has (1 for a still image)
@@ -92,24 +99,28 @@ class ClipPlan:
 
 
 def plan_clip(video_path: str, audio_path: str, opts: SamplingOptions) -> ClipPlan:
-    """Read the audio, probe the video and decide the number of frames (released rule:
+    """Probe the video, read the audio and decide the number of frames (released rule:
     min(video frames, full mel windows); a still image or `--loop_video` covers the audio)."""
     if not os.path.isfile(video_path):
         raise MediaError(f"video '{video_path}' does not exist; check --video_path / --test_video_dir")
-    wav = load_wav(audio_path, SAMPLE_RATE)
-    mel = melspectrogram(wav)
-    n_windows = num_full_windows(mel.shape[1], FPS)
-    if n_windows == 0:
-        raise MediaError(f"audio '{audio_path}' is shorter than one mel window (0.2 s); give longer speech")
     info = probe_video(video_path, FPS)
     if info.num_frames == 0:
         raise MediaError(f"video '{video_path}' has no frames; give a clip with a visible face")
     still = is_image(video_path)
     first_frame_input = opts.sampling_input_type == "first_frame"
-    if still or (opts.loop_video and not first_frame_input):
-        n_frames = n_windows
-    else:
-        n_frames = min(info.num_frames, n_windows)
+    covers_audio = still or (opts.loop_video and not first_frame_input)
+    # When the video may limit the clip, the audio past what its last frame's window reads cannot
+    # change a used value: it is not decoded, so memory does not grow with the audio's length.
+    needed = None if covers_audio else samples_for_frames(info.num_frames, FPS)
+    wav = load_wav(audio_path, SAMPLE_RATE, max_samples=needed)
+    mel = melspectrogram(wav)
+    if not covers_audio:
+        # Steps past the video's last window may come from the cut signal's end: drop them.
+        mel = mel[:, : mel_steps_for_frames(info.num_frames, FPS)]
+    n_windows = num_full_windows(mel.shape[1], FPS)
+    if n_windows == 0:
+        raise MediaError(f"audio '{audio_path}' is shorter than one mel window (0.2 s); give longer speech")
+    n_frames = n_windows if covers_audio else min(info.num_frames, n_windows)
     revisit = not first_frame_input and n_frames > info.num_frames
     return ClipPlan(
         video_path=video_path,
@@ -178,8 +189,19 @@ def _to_tensor(images: Sequence[np.ndarray], channel_order: str) -> torch.Tensor
     return torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
-def _to_images(tensor: torch.Tensor, channel_order: str) -> List[np.ndarray]:
-    array = ((tensor.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+def _to_images(tensor: torch.Tensor, channel_order: str, paste: str = "full") -> List[np.ndarray]:
+    """`[N, 3, H, W]` in [-1, 1] (network channel order) -> RGB uint8 `[H, W, 3]` images.
+
+    `paste="full"` converts as the release does, `((x+1)*0.5).clamp(0,1)*255` truncated by
+    `astype(np.uint8)`, so the pasted box (upper face included) has the released pixels. `"lower"`
+    is ours, with no released output to match: it rounds, which does not darken by half a level.
+    """
+    x = tensor.float()
+    if paste == "full":
+        scaled = ((x + 1) * 0.5).clamp(0, 1) * 255
+    else:
+        scaled = ((x.clamp(-1, 1) + 1) * 127.5).round()
+    array = scaled.to(torch.uint8).permute(0, 2, 3, 1).numpy()
     if channel_order == "bgr":
         array = array[..., ::-1]
     return [np.ascontiguousarray(a) for a in array]
@@ -241,7 +263,7 @@ class LipSyncer:
             sample = self._sample(batch, c0)
             self.network_seconds += time.perf_counter() - started
             generated = sample * batch.mask + batch.x_start * (1 - batch.mask)
-            faces = _to_images(generated.cpu(), opts.channel_order)
+            faces = _to_images(generated.cpu(), opts.channel_order, opts.paste)
             if on_frames is not None:
                 on_frames(n)
             for target, face, i in zip(targets, faces, src_idx):

@@ -63,13 +63,13 @@ def _write_media(path, audio_codec=None, rate=44100, video_codec=None, seconds=1
 
 
 # (file name, audio encoder, sample rate, video?, allowed length error in ms)
+# AAC keeps the encoder's padding of its last 1024-sample frame (up to 23 ms at 44.1 kHz), as the
+# released ffmpeg -> wav path does, whatever length the container declares.
 FORMATS = [
     ("tone.wav", "pcm_s16le", 44100, False, 5),
     ("tone.mp3", "libmp3lame", 44100, False, 5),
-    ("tone.m4a", "aac", 44100, False, 5),
-    ("tone.mp4", "aac", 44100, True, 5),
-    # Matroska declares no length for AAC, so the encoder's padding of the last 1024-sample
-    # frame (23 ms at 44.1 kHz) cannot be told from audio.
+    ("tone.m4a", "aac", 44100, False, 24),
+    ("tone.mp4", "aac", 44100, True, 24),
     ("tone.mkv", "aac", 44100, False, 24),
     ("tone_opus.mkv", "libopus", 48000, False, 5),
     ("tone.flac", "flac", 44100, False, 5),
@@ -250,3 +250,146 @@ def test_syncnet_mel_window():
     audio.syncnet_mel_window(mel, last)
     with pytest.raises(ValueError):
         audio.syncnet_mel_window(mel, last + 1)
+
+
+def _write_aac(path, channels: np.ndarray, rate: int = 16000, video_frames: int = 0) -> None:
+    """Write float channels [C, T] as AAC (with `video_frames` tiny H.264 frames when > 0)."""
+    layout = {1: "mono", 2: "stereo"}[channels.shape[0]]
+    with av.open(str(path), "w") as container:
+        vstream = None
+        if video_frames:
+            vstream = container.add_stream(_video_encoder(), rate=25)
+            vstream.width, vstream.height, vstream.pix_fmt = 32, 32, "yuv420p"
+        astream = container.add_stream("aac", rate=rate, layout=layout)
+        for i in range(0, channels.shape[1], 1000):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(channels[:, i : i + 1000], np.float32), format="fltp", layout=layout)
+            frame.sample_rate, frame.pts = rate, i
+            for packet in astream.encode(frame):
+                container.mux(packet)
+        for packet in astream.encode(None):
+            container.mux(packet)
+        for i in range(video_frames):
+            image = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 4 * i, dtype=np.uint8), format="rgb24")
+            for packet in vstream.encode(image):
+                container.mux(packet)
+        if vstream is not None:
+            for packet in vstream.encode(None):
+                container.mux(packet)
+
+
+def _decoder_output(path) -> np.ndarray:
+    """Every float sample [C, T] PyAV's decoder yields for the first audio track, nothing cut."""
+    with av.open(str(path)) as container:
+        return np.concatenate([f.to_ndarray() for f in container.decode(container.streams.audio[0])], axis=1)
+
+
+def _different_channels(n: int, rate: int) -> np.ndarray:
+    """Stereo [2, n]: unlike tones per channel, a quiet stretch and a peak past full scale on the left."""
+    t = np.arange(n) / rate
+    left = 0.6 * np.sin(2 * np.pi * 330 * t) + 0.002 * np.sin(2 * np.pi * 5000 * t)
+    right = 0.25 * np.sin(2 * np.pi * 1250 * t + 1.0)
+    left[n // 3 : n // 2] *= 1e-3  # quiet: here averaging floats and averaging int16 differ most
+    left[n // 5 : n // 5 + 400] = 1.2  # clipped by the s16 conversion
+    return np.stack([left, right]).astype(np.float32)
+
+
+@pytest.mark.skipif(not has_encoder("aac"), reason="PyAV has no aac encoder here")
+def test_load_wav_quantizes_each_channel_to_int16_then_averages_like_ffmpeg_and_librosa(tmp_path):
+    path = tmp_path / "stereo.m4a"
+    _write_aac(path, _different_channels(24000, 16000))
+    decoded = _decoder_output(path)
+    assert decoded.dtype == np.float32 and decoded.shape[0] == 2
+
+    # ffmpeg's flt -> s16 (lrintf(x * 32768), clipped), then librosa: int / 32768 as float32, mean.
+    pcm = np.clip(np.rint(decoded.astype(np.float64) * 32768), -32768, 32767).astype(np.int16)
+    expected = np.mean(pcm.astype(np.float32) / np.float32(32768), axis=0)
+
+    wav = audio.load_wav(path)
+    assert wav.dtype == np.float32
+    np.testing.assert_array_equal(wav, expected)
+    # Not the float mean: the test can tell the two rules apart on this file.
+    assert not np.array_equal(wav, decoded.mean(axis=0))
+
+
+def test_load_wav_of_a_16k_stereo_pcm_wav_equals_librosa_load(tmp_path):
+    path = tmp_path / "stereo.wav"
+    rng = np.random.default_rng(3)
+    pcm = rng.integers(-32768, 32768, size=(16000 + 33, 2), dtype=np.int16)
+    pcm[:4000] //= 300  # quiet
+    scipy.io.wavfile.write(path, 16000, pcm)
+    # The released path for this file: ffmpeg copies the 16-bit samples, librosa reads them.
+    released = librosa.load(path, sr=16000, mono=True)[0]
+    np.testing.assert_array_equal(audio.load_wav(path), released)
+
+
+def test_load_wav_averages_before_resampling_as_librosa_does(tmp_path):
+    path = tmp_path / "stereo44k.wav"
+    stereo = _different_channels(44100, 44100)
+    scipy.io.wavfile.write(path, 44100, audio.to_int16(stereo.T.reshape(-1)).reshape(-1, 2))
+    # At the source rate nothing is resampled: librosa's samples exactly.
+    np.testing.assert_array_equal(audio.load_wav(path, sr=44100), librosa.load(path, sr=None, mono=True)[0])
+    # At 16 kHz only the resampling filter differs (swresample here, soxr in librosa).
+    wav, released = audio.load_wav(path), librosa.load(path, sr=16000, mono=True)[0]
+    assert abs(wav.size - released.size) <= 1
+    n = min(wav.size, released.size)
+    assert np.abs(wav[400 : n - 400] - released[400 : n - 400]).max() < 0.02
+
+
+@pytest.mark.skipif(not has_encoder("aac"), reason="PyAV has no aac encoder here")
+def test_load_wav_keeps_the_aac_padding_past_the_declared_duration(tmp_path):
+    path = tmp_path / "tone.mp4"
+    n = 9261  # not a multiple of AAC's 1024-sample frame: the encoder pads the last one
+    _write_aac(path, _different_channels(n, 16000)[:1], video_frames=3)
+    with av.open(str(path)) as container:
+        track = container.streams.audio[0]
+        declared = float(track.duration * track.time_base) * 16000
+    decoded = _decoder_output(path).shape[1]
+    assert decoded > declared + 200  # the padding is longer than a mel step
+
+    assert audio.load_wav(path).size == decoded
+
+
+@pytest.mark.skipif(not has_encoder("aac"), reason="PyAV has no aac encoder here")
+@pytest.mark.parametrize("rate", [16000, 44100])
+def test_load_wav_max_samples_gives_the_prefix_of_the_whole_decode(tmp_path, rate):
+    path = tmp_path / f"speech{rate}.m4a"
+    _write_aac(path, _different_channels(3 * rate, rate), rate=rate)
+    whole = audio.load_wav(path)
+    for max_samples in (1, 1000, 20011, whole.size - 1, whole.size, whole.size + 5000):
+        np.testing.assert_array_equal(audio.load_wav(path, max_samples=max_samples), whole[:max_samples])
+    with pytest.raises(ValueError, match="max_samples"):
+        audio.load_wav(path, max_samples=0)
+
+
+def test_save_wav_then_load_wav_gives_back_16_bit_samples_exactly(tmp_path):
+    wav = np.random.default_rng(4).integers(-32768, 32768, 16001).astype(np.float32) / 32768
+    audio.save_wav(wav, tmp_path / "out.wav", 16000)
+    np.testing.assert_array_equal(audio.load_wav(tmp_path / "out.wav"), wav)
+
+
+def _whole_signal_mel(wav: np.ndarray) -> np.ndarray:
+    """The mel from one librosa STFT over the whole signal (the computation before blocks)."""
+    y = scipy.signal.lfilter([1, -0.97], [1], wav.astype(np.float64))
+    spec = librosa.stft(y=y, n_fft=800, hop_length=200, win_length=800, center=True, pad_mode="constant")
+    basis = librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55, fmax=7600)
+    db = 20 * np.log10(np.maximum(1e-5, np.dot(basis, np.abs(spec)))) - 20
+    return np.clip(8 * ((db + 100) / 100) - 4, -4, 4).astype(np.float32)
+
+
+@pytest.mark.filterwarnings("ignore:n_fft=800 is too large")
+@pytest.mark.parametrize("n", [1, 399, 400, 401, 1000, 16000 + 137, 40000])
+def test_melspectrogram_in_blocks_equals_one_whole_signal_stft(n):
+    wav = (0.2 * np.random.default_rng(n).standard_normal(n)).astype(np.float32)
+    reference = _whole_signal_mel(wav)
+    for block_steps in (1, 3, 64, 1024, 10**6):
+        np.testing.assert_array_equal(audio.melspectrogram(wav, block_steps=block_steps), reference)
+
+
+@pytest.mark.parametrize("n_frames", [1, 2, 7, 26, 100])
+def test_samples_for_frames_keep_the_mel_of_the_frames_windows(n_frames):
+    wav = (0.2 * np.random.default_rng(n_frames).standard_normal(16000 * 5)).astype(np.float32)
+    steps = audio.mel_steps_for_frames(n_frames)
+    assert steps == int(80 * max(n_frames - 2, 0) / 25) + 16  # the last frame's window end
+    cut = wav[: audio.samples_for_frames(n_frames)]
+    np.testing.assert_array_equal(audio.melspectrogram(cut)[:, :steps], audio.melspectrogram(wav)[:, :steps])
+    assert audio.num_full_windows(steps) == max(n_frames, 2)  # frames 0 and 1 share a window

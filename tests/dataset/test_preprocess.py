@@ -29,8 +29,9 @@ GOOD = {
     "id00003/vidD/00001": 12,
     "id00003/vidD/00002": 20,
 }
-# 20 frames = 0.8 s of audio = 65 mel steps: frames 0..16 have a full window; 12 frames -> 9.
-EXPECTED_FRAMES = {20: 17, 12: 9}
+# 20 frames = 0.8 s of audio; decoded with the AAC encoder's padding of its last frame (kept, as
+# the release keeps it) 13312 samples = 67 mel steps: frames 0..17 have a full window; 12 -> 10.
+EXPECTED_FRAMES = {20: 18, 12: 10}
 AUDIOLESS, TOO_SHORT, GARBAGE = "id00002/vidC/00002", "id00003/vidD/00003", "id00003/vidE/00001"
 
 
@@ -188,7 +189,8 @@ def test_lrw_layout_splits_from_folders(tmp_path, capsys):
     assert read_split(str(out), "train") == sorted(train)
     assert read_split(str(out), "val") == sorted(val)
     assert clip_names(out) == sorted(train + val)  # test clips are not even preprocessed
-    assert Clip(str(out), train[0]).n_frames == 7  # 10 frames, 0.4 s: windows for frames 0..6
+    # 10 frames, 0.4 s, decoded with the AAC padding to 7168 samples: windows for frames 0..7
+    assert Clip(str(out), train[0]).n_frames == 8
 
     assert run("--input_root", root, "--output_root", out, "--is_voxceleb2", "True", "--include_test", "True") == 0
     test = [n for n in names if "/test/" in n]
@@ -252,11 +254,11 @@ def test_folder_layout_with_face_detector(tmp_path, monkeypatch):
                 assert f.read() == jpeg_bytes(crop_face(frame, padded, 64)), f"{name} frame {i}"
     assert missing == detector.missed > 0
     assert n_frames["talks/one"] == EXPECTED_FRAMES[20]
-    # detection reads each clip's frames once: the two clips and the faceless one (9 frames)
-    assert detector.seen == sum(n_frames.values()) + 9
+    # detection reads each clip's frames once: the two clips and the faceless one (12 rendered)
+    assert detector.seen == sum(n_frames.values()) + EXPECTED_FRAMES[12]
 
     report = json.loads((out / "report.json").read_text())
-    assert report["skipped"] == [{"clip": "faceless", "reason": f"no face found in any of the 9 frames of '{root / 'faceless.mov'}'"}]
+    assert report["skipped"] == [{"clip": "faceless", "reason": f"no face found in any of the {EXPECTED_FRAMES[12]} frames of '{root / 'faceless.mov'}'"}]
     train, val = read_split(str(out), "train"), read_split(str(out), "val")
     assert len(train) == len(val) == 1 and sorted(train + val) == ["talks/more/two", "talks/one"]
 
@@ -372,4 +374,4 @@ def test_as_a_script_and_through_the_shell_script(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "summary: 1 clips preprocessed" in proc.stdout
     clip = Clip(str(tmp_path / "out put"), "id00001/v/00001")
-    assert clip.n_frames == 9 and clip.image_size == 32
+    assert clip.n_frames == EXPECTED_FRAMES[12] and clip.image_size == 32
