@@ -146,3 +146,48 @@ def syncnet_v2_state(seed=0):
     return state
 
 
+
+
+def write_aac(path, channels, rate: int = 16000, video_frames: int = 0) -> None:
+    """Write float channels [C, T] (C = 1 or 2) as AAC with PyAV, plus `video_frames` tiny 32x32
+    25 fps frames when > 0. AAC pads its last 1024-sample frame, so the decoder yields more
+    samples than the container declares unless T is a multiple of 1024."""
+    import av
+    import numpy as np
+
+    layout = {1: "mono", 2: "stereo"}[channels.shape[0]]
+    with av.open(str(path), "w") as container:
+        vstream = None
+        if video_frames:
+            codec = next((c for c in ("libx264", "h264", "mpeg4") if has_encoder(c)), None)
+            if codec is None:
+                import pytest
+
+                pytest.skip("PyAV has no h264 or mpeg4 encoder here")
+            vstream = container.add_stream(codec, rate=25)
+            vstream.width, vstream.height, vstream.pix_fmt = 32, 32, "yuv420p"
+        astream = container.add_stream("aac", rate=rate, layout=layout)
+        for i in range(0, channels.shape[1], 1000):
+            chunk = np.ascontiguousarray(channels[:, i : i + 1000], dtype=np.float32)
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+            frame.sample_rate, frame.pts = rate, i
+            for packet in astream.encode(frame):
+                container.mux(packet)
+        for packet in astream.encode(None):
+            container.mux(packet)
+        for i in range(video_frames):
+            image = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 4 * i % 256, dtype=np.uint8), format="rgb24")
+            for packet in vstream.encode(image):
+                container.mux(packet)
+        if vstream is not None:
+            for packet in vstream.encode(None):
+                container.mux(packet)
+
+
+def decoder_output(path):
+    """Every float sample [C, T] PyAV's decoder yields for the first audio track, nothing cut."""
+    import av
+    import numpy as np
+
+    with av.open(str(path)) as container:
+        return np.concatenate([f.to_ndarray() for f in container.decode(container.streams.audio[0])], axis=1)

@@ -16,7 +16,7 @@ import scipy.signal
 from audio import audio
 from audio.hparams import hparams
 from guided_diffusion.errors import MediaError
-from helpers import has_encoder
+from helpers import decoder_output, has_encoder, write_aac
 
 TONE_HZ = 440.0
 # Different levels per channel so the test tells a channel mean (what librosa, hence Wav2Lip, does)
@@ -252,37 +252,6 @@ def test_syncnet_mel_window():
         audio.syncnet_mel_window(mel, last + 1)
 
 
-def _write_aac(path, channels: np.ndarray, rate: int = 16000, video_frames: int = 0) -> None:
-    """Write float channels [C, T] as AAC (with `video_frames` tiny H.264 frames when > 0)."""
-    layout = {1: "mono", 2: "stereo"}[channels.shape[0]]
-    with av.open(str(path), "w") as container:
-        vstream = None
-        if video_frames:
-            vstream = container.add_stream(_video_encoder(), rate=25)
-            vstream.width, vstream.height, vstream.pix_fmt = 32, 32, "yuv420p"
-        astream = container.add_stream("aac", rate=rate, layout=layout)
-        for i in range(0, channels.shape[1], 1000):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(channels[:, i : i + 1000], np.float32), format="fltp", layout=layout)
-            frame.sample_rate, frame.pts = rate, i
-            for packet in astream.encode(frame):
-                container.mux(packet)
-        for packet in astream.encode(None):
-            container.mux(packet)
-        for i in range(video_frames):
-            image = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 4 * i, dtype=np.uint8), format="rgb24")
-            for packet in vstream.encode(image):
-                container.mux(packet)
-        if vstream is not None:
-            for packet in vstream.encode(None):
-                container.mux(packet)
-
-
-def _decoder_output(path) -> np.ndarray:
-    """Every float sample [C, T] PyAV's decoder yields for the first audio track, nothing cut."""
-    with av.open(str(path)) as container:
-        return np.concatenate([f.to_ndarray() for f in container.decode(container.streams.audio[0])], axis=1)
-
-
 def _different_channels(n: int, rate: int) -> np.ndarray:
     """Stereo [2, n]: unlike tones per channel, a quiet stretch and a peak past full scale on the left."""
     t = np.arange(n) / rate
@@ -296,8 +265,8 @@ def _different_channels(n: int, rate: int) -> np.ndarray:
 @pytest.mark.skipif(not has_encoder("aac"), reason="PyAV has no aac encoder here")
 def test_load_wav_quantizes_each_channel_to_int16_then_averages_like_ffmpeg_and_librosa(tmp_path):
     path = tmp_path / "stereo.m4a"
-    _write_aac(path, _different_channels(24000, 16000))
-    decoded = _decoder_output(path)
+    write_aac(path, _different_channels(24000, 16000))
+    decoded = decoder_output(path)
     assert decoded.dtype == np.float32 and decoded.shape[0] == 2
 
     # ffmpeg's flt -> s16 (lrintf(x * 32768), clipped), then librosa: int / 32768 as float32, mean.
@@ -339,11 +308,11 @@ def test_load_wav_averages_before_resampling_as_librosa_does(tmp_path):
 def test_load_wav_keeps_the_aac_padding_past_the_declared_duration(tmp_path):
     path = tmp_path / "tone.mp4"
     n = 9261  # not a multiple of AAC's 1024-sample frame: the encoder pads the last one
-    _write_aac(path, _different_channels(n, 16000)[:1], video_frames=3)
+    write_aac(path, _different_channels(n, 16000)[:1], video_frames=3)
     with av.open(str(path)) as container:
         track = container.streams.audio[0]
         declared = float(track.duration * track.time_base) * 16000
-    decoded = _decoder_output(path).shape[1]
+    decoded = decoder_output(path).shape[1]
     assert decoded > declared + 200  # the padding is longer than a mel step
 
     assert audio.load_wav(path).size == decoded
@@ -353,7 +322,7 @@ def test_load_wav_keeps_the_aac_padding_past_the_declared_duration(tmp_path):
 @pytest.mark.parametrize("rate", [16000, 44100])
 def test_load_wav_max_samples_gives_the_prefix_of_the_whole_decode(tmp_path, rate):
     path = tmp_path / f"speech{rate}.m4a"
-    _write_aac(path, _different_channels(3 * rate, rate), rate=rate)
+    write_aac(path, _different_channels(3 * rate, rate), rate=rate)
     whole = audio.load_wav(path)
     for max_samples in (1, 1000, 20011, whole.size - 1, whole.size, whole.size + 5000):
         np.testing.assert_array_equal(audio.load_wav(path, max_samples=max_samples), whole[:max_samples])
