@@ -26,7 +26,7 @@ from torch import nn
 
 from guided_diffusion import dist_util
 from guided_diffusion.errors import CheckpointError
-from guided_diffusion.syncnet import _check_state
+from guided_diffusion.syncnet import _fitting_state
 
 SYNCNET_EVAL_FILENAME = "syncnet_v2.model"
 DEFAULT_SYNCNET_EVAL_PATH = os.path.join("checkpoints", SYNCNET_EVAL_FILENAME)
@@ -121,7 +121,8 @@ def load_syncnet_eval(
     """syncnet_python's `syncnet_v2.model` (a plain state dict) in a frozen `SyncNetEval` on `device`, eval mode.
 
     Loaded with `weights_only=True`; the names and shapes must match exactly (syncnet_python copies
-    them by name, so a file it accepts fits). Raises a one-line `CheckpointError` naming the file
+    them by name, so a file it accepts fits), except for the BatchNorm counters an old PyTorch did
+    not save. Raises a one-line `CheckpointError` naming the file
     when it is missing, unreadable, or of another network.
     """
     path = os.fspath(path)
@@ -137,6 +138,5 @@ def load_syncnet_eval(
             f"download syncnet_python's {SYNCNET_EVAL_FILENAME} to {DEFAULT_SYNCNET_EVAL_PATH}"
         )
     net = SyncNetEval()
-    _check_state(net, state, path, f"syncnet_python's SyncNet ({SYNCNET_EVAL_FILENAME})")
-    net.load_state_dict(state)
+    net.load_state_dict(_fitting_state(net, state, path, f"syncnet_python's SyncNet ({SYNCNET_EVAL_FILENAME})"))
     return net.to(device).eval().requires_grad_(False)

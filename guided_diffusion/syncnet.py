@@ -235,12 +235,21 @@ def sync_bce(audio_emb: torch.Tensor, video_emb: torch.Tensor, target: Union[tor
     return F.binary_cross_entropy(prob, target)
 
 
-def _check_state(net: nn.Module, state: Dict[str, Any], path: str, what: str) -> None:
-    """Raise one line naming the differences when `state` does not fit `net` exactly."""
+def _fitting_state(net: nn.Module, state: Dict[str, Any], path: str, what: str) -> Dict[str, Any]:
+    """`state` ready for `net.load_state_dict`; raises one line naming the differences when it does
+    not fit `net` exactly.
+
+    One gap is accepted: BatchNorm's `num_batches_tracked` counters, which PyTorch before 0.4.1 did
+    not save (syncnet_python's `syncnet_v2.model`, Wav2Lip's `lipsync_expert.pth` may be that old).
+    They matter only to training with `momentum=None`; they are set to 0, as PyTorch itself does
+    for files of that age.
+    """
     def shape(value: Any) -> Any:
         return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
 
     own = net.state_dict()
+    counters = {k: torch.zeros_like(v) for k, v in own.items() if k not in state and k.endswith(".num_batches_tracked")}
+    state = {**state, **counters}
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     mismatched = [
@@ -254,6 +263,7 @@ def _check_state(net: nn.Module, state: Dict[str, Any], path: str, what: str) ->
             problems.append(f"{len(keys)} {label} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
     if problems:
         raise CheckpointError(f"checkpoint {path!r} does not fit {what}: {'; '.join(problems)}")
+    return state
 
 
 def load_sync_expert(path: Union[str, "os.PathLike[str]"], map_location: Any = "cpu") -> SyncExpert:
@@ -284,8 +294,7 @@ def load_sync_expert(path: Union[str, "os.PathLike[str]"], map_location: Any = "
             f"train_syncnet.py's {{'kind': 'syncnet128', 'model': ...}}); {WAV2LIP_HINT}"
         )
     expert = SyncExpert(kind, frozen=True)
-    _check_state(expert.net, state, path, f"the {kind} SyncNet")
-    expert.net.load_state_dict(state)
+    expert.net.load_state_dict(_fitting_state(expert.net, state, path, f"the {kind} SyncNet"))
     return expert
 
 

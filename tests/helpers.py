@@ -191,3 +191,16 @@ def decoder_output(path):
 
     with av.open(str(path)) as container:
         return np.concatenate([f.to_ndarray() for f in container.decode(container.streams.audio[0])], axis=1)
+
+
+def old_pytorch_state(net, seed: int = 0) -> dict:
+    """`net`'s state dict as PyTorch before 0.4.1 saved it: no BatchNorm `num_batches_tracked`.
+    The running statistics are made random first, so a load that dropped them would show."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=g))
+                module.running_var.copy_(torch.rand(module.running_var.shape, generator=g) + 0.5)
+                module.num_batches_tracked.fill_(1000)
+    return {k: v.clone() for k, v in net.state_dict().items() if not k.endswith(".num_batches_tracked")}

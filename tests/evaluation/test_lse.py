@@ -28,10 +28,10 @@ from evaluation.lse import (
     syncnet_mfcc,
     to_int16,
 )
-from evaluation.syncnet_eval import load_syncnet_eval
+from evaluation.syncnet_eval import SyncNetEval, load_syncnet_eval
 from face_detection import voxceleb2_box
 from guided_diffusion.errors import CheckpointError, Diff2LipError, MediaError
-from helpers import render_clip, read_manifest, syncnet_v2_state
+from helpers import old_pytorch_state, render_clip, read_manifest, syncnet_v2_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -342,3 +342,24 @@ def test_scorer_rejects_bad_options_and_unscorable_clips(weights, tmp_path):
         LSEScorer(weights, face_track="box", box=(0, 60, 4, 60)).score(short)
     with pytest.raises(MediaError, match="no face found.*short.mp4"):
         LSEScorer(weights, face_track="s3fd", detector=type("NoFace", (), {"batch_size": 2, "detect": lambda self, f: [None] * len(f)})()).score(short)
+
+
+def test_syncnet_v2_from_old_pytorch_without_batchnorm_counters_loads(tmp_path):
+    reference = SyncNetEval()
+    state = old_pytorch_state(reference, seed=3)
+    assert len(reference.state_dict()) - len(state) == 14  # the counters the real file may lack
+    torch.save(state, tmp_path / "syncnet_v2.model")
+
+    net = load_syncnet_eval(tmp_path / "syncnet_v2.model")
+
+    loaded = net.state_dict()
+    for name, value in state.items():
+        assert torch.equal(loaded[name], value), name
+    x = torch.randn(2, 1, 13, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(net.forward_aud(x), reference.eval().forward_aud(x), rtol=0, atol=0)
+
+    del state["netcnnaud.1.running_var"]
+    torch.save(state, tmp_path / "bad.model")
+    with pytest.raises(CheckpointError, match=r"1 missing \(netcnnaud\.1\.running_var\)$"):
+        load_syncnet_eval(tmp_path / "bad.model")

@@ -19,7 +19,7 @@ from guided_diffusion.syncnet import (
     sync_bce,
     sync_probability,
 )
-from helpers import DATA_DIR
+from helpers import DATA_DIR, old_pytorch_state
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -306,3 +306,25 @@ def test_wrong_shapes_name_the_tensors(tmp_path):
     torch.save({"kind": "syncnet128", "model": wav2lip_state()}, path)
     with pytest.raises(CheckpointError, match=r"swapped\.pt.* does not fit the syncnet128 SyncNet"):
         load_sync_expert(path)
+
+
+def test_load_wav2lip_checkpoint_from_old_pytorch_without_batchnorm_counters(tmp_path):
+    torch.manual_seed(2)
+    net = Wav2LipSyncNet()
+    state = old_pytorch_state(net)
+    counters = [k for k in net.state_dict() if k.endswith("num_batches_tracked")]
+    assert len(counters) > 0 and len(state) == len(net.state_dict()) - len(counters)
+    torch.save({"state_dict": state}, tmp_path / "lipsync_expert.pth")
+
+    expert = load_sync_expert(tmp_path / "lipsync_expert.pth")
+
+    loaded = expert.net.state_dict()
+    for name, value in state.items():
+        assert torch.equal(loaded[name], value), name
+    assert all(loaded[k].item() == 0 for k in counters)  # what PyTorch sets for files of that age
+
+    # Any other gap is still refused, and the message names it alone.
+    del state["face_encoder.0.conv_block.1.running_mean"]
+    torch.save({"state_dict": state}, tmp_path / "broken.pth")
+    with pytest.raises(CheckpointError, match=r"1 missing \(face_encoder\.0\.conv_block\.1\.running_mean\)$"):
+        load_sync_expert(tmp_path / "broken.pth")
