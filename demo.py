@@ -33,7 +33,13 @@ from guided_diffusion.train_util import atomic_write_json
 # gives clean samples after a CPU budget of training; the released network predicts the noise.
 DEMO_MODEL = dict(image_size=64, num_channels=32, channel_mult="1,2,2", num_res_blocks=1,
                   attention_resolutions="16", num_head_channels=32, predict_xstart=True)
+# The same network in the released parameterization (predicts the noise, learned variance:
+# --predict_xstart False --learn_sigma True, as checkpoint.pt), for measuring samplers on what
+# users run; `make demo-train-eps` fine-tunes it from the x0 network.
+DEMO_MODEL_EPS = {**DEMO_MODEL, "predict_xstart": False, "learn_sigma": True}
+DEMO_NETWORKS = {"x0": DEMO_MODEL, "eps": DEMO_MODEL_EPS}
 DEMO_CHECKPOINT = "checkpoints/demo/diff2lip_synthetic64.pt"
+DEMO_CHECKPOINT_EPS = "checkpoints/demo/diff2lip_synthetic64_eps.pt"
 DEMO_SYNC_EXPERT = "checkpoints/demo/syncnet64_synthetic.pt"
 # The held-out clips: 6 identities (the test identities of a 7-identity render) of data seed 1.
 DEMO_DATA = dict(identities=7, test_identities=6, clips_per_identity=1, seconds=6.0, seed=1)
@@ -42,14 +48,18 @@ SYNC_MIN_OFFSET = 5
 TARGETS = dict(lip_sync=0.8, wrong_audio=0.2, syncnet_accuracy=0.9)
 
 
-def model_flags() -> List[str]:
-    """DEMO_MODEL as command-line flags of generate.py / train.py."""
-    return as_flags(DEMO_MODEL)
+def model_flags(parameterization: str = "x0") -> List[str]:
+    """The demo network of this parameterization (DEMO_NETWORKS) as command-line flags of
+    generate.py / train.py."""
+    if parameterization not in DEMO_NETWORKS:
+        raise Diff2LipError(f"--parameterization {parameterization!r} is not one of {', '.join(DEMO_NETWORKS)}")
+    return as_flags(DEMO_NETWORKS[parameterization])
 
 
 def demo_defaults() -> dict:
     return dict(out_dir="outputs/demo", checkpoint=DEMO_CHECKPOINT, sync_expert=DEMO_SYNC_EXPERT,
-                timestep_respacing="ddim10", precision="bf16", seconds=DEMO_DATA["seconds"], progress=True)
+                timestep_respacing="ddim10", precision="bf16", seconds=DEMO_DATA["seconds"], parameterization="x0",
+                progress=True)
 
 
 DEMO_HELP = {
@@ -59,6 +69,8 @@ DEMO_HELP = {
     "timestep_respacing": "sampling steps of generate.py (ddimN)",
     "precision": "generate.py's --precision: bf16 (fast on CPUs with AVX-512 bf16 / AMX and on GPUs) or fp32",
     "seconds": "length of each rendered clip",
+    "parameterization": "the --checkpoint's network: x0 (the demo network, predicts the clean frame) or eps (the "
+    f"released parameterization: predicts the noise, learned sigma; {DEMO_CHECKPOINT_EPS})",
     "progress": FLAG_HELP["progress"],
 }
 
@@ -92,7 +104,7 @@ def generate(checkpoint: str, data_dir: str, filelist: str, sample_dir: str, arg
     from inference.cli import main as generate_main
 
     code = generate_main([
-        *model_flags(), "--model_path", checkpoint, "--generate_from_filelist", "True",
+        *model_flags(args.parameterization), "--model_path", checkpoint, "--generate_from_filelist", "True",
         "--filelist", os.path.join(data_dir, filelist), "--test_video_dir", data_dir, "--sample_path", sample_dir,
         "--timestep_respacing", args.timestep_respacing, "--precision", args.precision,
         "--sampling_seed", "7", "--progress", str(args.progress),
@@ -141,6 +153,7 @@ def report(scores: dict) -> str:
 
 
 def run(args) -> dict:
+    model_flags(args.parameterization)  # a wrong value fails before anything is rendered
     for flag, path in (("--checkpoint", args.checkpoint), ("--sync_expert", args.sync_expert)):
         if not os.path.isfile(path):
             raise Diff2LipError(f"{flag} '{path}' not found; `make demo-train` trains it (or pass the path of yours)")

@@ -2,6 +2,7 @@
 
     python demo_train.py                      (make demo-train)
     python demo_train.py --ablation True      (make demo-ablation)
+    python demo_train.py --parameterization eps --timestep_respacing ddim25   (make demo-train-eps)
 
 Every step is the repository's own command, run as a subprocess with the flags below, in
 `--work_dir` (each step resumes or skips what an earlier, interrupted run finished):
@@ -17,6 +18,12 @@ Every step is the repository's own command, run as a subprocess with the flags b
 With `--ablation True`, step 3 trains four networks with the same budget (`--ablation_steps`):
 L_simple only, + L2 + SyncNet, + LPIPS, + sequence GAN (the rows of the paper's Tables 1 and 3),
 scores each like the demo and prints a Markdown table.
+With `--parameterization eps`, step 3 trains the demo network in the released parameterization
+(predicts the noise, learned sigma: `demo.DEMO_MODEL_EPS`) instead, with the same data, losses
+and settings, fine-tuned from the exported x0 network (`train.py --init_from`: both have the
+learned variance, so every tensor fits; the output conv's first 3 channels switch from the clean
+frame to the noise) and with the exported expert (step 2 is skipped); it is exported as
+`diff2lip_synthetic64_eps.pt` and evaluated with its own flags.
 """
 
 import argparse
@@ -39,6 +46,15 @@ DIFF2LIP_TRAINING = dict(batch_size=4, lr=5e-4, warmup_steps=100, ema_rate=0.995
                          lpips_backbone="random", save_every=250, log_every=50, keep=2, num_workers=1)
 # The demo network's loss weights: every loss on.
 DEMO_LOSSES = dict(lambda_l2=1, lambda_sync=0.03, lambda_lpips=0.1, lambda_gan=0.01)
+# The networks of --parameterization: where each trains, its exported file, its default step count
+# and whether it starts from the exported x0 network. From scratch, the noise-predicting network
+# still sampled noise in the mouth after 500 steps (lip-sync score -0.06); fine-tuned from the x0
+# network it only has to learn the new output head and what predicting the noise asks of the rest.
+NETWORKS = {
+    "x0": dict(run_dir="diff2lip64", eval_dir="eval", checkpoint=demo.DEMO_CHECKPOINT, steps=1000, fine_tune=False),
+    "eps": dict(run_dir="diff2lip64_eps", eval_dir="eval_eps", checkpoint=demo.DEMO_CHECKPOINT_EPS, steps=1000,
+                fine_tune=True),
+}
 # The loss weights of each ablation row (the last row is the demo network's).
 ABLATION = {
     "L_simple only": dict(lambda_l2=0, lambda_sync=0, lambda_lpips=0, lambda_gan=0),
@@ -50,14 +66,18 @@ ABLATION = {
 
 def demo_train_defaults() -> dict:
     return dict(work_dir="outputs/demo_train", export_dir="checkpoints/demo", syncnet_steps=1500,
-                steps=1000, ablation=False, ablation_steps=500, timestep_respacing="ddim10", progress=True)
+                steps=0, parameterization="x0", ablation=False, ablation_steps=500, timestep_respacing="ddim10",
+                progress=True)
 
 
 DEMO_TRAIN_HELP = {
     "work_dir": "data, preprocessed crops, training runs and evaluation outputs go here",
     "export_dir": "where the exported demo checkpoints go (the paths demo.py reads by default)",
     "syncnet_steps": "optimizer steps of the SyncNet64 expert (batch 64)",
-    "steps": "optimizer steps of the demo network (batch 4 sequences of 5 frames)",
+    "steps": "optimizer steps of the demo network (batch 4 sequences of 5 frames); 0: the network's own (NETWORKS)",
+    "parameterization": "x0: the demo network (predicts the clean frame, trained from scratch with its own expert); "
+    "eps: the released parameterization (predicts the noise, learned sigma), fine-tuned from the exported x0 "
+    "network with the exported expert",
     "ablation": "instead of the demo network, train and score the four ablation rows",
     "ablation_steps": "optimizer steps of each ablation row",
     "timestep_respacing": "sampling steps of the evaluation (ddimN)",
@@ -94,10 +114,15 @@ def train_syncnet(crops: str, work_dir: str, steps: int) -> str:
     return os.path.join(out, "syncnet_best.pt")
 
 
-def train_diff2lip(crops: str, out: str, expert: str, steps: int, lambdas: Dict[str, float]) -> str:
+def train_diff2lip(crops: str, out: str, expert: str, steps: int, lambdas: Dict[str, float],
+                   parameterization: str = "x0", init_from: str = "") -> str:
+    """Train the demo network of `parameterization` (from `init_from`'s weights if given); returns
+    the path of its last checkpoint."""
+    init = ["--init_from", init_from] if init_from else []
     step(f"train Diff2Lip ({out})", [
         "train.py", "--data_root", crops, "--output_dir", out, "--sync_expert", expert, "--max_steps", str(steps),
-        "--resume", "True", *demo.model_flags(), *as_flags(DIFF2LIP_TRAINING), *as_flags(lambdas),
+        "--resume", "True", *demo.model_flags(parameterization), *init, *as_flags(DIFF2LIP_TRAINING),
+        *as_flags(lambdas),
     ])
     return os.path.join(out, f"checkpoint_{steps:07d}.pt")
 
@@ -112,7 +137,7 @@ def _read_json(path: str):
 
 def evaluation_args(args) -> argparse.Namespace:
     return argparse.Namespace(timestep_respacing=args.timestep_respacing, precision=demo.demo_defaults()["precision"],
-                              progress=args.progress)
+                              parameterization="x0", progress=args.progress)
 
 
 def held_out_clips(work_dir: str, progress: bool) -> str:
@@ -122,10 +147,28 @@ def held_out_clips(work_dir: str, progress: bool) -> str:
     return data_dir
 
 
+def exported_files(export_dir: str, parameterization: str):
+    """The exported network of `parameterization`, the exported x0 network and the exported expert."""
+    return tuple(os.path.join(export_dir, os.path.basename(path)) for path in
+                 (NETWORKS[parameterization]["checkpoint"], demo.DEMO_CHECKPOINT, demo.DEMO_SYNC_EXPERT))
+
+
 def run(args) -> None:
+    if args.parameterization not in NETWORKS:
+        raise Diff2LipError(f"--parameterization {args.parameterization!r} is not one of {', '.join(NETWORKS)}")
+    if args.ablation and args.parameterization != "x0":
+        raise Diff2LipError("--ablation trains the x0 demo network's rows; it takes no --parameterization")
+    network = NETWORKS[args.parameterization]
+    exported, exported_x0, exported_expert = exported_files(args.export_dir, args.parameterization)
+    if network["fine_tune"] and not (os.path.isfile(exported_x0) and os.path.isfile(exported_expert)):
+        raise Diff2LipError(f"--parameterization {args.parameterization} fine-tunes {exported_x0} with "
+                            f"{exported_expert}; `make demo-train` makes them")
     started = time.perf_counter()
     crops = prepare_data(args.work_dir)
-    expert = train_syncnet(crops, args.work_dir, args.syncnet_steps)
+    if network["fine_tune"]:
+        expert = exported_expert
+    else:
+        expert = train_syncnet(crops, args.work_dir, args.syncnet_steps)
     if args.ablation:
         data_dir = held_out_clips(args.work_dir, args.progress)
         rows = {}
@@ -143,15 +186,17 @@ def run(args) -> None:
             print(f"| {row} | {s['lip_sync']:.3f} | {s['wrong_audio']:.3f} | {s['psnr']:.2f} | {s['ssim']:.4f} |")
         return
 
-    checkpoint = train_diff2lip(crops, os.path.join(args.work_dir, "diff2lip64"), expert, args.steps, DEMO_LOSSES)
-    exported = os.path.join(args.export_dir, os.path.basename(demo.DEMO_CHECKPOINT))
-    exported_expert = os.path.join(args.export_dir, os.path.basename(demo.DEMO_SYNC_EXPERT))
+    checkpoint = train_diff2lip(crops, os.path.join(args.work_dir, network["run_dir"]), expert,
+                                args.steps or network["steps"], DEMO_LOSSES, args.parameterization,
+                                exported_x0 if network["fine_tune"] else "")
     step("export the demo network", ["export_checkpoint.py", "--checkpoint", checkpoint, "--out", exported,
                                      "--half", "True"])
-    step("export the expert", ["export_checkpoint.py", "--checkpoint", expert, "--out", exported_expert,
-                               "--half", "True"])
-    step("evaluate like the demo", ["demo.py", "--out_dir", os.path.join(args.work_dir, "eval"),
+    if expert != exported_expert:
+        step("export the expert", ["export_checkpoint.py", "--checkpoint", expert, "--out", exported_expert,
+                                   "--half", "True"])
+    step("evaluate like the demo", ["demo.py", "--out_dir", os.path.join(args.work_dir, network["eval_dir"]),
                                     "--checkpoint", exported, "--sync_expert", exported_expert,
+                                    "--parameterization", args.parameterization,
                                     "--timestep_respacing", args.timestep_respacing, "--progress", str(args.progress)])
     print(f"[demo-train] done in {time.perf_counter() - started:.0f} s")
 

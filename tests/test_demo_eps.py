@@ -1,0 +1,85 @@
+"""Tests for the demo network in the released parameterization (`demo_train.py --parameterization
+eps`, `demo.py --parameterization eps`): the flags each command gets, and the committed network."""
+
+import os
+
+import pytest
+import torch
+
+import demo
+import demo_train
+import train
+from guided_diffusion.errors import Diff2LipError
+from guided_diffusion.script_util import (
+    create_argparser,
+    load_model_weights,
+    tfg_create_model_and_diffusion,
+    tfg_model_and_diffusion_defaults,
+)
+from launchers import REPO_ROOT
+
+
+def run_recorded(tmp_path, monkeypatch, *argv: str) -> dict:
+    """demo_train.main with every step recorded instead of run; returns {title: argv}."""
+    export = tmp_path / "export"
+    export.mkdir()
+    for path in (demo.DEMO_CHECKPOINT, demo.DEMO_SYNC_EXPERT):
+        (export / os.path.basename(path)).write_bytes(b"")
+    calls = {}
+    monkeypatch.setattr(demo_train, "prepare_data", lambda work_dir: "CROPS")
+    monkeypatch.setattr(demo_train, "step", lambda title, args: calls.setdefault(title.split(" (")[0], args))
+    assert demo_train.main(["--work_dir", str(tmp_path / "work"), "--export_dir", str(export), *argv]) == 0
+    return calls
+
+
+def test_demo_train_eps_fine_tunes_the_x0_network_with_the_released_parameterization(tmp_path, monkeypatch):
+    calls = run_recorded(tmp_path, monkeypatch, "--parameterization", "eps", "--timestep_respacing", "ddim25")
+    export = tmp_path / "export"
+    # The committed expert is reused: neither trained nor exported again.
+    assert list(calls) == ["train Diff2Lip", "export the demo network", "evaluate like the demo"]
+    args = train.create_parser().parse_args(calls["train Diff2Lip"][1:])
+    assert (args.predict_xstart, args.learn_sigma) == (False, True)
+    assert {k: getattr(args, k) for k in demo.DEMO_MODEL if k != "predict_xstart"} == {
+        k: v for k, v in demo.DEMO_MODEL.items() if k != "predict_xstart"}
+    assert args.init_from == str(export / "diff2lip_synthetic64.pt")
+    assert args.sync_expert == str(export / "syncnet64_synthetic.pt")
+    assert args.max_steps == demo_train.NETWORKS["eps"]["steps"] and args.resume
+    assert args.output_dir == str(tmp_path / "work" / "diff2lip64_eps")
+    assert (args.lambda_l2, args.lambda_sync, args.lambda_lpips, args.lambda_gan) == (1, 0.03, 0.1, 0.01)
+    exported = calls["export the demo network"]
+    assert exported[exported.index("--out") + 1] == str(export / "diff2lip_synthetic64_eps.pt")
+    evaluation = create_argparser(demo.demo_defaults()).parse_args(calls["evaluate like the demo"][1:])
+    assert (evaluation.parameterization, evaluation.timestep_respacing) == ("eps", "ddim25")
+    assert evaluation.checkpoint == str(export / "diff2lip_synthetic64_eps.pt")
+    assert evaluation.out_dir == str(tmp_path / "work" / "eval_eps")
+
+
+def test_demo_train_default_is_the_x0_network_from_scratch(tmp_path, monkeypatch):
+    calls = run_recorded(tmp_path, monkeypatch)
+    assert list(calls) == ["train the SyncNet64 expert", "train Diff2Lip", "export the demo network",
+                           "export the expert", "evaluate like the demo"]
+    args = train.create_parser().parse_args(calls["train Diff2Lip"][1:])
+    assert (args.predict_xstart, args.init_from, args.max_steps) == (True, "", 1000)
+    exported = calls["export the demo network"]
+    assert exported[exported.index("--out") + 1] == str(tmp_path / "export" / "diff2lip_synthetic64.pt")
+    evaluation = create_argparser(demo.demo_defaults()).parse_args(calls["evaluate like the demo"][1:])
+    assert (evaluation.parameterization, evaluation.timestep_respacing) == ("x0", "ddim10")
+
+
+def test_demo_train_eps_without_the_x0_network_names_the_command(tmp_path):
+    with pytest.raises(Diff2LipError, match="make demo-train"):
+        demo_train.run(create_argparser(demo_train.demo_train_defaults()).parse_args(
+            ["--parameterization", "eps", "--export_dir", str(tmp_path), "--work_dir", str(tmp_path / "w")]))
+    assert not (tmp_path / "w").exists()
+
+
+def test_demo_model_flags_per_parameterization():
+    parse = create_argparser(tfg_model_and_diffusion_defaults()).parse_args
+    assert demo.model_flags() == demo.model_flags("x0")
+    x0, eps = parse(demo.model_flags("x0")), parse(demo.model_flags("eps"))
+    assert (x0.predict_xstart, x0.learn_sigma) == (True, True)
+    assert (eps.predict_xstart, eps.learn_sigma) == (False, True)
+    assert vars(x0) == {**vars(eps), "predict_xstart": True}
+    with pytest.raises(Diff2LipError, match="x0, eps"):
+        demo.model_flags("v")
+
