@@ -9,6 +9,8 @@ or of the raw ones, which generate.py loads with the same flags as the training.
 checkpoint becomes `{"kind": ..., "model": ...}`, which train.py's --sync_expert loads. With
 `--half True` floating-point tensors are stored in float16 (half the size; the networks cast them
 back to float32 on loading). The file is written atomically and loads with weights_only=True.
+train_distill.py exports its students through `export(..., flags=...)` as `{"model": state_dict,
+"flags": {...}}`: the flags (network, diffusion, `timestep_respacing`, `use_ddim`) that sample them.
 """
 
 import os
@@ -38,8 +40,9 @@ def _cast(state: Dict[str, torch.Tensor], half: bool) -> Dict[str, torch.Tensor]
     return {k: v.half() if half and v.is_floating_point() else v for k, v in state.items()}
 
 
-def export(checkpoint: str, out: str, weights: str = "ema", half: bool = False) -> dict:
-    """Write the release file of `checkpoint` to `out`; returns what was written."""
+def export(checkpoint: str, out: str, weights: str = "ema", half: bool = False, flags: Optional[dict] = None) -> dict:
+    """Write the release file of `checkpoint` to `out`; returns what was written. With `flags`
+    (train.py-format checkpoints only), `{"model": weights, "flags": flags}`."""
     if weights not in ("ema", "model"):
         raise Diff2LipError(f"--weights {weights!r} is not one of ema, model")
     if not os.path.isfile(checkpoint):
@@ -51,11 +54,15 @@ def export(checkpoint: str, out: str, weights: str = "ema", half: bool = False) 
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise CheckpointError(f"'{checkpoint}' is not a train.py or train_syncnet.py checkpoint (no 'model' weights)")
     if "kind" in ckpt:  # train_syncnet.py: keep the kind, so load_sync_expert builds the right network
+        if flags is not None:
+            raise Diff2LipError(f"'{checkpoint}' is a SyncNet checkpoint: it takes no Diff2Lip flags")
         result = {"kind": ckpt["kind"], "model": _cast(ckpt.get("ema") or ckpt["model"], half)}
     else:
         if weights == "ema" and not isinstance(ckpt.get("ema"), dict):
             raise CheckpointError(f"'{checkpoint}' has no EMA weights; pass --weights model")
         result = _cast(ckpt[weights], half)
+        if flags is not None:
+            result = {"model": result, "flags": dict(flags)}
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     atomic_save(result, out)
     return result

@@ -49,6 +49,7 @@ from guided_diffusion.tfg_losses import (
 )
 from guided_diffusion.train_util import (
     StopSignal,
+    autocast,
     latest_checkpoint,
     rng_state,
     save_checkpoint,
@@ -169,9 +170,13 @@ def load_lpips(device, backbone: str = "pretrained") -> torch.nn.Module:
     return net.to(device).eval().requires_grad_(False)
 
 
-def build_losses(args, device):
-    """The losses with a non-zero lambda, and the discriminator when the GAN loss is on."""
-    losses = {"simple": DiffusionLoss(), "l2": L2Loss()}
+def build_losses(args, device, base: Optional[dict] = None):
+    """The losses with a non-zero lambda, and the discriminator when the GAN loss is on.
+
+    `base` replaces the diffusion terms {"simple", "l2"} (train_distill.py: the distillation loss);
+    every loss `name` is weighted by `args.lambda_<name>`.
+    """
+    losses = dict(base) if base is not None else {"simple": DiffusionLoss(), "l2": L2Loss()}
     discriminator = None
     if args.lambda_sync:
         from guided_diffusion.syncnet import load_sync_expert
@@ -187,12 +192,6 @@ def build_losses(args, device):
         losses["gan"] = SequenceGANLoss(discriminator)
     weights = {name: getattr(args, f"lambda_{name}") for name in losses}
     return losses, weights, discriminator
-
-
-def autocast(device, precision: str):
-    if precision == "fp32":
-        return torch.autocast(device_type=device.type, enabled=False)
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def forward_losses(args, batch, model, diffusion, losses, weights, generator, device):
@@ -283,8 +282,14 @@ class Preview:
 # Training
 
 
-def train(args):
-    """Run the training; returns the network (unwrapped) and the step it stopped at."""
+def train(args, objective=None):
+    """Run the training; returns the network (unwrapped) and the step it stopped at.
+
+    `objective` replaces Diff2Lip's diffusion objective and keeps everything else of this loop
+    (train_distill.py's progressive distillation): its `losses` (the `base` of `build_losses`),
+    `attach(model)`, called once with the initialised network, and `forward`, called like
+    `forward_losses`.
+    """
     dist_util.setup_dist()
     device = dist_util.dev()
     rank, world = dist_util.rank(), dist_util.world_size()
@@ -306,8 +311,11 @@ def train(args):
         model.to(device)
         ema = copy.deepcopy(model).requires_grad_(False)
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-        losses, weights, discriminator = build_losses(args, device)
-        weights["simple"] = args.lambda_simple
+        forward = forward_losses
+        if objective is not None:
+            objective.attach(model)
+            forward = objective.forward
+        losses, weights, discriminator = build_losses(args, device, None if objective is None else objective.losses)
         disc_opt = torch.optim.AdamW(discriminator.parameters(), lr=args.disc_lr, betas=(0.5, 0.999)) if discriminator else None
         scaler = torch.amp.GradScaler("cuda", enabled=args.precision == "fp16")
         generator = torch.Generator().manual_seed(args.seed * 1009 + rank)
@@ -362,7 +370,7 @@ def train(args):
             fakes, reals = [], []
             for micro in range(args.accum_steps):
                 batch = next(batches)
-                total, logged, sequences = forward_losses(args, batch, train_model, diffusion, losses, weights, generator, device)
+                total, logged, sequences = forward(args, batch, train_model, diffusion, losses, weights, generator, device)
                 if not all_finite(total):
                     skip = True  # every micro-batch still runs, so all ranks stay in step
                     continue

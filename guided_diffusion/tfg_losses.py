@@ -28,7 +28,9 @@ class PredictedSequences:
     real: torch.Tensor  # [B, F, 3, H, W] in [-1, 1]
     mask: torch.Tensor  # [B, F, 1, H, W], 1 where generated
     sync_mel: torch.Tensor  # [B, 80, 16], the SyncNet window of each sequence
-    diffusion_terms: Dict[str, torch.Tensor]  # per frame [B*F]: "loss", "mse", optionally "vb"
+    # per frame [B*F]: "loss", "mse", optionally "vb"; distillation: "student" and "target"
+    # [B*F, C, H, W], the student's output and its target in the network's parameterization
+    diffusion_terms: Dict[str, torch.Tensor]
 
     @property
     def pred_frames(self) -> torch.Tensor:
@@ -52,6 +54,16 @@ class L2Loss:
 
     def __call__(self, batch: PredictedSequences) -> torch.Tensor:
         err = (batch.pred_frames - batch.real_frames) ** 2
+        return masked_mean_flat(err, batch.mask.flatten(0, 1)).mean()
+
+
+class DistillationLoss:
+    """Progressive distillation (Salimans & Ho 2022): mean squared error between the student's
+    output and the target that makes its one step land where the teacher's steps land, over the
+    masked pixels only (outside the mask the frame is given)."""
+
+    def __call__(self, batch: PredictedSequences) -> torch.Tensor:
+        err = (batch.diffusion_terms["student"] - batch.diffusion_terms["target"]) ** 2
         return masked_mean_flat(err, batch.mask.flatten(0, 1)).mean()
 
 

@@ -99,6 +99,14 @@ def set_rng_state(state: Dict[str, torch.Tensor], generator: torch.Generator) ->
         torch.cuda.set_rng_state(state["cuda"], dist_util.dev())
 
 
+def autocast(device: torch.device, precision: str):
+    """The training's precision context: none for fp32, bfloat16 or float16 autocast (float16 with
+    a loss scaler) otherwise."""
+    if precision == "fp32":
+        return torch.autocast(device_type=device.type, enabled=False)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
 def warmup_lr(base_lr: float, step: int, warmup_steps: int) -> float:
     """Linear warm-up from base_lr / warmup_steps to base_lr over `warmup_steps`, then constant."""
     if warmup_steps <= 0:

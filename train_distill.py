@@ -1,0 +1,142 @@
+"""Distil a Diff2Lip network into a student that samples in a few steps (progressive
+distillation, Salimans & Ho 2022).
+
+    python train_distill.py --data_root data/vox_pre --teacher checkpoints/checkpoint.pt \\
+        --teacher_steps 8 --student_steps 2 --output_dir outputs/distill
+    torchrun --nproc_per_node 8 train_distill.py ...        mpiexec -n 8 python train_distill.py ...
+
+Pass the teacher's network and diffusion flags (the released ones are the defaults). Rounds halve
+the step count (8 -> 4 -> 2): in each, a student initialised from the teacher learns to do in one
+DDIM step what the teacher does in two (eta 0, x0 clipped as sampling clips it; the details are in
+guided_diffusion/distillation.py), and its EMA weights become the next round's teacher. A round is
+train.py's training loop (the same data, DDP, exact resume, atomic checkpoints, logs and stop
+signals) in OUTPUT_DIR/roundR_ddimN, with the distillation loss instead of the diffusion loss and,
+if their lambdas are set, train.py's image-space losses on the student's x0. Each finished round
+exports its student, float16 by default, with the flags that sample it (`--timestep_respacing
+ddimN --use_ddim True`), to roundR_ddimN/student_ddimN.pt; the last one also to --export.
+"""
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+import torch
+
+import train
+from export_checkpoint import export
+from guided_diffusion import dist_util, logger
+from guided_diffusion.distillation import ProgressiveDistillation, respacing, round_schedule, student_flags
+from guided_diffusion.errors import Diff2LipError
+from guided_diffusion.script_util import args_to_dict, create_argparser, tfg_data_defaults, tfg_model_and_diffusion_defaults
+from guided_diffusion.train_util import checkpoint_path, latest_checkpoint
+
+# train.py's flags that mean the same here (their help is train.py's).
+TRAIN_FLAGS = (
+    "data_root", "batch_size", "accum_steps", "lr", "weight_decay", "warmup_steps", "grad_clip", "ema_rate",
+    "lambda_l2", "lambda_sync", "lambda_lpips", "lambda_gan", "lpips_backbone", "sync_expert", "disc_lr",
+    "disc_channels", "precision", "save_every", "preview_every", "keep", "log_every", "resume", "seed",
+    "num_workers", "max_nonfinite", "augment",
+)
+
+
+def distill_defaults() -> dict:
+    """The distillation's flags (the network and diffusion flags come from script_util)."""
+    shared = {k: train.train_defaults()[k] for k in TRAIN_FLAGS}
+    shared.update(lambda_l2=0.0, lambda_sync=0.0, lambda_lpips=0.0, lambda_gan=0.0, ema_rate=0.999)
+    return dict(teacher="", teacher_steps=8, student_steps=2, steps_per_round=5000, lambda_distill=1.0,
+                output_dir="outputs/distill", export="", export_half=True, **shared)
+
+
+DISTILL_HELP = {
+    "teacher": "the network to distil: a plain state_dict (the released checkpoint.pt), an export or a train.py / "
+    "train_distill.py checkpoint (its EMA weights); the network and diffusion flags must be its own",
+    "teacher_steps": "DDIM steps of the first round's teacher (ddimN); --student_steps times a power of 2",
+    "student_steps": "DDIM steps of the final student; rounds halve --teacher_steps down to it",
+    "steps_per_round": "optimizer steps of each round",
+    "lambda_distill": "weight of the distillation loss (the student's output against the two-step teacher target, "
+    "inside the mask)",
+    "lambda_l2": "weight of the L2 loss of the student's clipped x0 against the real frame, inside the mask (0: off)",
+    "lambda_sync": "weight of the lip-sync expert loss on the student's clipped x0 (0: off)",
+    "lambda_lpips": "weight of LPIPS on the student's clipped x0 (0: off)",
+    "lambda_gan": "weight of the sequence PatchGAN loss on the student's clipped x0 (0: off)",
+    "output_dir": "one folder per round (roundR_ddimN: checkpoints, progress.csv, log.txt, TensorBoard events, "
+    "the exported student)",
+    "export": "also write the final student here (empty: only in its round's folder)",
+    "export_half": "store the exported students' weights in float16",
+    "preview_every": "every N steps, sample the student's EMA weights with its own steps on a fixed val batch and "
+    "write preview_STEP.png (0: off)",
+    "resume": "continue from the newest checkpoint of the unfinished round; finished rounds are kept (exactly: data "
+    "order and RNG included)",
+}
+
+
+def create_parser() -> argparse.ArgumentParser:
+    return create_argparser(tfg_model_and_diffusion_defaults(), tfg_data_defaults(), distill_defaults(),
+                            description=__doc__, help_dict={**train.TRAIN_HELP, **DISTILL_HELP})
+
+
+def round_args(args, round_dir: str, teacher: str, student_steps: int) -> argparse.Namespace:
+    """train.py's flags for one round: its defaults, the shared flags, the round's folder, teacher
+    (as --init_from) and step budget; previews sample with the student's steps."""
+    merged = vars(train.create_parser().parse_args([]))
+    merged.update({k: v for k, v in vars(args).items() if k in merged})
+    merged.update(output_dir=round_dir, init_from=teacher, max_steps=args.steps_per_round,
+                  preview_respacing=respacing(student_steps), lambda_distill=args.lambda_distill)
+    return argparse.Namespace(**merged)
+
+
+def _check_teacher(round_dir: str, teacher: str) -> None:
+    """Refuse to resume a round whose checkpoints were distilled from another teacher (e.g. after
+    --steps_per_round changed, the previous round ends at another checkpoint)."""
+    path = latest_checkpoint(round_dir)
+    if path is None:
+        return
+    trained_from = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["args"]["init_from"]
+    if trained_from != teacher:
+        raise Diff2LipError(
+            f"cannot resume {round_dir}: its checkpoints were distilled from '{trained_from}', this round's teacher is "
+            f"'{teacher}'; remove the folder (and the later rounds') or run without --resume"
+        )
+
+
+def distill(args) -> Optional[str]:
+    """Run the rounds; returns the path of the final exported student, or None when a stop signal
+    ended a round early (rerun with --resume True to continue)."""
+    if not args.teacher:
+        raise Diff2LipError("--teacher is required: the checkpoint to distil")
+    rounds = round_schedule(args.teacher_steps, args.student_steps)
+    flags = args_to_dict(args, tfg_model_and_diffusion_defaults())
+    teacher, exported = args.teacher, None
+    for number, (teacher_steps, student_steps) in enumerate(rounds, 1):
+        round_dir = os.path.join(args.output_dir, f"round{number}_ddim{student_steps}")
+        if args.resume:
+            _check_teacher(round_dir, teacher)
+        objective = ProgressiveDistillation(flags, teacher_steps, student_steps)
+        _, step = train.train(round_args(args, round_dir, teacher, student_steps), objective)
+        if step < args.steps_per_round:
+            return None
+        teacher = checkpoint_path(round_dir, step)
+        exported = os.path.join(round_dir, f"student_ddim{student_steps}.pt")
+        if dist_util.is_main_process():
+            for path in filter(None, (exported, args.export if number == len(rounds) else "")):
+                export(teacher, path, "ema", args.export_half, flags=student_flags(flags, student_steps))
+                logger.log(f"round {number} ({teacher_steps} -> {student_steps} steps): exported {path}")
+        dist_util.barrier()
+    return args.export or exported
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        distill(create_parser().parse_args(argv))
+        return 0
+    except Diff2LipError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        logger.close()
+        dist_util.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
