@@ -33,9 +33,11 @@ def resolve_precision(precision: Optional[str], device: th.device, use_fp16: boo
     return precision
 
 
-def prepare_for_inference(model: th.nn.Module, device, precision: str = "fp32", channels_last: bool = True):
+def prepare_for_inference(model: th.nn.Module, device, precision: str = "fp32", channels_last: bool = True, compile: bool = False):
     """Move `model` to `device` in eval mode, with fused attention and the memory layout that
-    suits the precision; float16 converts the torso as the released `--use_fp16` did.
+    suits the precision; float16 converts the torso as the released `--use_fp16` did. With
+    `compile`, the network's forward is compiled by `torch.compile` (inductor) on first use;
+    the module keeps its attributes (`precompute_conditioning`), only `forward` is replaced.
     """
     model = model.to(device).eval()
     for module in model.modules():
@@ -45,6 +47,11 @@ def prepare_for_inference(model: th.nn.Module, device, precision: str = "fp32", 
         model.convert_to_fp16()
     if channels_last:
         model = model.to(memory_format=th.channels_last)
+    if compile:
+        # dynamic=False: a clip's batches share one shape (only the last one differs), and
+        # static shapes give the fastest kernels; the reusing steps of DeepFeatureCache are a
+        # second graph of their own.
+        model.forward = th.compile(model.forward, dynamic=False)
     return model
 
 

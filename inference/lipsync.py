@@ -32,7 +32,9 @@ from dataset.video_io import VideoWriter, is_image, iter_frames, probe_video
 from face_detection import crop_face, detect_faces, fixed_boxes, paste_face
 from guided_diffusion.errors import MediaError
 from guided_diffusion.inference_util import autocast
+from guided_diffusion.samplers import solver_sample
 from guided_diffusion.tfg_data_util import shared_noise, tfg_process_batch
+from guided_diffusion.unet import DeepFeatureCache
 
 FPS = 25
 SAMPLE_RATE = 16000
@@ -50,6 +52,11 @@ class SamplingOptions:
     sampling_batch_size: int = 32
     use_ddim: bool = True
     clip_denoised: bool = True
+    sampler: str = "ddim"  # "ddim": the released sampler; or a DPM-Solver++ of `samplers.SOLVERS`
+    sampling_steps: int = 10  # network passes of a DPM-Solver++
+    solver_spacing: str = "trailing"
+    cache_interval: int = 1  # deep-feature reuse: a full pass every `cache_interval` steps (1: off)
+    cache_depth: int = 3
     paste: str = "full"
     loop_video: bool = False
     is_voxceleb2: bool = True
@@ -102,11 +109,12 @@ def plan_clip(video_path: str, audio_path: str, opts: SamplingOptions) -> ClipPl
     """Probe the video, read the audio and decide the number of frames (released rule:
     min(video frames, full mel windows); a still image or `--loop_video` covers the audio)."""
     if not os.path.isfile(video_path):
-        raise MediaError(f"video '{video_path}' does not exist; check --video_path / --test_video_dir")
+        problem = "is a folder" if os.path.isdir(video_path) else "does not exist"
+        raise MediaError(f"video '{video_path}' {problem}; check --video_path / --test_video_dir")
     info = probe_video(video_path, FPS)
     if info.num_frames == 0:
         raise MediaError(f"video '{video_path}' has no frames; give a clip with a visible face")
-    still = is_image(video_path)
+    still = is_image(video_path) or info.num_frames == 1  # a one-frame GIF or video is a still too
     first_frame_input = opts.sampling_input_type == "first_frame"
     covers_audio = still or (opts.loop_video and not first_frame_input)
     # When the video may limit the clip, the audio past what its last frame's window reads cannot
@@ -146,8 +154,12 @@ class SourceFrames:
             fd, self._cache_path = tempfile.mkstemp(prefix=".frames-", suffix=".u8", dir=cache_dir)
             os.close(fd)
             self._cache = np.memmap(self._cache_path, dtype=np.uint8, mode="w+", shape=(plan.n_video, h, w, 3))
-            for i, frame in enumerate(iter_frames(plan.video_path, FPS, 0, plan.n_video)):
-                self._cache[i] = frame
+            try:
+                for i, frame in enumerate(iter_frames(plan.video_path, FPS, 0, plan.n_video)):
+                    self._cache[i] = frame
+            except BaseException:  # a bad frame or a stop signal: the caller never gets to close()
+                self.close()
+                raise
 
     def close(self) -> None:
         if self._cache is not None:
@@ -260,7 +272,7 @@ class LipSyncer:
                 noise=noise.to(self.device),
             )
             started = time.perf_counter()
-            sample = self._sample(batch, c0)
+            sample = self.sample(batch, c0)
             self.network_seconds += time.perf_counter() - started
             generated = sample * batch.mask + batch.x_start * (1 - batch.mask)
             faces = _to_images(generated.cpu(), opts.channel_order, opts.paste)
@@ -270,19 +282,28 @@ class LipSyncer:
                 box = boxes[0] if plan.first_frame_input else boxes[i]
                 yield paste_face(target, face, box, mode=opts.paste, face_hide_percentage=opts.face_hide_percentage)
 
-    def _sample(self, batch, chunk_start: int) -> torch.Tensor:
+    def sample(self, batch, chunk_start: int = 0) -> torch.Tensor:
+        """Sample the clean crops `[N, 3, H, W]` of one chunk (a `TFGBatch`) with the chosen sampler."""
         opts = self.opts
         shape = tuple(batch.x_start.shape)
         x_t = batch.noise.contiguous()
+        model_kwargs = dict(batch.model_kwargs)
+        if opts.cache_interval > 1:
+            model_kwargs["feature_cache"] = DeepFeatureCache(opts.cache_interval, opts.cache_depth)
         with torch.no_grad(), autocast(self.device, opts.precision):
+            if opts.sampler != "ddim":
+                return solver_sample(
+                    self.diffusion, self.model, x_t, model_kwargs, solver=opts.sampler, steps=opts.sampling_steps,
+                    spacing=opts.solver_spacing, clip_denoised=opts.clip_denoised,
+                )
             if opts.use_ddim:
                 return self.diffusion.ddim_sample_loop(
-                    self.model, shape, noise=x_t, clip_denoised=opts.clip_denoised, model_kwargs=batch.model_kwargs
+                    self.model, shape, noise=x_t, clip_denoised=opts.clip_denoised, model_kwargs=model_kwargs
                 )
             # DDPM draws noise at every step: seed it per chunk, for the same reason as above.
             torch.manual_seed(opts.sampling_seed * 1_000_003 + chunk_start)
             return self.diffusion.p_sample_loop(
-                self.model, shape, noise=x_t, clip_denoised=opts.clip_denoised, model_kwargs=batch.model_kwargs
+                self.model, shape, noise=x_t, clip_denoised=opts.clip_denoised, model_kwargs=model_kwargs
             )
 
 
