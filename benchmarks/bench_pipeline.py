@@ -11,7 +11,13 @@ The share outside the network that users of the official network will see is the
 from the per-frame cost of the official network's DDIM-25 sample on the fast CPU path, timed
 in this same run.
 
-    python benchmarks/bench_pipeline.py [--durations 10 60] [--workdir outputs/bench_pipeline]
+Memory in the audio's length: the same 4 s 224x224 video (100 frames, the VoxCeleb2 crop)
+lip-synced to 10 s and to 10 min of speech (AAC), each in a fresh process, compares the peak
+resident memory. The video limits both clips, so only the audio differs; small frames keep the
+video's share of the peak small, so that audio costs would show.
+
+    python benchmarks/bench_pipeline.py [--durations 10 60] [--audio_durations 10 600]
+        [--parts clips audio estimates] [--workdir outputs/bench_pipeline]
 """
 
 import argparse
@@ -20,6 +26,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Optional, Sequence
 
 import torch
 
@@ -28,41 +35,74 @@ sys.path.insert(0, REPO_ROOT)
 
 HEIGHT, WIDTH = 720, 1280
 BOX = "160,560,440,840"  # top,bottom,left,right of the drawn face in a 1280x720 frame
+FIXED_BOX = ("--is_voxceleb2", "False", "--box", BOX)
+PARTS = ("clips", "audio", "estimates")
 TINY_FLAGS = [
     "--image_size", "128", "--num_channels", "32", "--num_res_blocks", "1", "--channel_mult", "1,1,2",
     "--attention_resolutions", "16", "--num_head_channels", "32", "--timestep_respacing", "ddim2",
 ]
 
 
-def render(path: str, seconds: float) -> None:
+def render(path: str, seconds: float, with_audio: bool = True, height: int = HEIGHT, width: int = WIDTH) -> None:
     from dataset.synthetic import draw_face, speech_like
     from dataset.video_io import VideoWriter
 
     if os.path.exists(path):
         return
-    with VideoWriter(path, fps=25, audio=speech_like(seconds), sample_rate=16000) as writer:
+    with VideoWriter(path, fps=25, audio=speech_like(seconds) if with_audio else None, sample_rate=16000) as writer:
         for i in range(int(seconds * 25)):
-            writer.write(draw_face(i, HEIGHT, WIDTH))
+            writer.write(draw_face(i, height, width))
 
 
-def run_clip(video: str, checkpoint: str, out: str) -> dict:
-    """Lip-sync `video` with its own audio in a fresh process; the child prints its figures."""
+def write_speech(path: str, seconds: float) -> None:
+    """`seconds` of speech-like audio as a 16 kHz AAC file, encoded in 10 s pieces."""
+    import av
+    from fractions import Fraction
+
+    from dataset.synthetic import speech_like
+
+    if os.path.exists(path):
+        return
+    tmp = path + ".tmp.m4a"
+    with av.open(tmp, "w") as container:
+        stream = container.add_stream("aac", rate=16000, layout="mono")
+        for k, start in enumerate(range(0, int(seconds), 10)):
+            piece = speech_like(min(10, seconds - start), seed=k)
+            frame = av.AudioFrame.from_ndarray(piece[None, :], format="fltp", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = 16000, start * 16000, Fraction(1, 16000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    os.replace(tmp, path)
+
+
+def run_clip(video: str, checkpoint: str, out: str, audio: Optional[str] = None, face: Sequence[str] = FIXED_BOX) -> dict:
+    """Lip-sync `video` with `audio` (default: its own) in a fresh process, faces placed by the
+    `face` flags; the child prints its figures."""
     code = (
         "import json, sys, time\n"
         f"sys.path.insert(0, {REPO_ROOT!r})\n"
         "from inference.cli import Generator, create_parser\n"
         "args = create_parser().parse_args(sys.argv[1:])\n"
+        "def mb(key):\n"
+        "    return int([l for l in open('/proc/self/status') if l.startswith(key)][0].split()[1]) / 1024\n"
         "gen = Generator(args)\n"
+        "peak_before = mb('VmHWM:')\n"
+        # Writing 5 to clear_refs resets the peak to the current RSS (Linux >= 4.0), so the clip's own
+        # peak is measured apart from the imports and the model, which can hide it.
+        "open('/proc/self/clear_refs', 'w').write('5')\n"
+        "rss_before = mb('VmRSS:')\n"
         "start = time.perf_counter()\n"
         "n = gen.clip(args.video_path, args.audio_path, args.out_path)\n"
         "total = time.perf_counter() - start\n"
-        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
+        "clip_peak = mb('VmHWM:')\n"
         "print(json.dumps(dict(frames=n, seconds=total, network_seconds=gen.syncer.network_seconds,"
-        " peak_rss_mb=int(hwm) / 1024)))\n"
+        " peak_rss_mb=max(peak_before, clip_peak), clip_rss_mb=clip_peak - rss_before)))\n"
     )
     argv = [
         *TINY_FLAGS, "--model_path", checkpoint, "--generate_from_filelist", "0", "--video_path", video,
-        "--audio_path", video, "--out_path", out, "--is_voxceleb2", "False", "--box", BOX,
+        "--audio_path", audio or video, "--out_path", out, *face,
         "--sampling_batch_size", "32", "--progress", "False", "--precision", "bf16",
     ]
     proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=REPO_ROOT)
@@ -125,9 +165,70 @@ def official_network_seconds_per_frame(batch: int = 8) -> float:
     return forward * 25 / batch
 
 
+def audio_memory(workdir: str, checkpoint: str, durations: Sequence[float]) -> dict:
+    """Peak RSS lip-syncing one 4 s 224x224 video to the shorter and to the longer audio, each in a fresh process."""
+    video = os.path.join(workdir, "video_4s_224p.mp4")
+    render(video, 4, with_audio=False, height=224, width=224)
+    runs = {}
+    for seconds in durations:
+        speech = os.path.join(workdir, f"speech_{int(seconds)}s.m4a")
+        write_speech(speech, seconds)
+        out = os.path.join(workdir, f"out_audio_{int(seconds)}s.mp4")
+        runs[seconds] = result = run_clip(video, checkpoint, out, audio=speech, face=("--is_voxceleb2", "True"))
+        print(f"4 s video ({result['frames']} frames) with {seconds:.0f} s of audio: peak RSS {result['peak_rss_mb']:.0f} MB, "
+              f"of which the clip adds {result['clip_rss_mb']:.0f} MB to the loaded model")
+    short, long_ = runs[min(durations)], runs[max(durations)]
+    ratio = long_["peak_rss_mb"] / short["peak_rss_mb"]
+    print(f"peak memory, {max(durations):.0f} s / {min(durations):.0f} s of audio at the same video: {ratio:.3f} "
+          f"(target <= 1.1); the clip's own: {long_['clip_rss_mb']:.0f} MB vs {short['clip_rss_mb']:.0f} MB")
+    return {
+        f"peak_rss_mb_audio_{int(min(durations))}s": short["peak_rss_mb"],
+        f"peak_rss_mb_audio_{int(max(durations))}s": long_["peak_rss_mb"],
+        "memory_ratio_audio_long_vs_short": ratio,
+        f"clip_rss_mb_audio_{int(min(durations))}s": short["clip_rss_mb"],
+        f"clip_rss_mb_audio_{int(max(durations))}s": long_["clip_rss_mb"],
+        "clip_memory_added_by_long_audio_mb": long_["clip_rss_mb"] - short["clip_rss_mb"],
+    }
+
+
+def estimates(workdir: str, outside: Optional[float] = None) -> dict:
+    """S3FD and official-network costs per frame, and the share of time outside the network
+    (`outside`: seconds per frame outside the small network, from the longest clip run)."""
+    detect = {scale: detection_seconds_per_frame(workdir, scale=scale) for scale in (1.0, 0.5)}
+    network = official_network_seconds_per_frame()
+    print(f"S3FD on 720p: {detect[1.0] * 1000:.0f} ms (--face_det_scale 1, released), {detect[0.5] * 1000:.0f} ms (0.5); "
+          f"official network DDIM-25 (bf16): {network:.2f} s")
+    figures = dict(
+        s3fd_ms_per_frame_scale1=detect[1.0] * 1000,
+        s3fd_ms_per_frame_scale05=detect[0.5] * 1000,
+        official_network_s_per_frame=network,
+    )
+    if outside is None:  # no clip was run: nothing to share out
+        return figures
+
+    def share(extra: float) -> float:
+        return (outside + extra) / (outside + extra + network)
+
+    print(f"outside the network per frame: {outside * 1000:.1f} ms (decode, crop, paste, encode)")
+    print(f"estimated share outside the official network: {share(0):.1%} with a fixed box / VoxCeleb2 crop, "
+          f"{share(detect[0.5]):.1%} with S3FD at scale 0.5, {share(detect[1.0]):.1%} at scale 1 (target <= 15%)")
+    figures.update(
+        outside_ms_per_frame=outside * 1000,
+        outside_share_official_fixed_box=share(0),
+        outside_share_official_s3fd_scale05=share(detect[0.5]),
+        outside_share_official_s3fd_scale1=share(detect[1.0]),
+    )
+    return figures
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--durations", type=float, nargs="+", default=[10, 60], help="clip lengths in seconds")
+    parser.add_argument("--audio_durations", type=float, nargs=2, default=[10, 600],
+                        help="the two audio lengths (seconds) lip-synced onto the same 4 s 224x224 video")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="clips: speed and memory per clip length; audio: memory in the audio's length; "
+                        "estimates: S3FD and the official network, the share outside the network")
     parser.add_argument("--workdir", default=os.path.join(REPO_ROOT, "outputs", "bench_pipeline"),
                         help="where the rendered clips (kept for reruns) and outputs go")
     args = parser.parse_args()
@@ -145,7 +246,7 @@ def main():
 
     figures = {}
     runs = {}
-    for seconds in args.durations:
+    for seconds in args.durations if "clips" in args.parts else []:
         video = os.path.join(args.workdir, f"clip_{int(seconds)}s_720p.mp4")
         render(video, seconds)
         result = run_clip(video, checkpoint, os.path.join(args.workdir, f"out_{int(seconds)}s.mp4"))
@@ -160,32 +261,15 @@ def main():
         figures[f"outside_share_tiny_{tag}"] = outside / result["seconds"]
         figures[f"peak_rss_mb_{tag}"] = result["peak_rss_mb"]
 
-    short, long_ = min(runs), max(runs)
-    if short != long_:
+    if runs and min(runs) != max(runs):
+        short, long_ = min(runs), max(runs)
         figures["memory_ratio_long_vs_short"] = runs[long_]["peak_rss_mb"] / runs[short]["peak_rss_mb"]
         print(f"peak memory {int(long_)} s / {int(short)} s: {figures['memory_ratio_long_vs_short']:.3f} (target <= 1.2)")
 
-    detect = {scale: detection_seconds_per_frame(args.workdir, scale=scale) for scale in (1.0, 0.5)}
-    network = official_network_seconds_per_frame()
-    outside = runs[long_]["outside_per_frame"]
-
-    def share(extra: float) -> float:
-        return (outside + extra) / (outside + extra + network)
-
-    print(f"outside the network per frame: {outside * 1000:.1f} ms (decode, crop, paste, encode); "
-          f"S3FD on 720p: {detect[1.0] * 1000:.0f} ms (--face_det_scale 1, released), {detect[0.5] * 1000:.0f} ms (0.5); "
-          f"official network DDIM-25 (bf16): {network:.2f} s")
-    print(f"estimated share outside the official network: {share(0):.1%} with a fixed box / VoxCeleb2 crop, "
-          f"{share(detect[0.5]):.1%} with S3FD at scale 0.5, {share(detect[1.0]):.1%} at scale 1 (target <= 15%)")
-    figures.update(
-        outside_ms_per_frame=outside * 1000,
-        s3fd_ms_per_frame_scale1=detect[1.0] * 1000,
-        s3fd_ms_per_frame_scale05=detect[0.5] * 1000,
-        official_network_s_per_frame=network,
-        outside_share_official_fixed_box=share(0),
-        outside_share_official_s3fd_scale05=share(detect[0.5]),
-        outside_share_official_s3fd_scale1=share(detect[1.0]),
-    )
+    if "audio" in args.parts:
+        figures.update(audio_memory(args.workdir, checkpoint, args.audio_durations))
+    if "estimates" in args.parts:
+        figures.update(estimates(args.workdir, runs[max(runs)]["outside_per_frame"] if runs else None))
     for name, value in figures.items():
         print(f"{name}={value:.4g}")
 
