@@ -16,23 +16,31 @@ def space_timesteps(num_timesteps: int, section_counts: Union[str, Iterable[int]
     steps: ddim25 of 1000 keeps 0, 40, ..., 960), "N" (N steps spread evenly), or a comma list
     "10,15,20" of counts for equal sections of the process.
     """
+    flag = f"--timestep_respacing {section_counts!r}"
     if isinstance(section_counts, str):
         if section_counts.startswith("ddim"):
-            desired_count = int(section_counts[len("ddim"):])
-            for stride in range(1, num_timesteps):
-                if len(range(0, num_timesteps, stride)) == desired_count:
-                    return set(range(0, num_timesteps, stride))
+            try:
+                desired_count = int(section_counts[len("ddim"):])
+            except ValueError:
+                raise Diff2LipError(f"{flag}: expected ddimN with a whole number N, e.g. ddim25") from None
+            # Two steps at least: the posterior of a one-step process is undefined (GaussianDiffusion).
+            if not 2 <= desired_count <= num_timesteps:
+                raise Diff2LipError(f"{flag}: expected ddimN with 2 <= N <= {num_timesteps} (the diffusion steps)")
+            strides = {len(range(0, num_timesteps, s)): s for s in range(num_timesteps - 1, 0, -1)}
+            if desired_count in strides:
+                return set(range(0, num_timesteps, strides[desired_count]))
+            nearest = min(strides, key=lambda n: (abs(n - desired_count), n))
             raise Diff2LipError(
-                f"--timestep_respacing {section_counts}: no integer stride gives exactly {desired_count} "
-                f"of {num_timesteps} steps; pick another count or use '{desired_count}' (even spacing)"
+                f"{flag}: no integer stride gives exactly {desired_count} of {num_timesteps} steps; "
+                f"use ddim{nearest} (the nearest that does) or '{desired_count}' (even spacing)"
             )
         try:
             section_counts = [int(x) for x in section_counts.split(",")]
         except ValueError:
-            raise Diff2LipError(
-                f"--timestep_respacing {section_counts!r} is not 'ddimN', 'N' or a comma list of counts"
-            ) from None
+            raise Diff2LipError(f"{flag}: expected 'ddimN', 'N' or a comma list of counts, e.g. ddim25") from None
     section_counts = list(section_counts)
+    if any(c < 0 for c in section_counts) or sum(section_counts) < 2:
+        raise Diff2LipError(f"{flag}: expected step counts >= 0 that add up to at least 2, e.g. ddim25 or 25")
     size_per = num_timesteps // len(section_counts)
     extra = num_timesteps % len(section_counts)
     start_idx = 0

@@ -7,7 +7,8 @@ configuration, so `--model_path checkpoints/checkpoint.pt` alone builds the righ
 """
 
 import argparse
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch as th
 
@@ -87,6 +88,12 @@ def tfg_sampling_defaults() -> dict:
         timestep_respacing="ddim25",
         use_ddim=True,
         clip_denoised=True,
+        sampler="ddim",
+        sampling_steps=10,
+        solver_spacing="trailing",
+        cache_interval=1,
+        cache_depth=3,
+        compile=False,
         model_path="checkpoints/checkpoint.pt",
         sampling_seed=7,
         sampling_input_type="gt",
@@ -145,7 +152,7 @@ FLAG_HELP: Dict[str, str] = {
     "learn_sigma": "the network also predicts the variance (learned range); output has 6 channels",
     "diffusion_steps": "training diffusion steps T",
     "noise_schedule": "beta schedule: linear or cosine",
-    "timestep_respacing": "sampling steps: 'ddimN', 'N' or a comma list of section counts ('' = all T)",
+    "timestep_respacing": "sampling steps: 'ddimN', 'N' or a comma list of section counts, 2 steps at least ('' = all T)",
     "use_kl": "train on the variational bound instead of the MSE",
     "predict_xstart": "the network predicts x0 instead of the noise (Diff2Lip: False)",
     "rescale_timesteps": "feed timesteps scaled to 0..1000 to the network",
@@ -155,6 +162,17 @@ FLAG_HELP: Dict[str, str] = {
     # sampling
     "use_ddim": "sample with DDIM (deterministic with eta 0) instead of DDPM",
     "clip_denoised": "clamp the predicted clean frame to [-1, 1] at each step",
+    "sampler": "ddim: the released sampler (DDIM, or DDPM with --use_ddim False) over --timestep_respacing; "
+    "dpm++2m / dpm++3m: DPM-Solver++ multistep ODE solvers of --sampling_steps network passes (same network, "
+    "no retraining; 2M at 8-10 steps is close to DDIM-25)",
+    "sampling_steps": "network passes per frame of the dpm++ samplers (the ddim sampler takes its steps from "
+    "--timestep_respacing)",
+    "solver_spacing": "timesteps of the dpm++ samplers: trailing (from t=T-1 down in equal strides, best for few "
+    "steps) or ddim (those of --timestep_respacing ddimN)",
+    "cache_interval": "deep-feature reuse (DeepCache): a full network pass every N steps, and in between only "
+    "the shallowest --cache_depth blocks at each end of the UNet (1 = off, the released behaviour)",
+    "cache_depth": "encoder (and mirror decoder) blocks recomputed on the reusing steps; the rest is reused",
+    "compile": "torch.compile the network (the first batch compiles for a minute; pays on long clips)",
     "model_path": "Diff2Lip checkpoint (a state_dict), e.g. checkpoints/checkpoint.pt",
     "sampling_seed": "seed of the shared initial noise; same seed, same output",
     "sampling_input_type": "input frames: gt (each frame itself, cross) or first_frame (reconstruction)",
@@ -167,22 +185,193 @@ FLAG_HELP: Dict[str, str] = {
     "save_orig": "also write the untouched input with the driving audio as *_orig.mp4",
     "video_path": "single run: the face video (or a still image)",
     "audio_path": "single run: the speech (wav, mp3, m4a, or a video's audio track)",
-    "out_path": "single run: the output mp4",
+    "out_path": "single run: the output mp4 (never one of the inputs)",
     "face_det_batch_size": "frames per S3FD face-detection batch",
-    "pads": "face box padding top,bottom,left,right in pixels",
+    "pads": "face box padding top,bottom,left,right in pixels, for boxes the detector finds (not with --box or --is_voxceleb2 True)",
     "face_det_scale": "run S3FD on frames scaled by this (released: 1.0; 0.5 is 4x cheaper, fine for large faces)",
     "is_voxceleb2": "use the fixed VoxCeleb2 face crop instead of the face detector",
-    "box": "fixed face box top,bottom,left,right in pixels for every frame (no detector); '' = detect",
+    "box": "fixed face box top,bottom,left,right in pixels for every frame (no detector; at least 16 px a side, "
+    "with --is_voxceleb2 False); '' = detect",
     "paste": "full: paste the whole resized crop back (released, faithful numbers); "
     "lower: paste only the generated lower face with a soft seam (upper face untouched)",
     "loop_video": "play the video forward-backward to cover the whole audio (dubbing); "
     "released: stop at the shorter of video and audio",
-    "skip_existing": "skip filelist items whose output already exists (resume an interrupted list)",
+    "skip_existing": "skip filelist items whose output already exists as a readable video (resume an interrupted list)",
     "precision": "fp32, bf16 or fp16 (GPU only); '' = fp32, or the released --use_fp16 meaning",
     "device": "cpu, cuda, cuda:1, ...; '' = this process's GPU if any, else cpu",
     "channel_order": "channel order the network sees: rgb or bgr (rgb assumed for the released checkpoint)",
     "progress": "show progress bars",
 }
+
+
+# ----------------------------------------------------------------------------------------------
+# Flag validation
+#
+# The values each flag takes live here, beside its default and help, and are checked once, when a
+# command parses its flags (`_ArgumentParser.parse_args`), before any model is built or any file
+# is touched. A bad value is one line naming the flag, the value and what is valid.
+
+# A check returns None for a good value, else the problem in words ("expected 0 < value < 1").
+# The range checks also carry `valid`, the range in words, which `--help` shows.
+FlagCheck = Callable[[Any], Optional[str]]
+
+
+def _range_check(ok: Callable[[Any], bool], valid: str) -> FlagCheck:
+    def check(v) -> Optional[str]:
+        return None if ok(v) else f"expected {valid}"
+
+    check.valid = valid
+    return check
+
+
+def at_least(minimum: float) -> FlagCheck:
+    return _range_check(lambda v: v >= minimum, f"a value >= {minimum}")
+
+
+def between(low: float, high: float, low_open: bool = False, high_open: bool = False) -> FlagCheck:
+    return _range_check(
+        lambda v: (v > low if low_open else v >= low) and (v < high if high_open else v <= high),
+        f"{low} {'<' if low_open else '<='} value {'<' if high_open else '<='} {high}",
+    )
+
+
+def one_of(*choices: str) -> FlagCheck:
+    return _range_check(lambda v: v in choices, "one of " + ", ".join(c if c else "'' (automatic)" for c in choices))
+
+
+def _minus_one_or_positive(v: int) -> Optional[str]:
+    return None if v == -1 or v >= 1 else "expected -1 (unused) or a value >= 1"
+
+
+def _positive_list(v: str) -> Optional[str]:
+    """'' or a comma list of positive numbers (channel multipliers, attention sizes)."""
+    try:
+        ok = all(float(x) > 0 for x in str(v).split(",")) if str(v).strip() else True
+    except ValueError:
+        ok = False
+    return None if ok else "expected '' or a comma list of positive numbers, e.g. 1,2,2"
+
+
+def check_device(value: str) -> Optional[str]:
+    """'' (this process's GPU, else the CPU), cpu, or a CUDA device that this process can see."""
+    if value == "":
+        return None
+    usage = "expected cpu, cuda or cuda:N ('' = this process's GPU if any, else cpu)"
+    try:
+        device = th.device(value)
+    except (RuntimeError, ValueError):
+        return usage
+    if device.type == "cpu":
+        return None
+    if device.type != "cuda":
+        return usage
+    if not th.cuda.is_available():
+        return "no CUDA GPU is visible to this process; use --device cpu, or '' to pick automatically"
+    count = th.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        return f"only {count} GPU(s) are visible (cuda:0 to cuda:{count - 1})"
+    return None
+
+
+FLAG_CHECKS: Dict[str, FlagCheck] = {
+    # network
+    "image_size": at_least(8),
+    "num_channels": at_least(1),
+    "num_res_blocks": at_least(0),
+    "num_heads": at_least(1),
+    "num_heads_upsample": _minus_one_or_positive,
+    "num_head_channels": _minus_one_or_positive,
+    "attention_resolutions": _positive_list,
+    "channel_mult": _positive_list,
+    "dropout": between(0, 1, high_open=True),
+    "nframes": at_least(1),
+    "nrefer": at_least(1),
+    # diffusion
+    "diffusion_steps": at_least(1),
+    "noise_schedule": one_of("linear", "cosine"),
+    # data
+    "face_hide_percentage": between(0, 1, low_open=True, high_open=True),
+    # sampling
+    "sampling_seed": between(0, 2**32 - 1),
+    "sampling_input_type": one_of("gt", "first_frame"),
+    "sampling_ref_type": one_of("gt", "first_frame", "random"),
+    "sampling_batch_size": at_least(1),
+    "sampler": one_of("ddim", "dpm++2m", "dpm++3m"),
+    "sampling_steps": at_least(1),
+    "solver_spacing": one_of("trailing", "ddim"),
+    "cache_interval": at_least(1),
+    "cache_depth": at_least(1),
+    "face_det_batch_size": at_least(1),
+    "face_det_scale": between(0, 1, low_open=True),
+    "paste": one_of("full", "lower"),
+    "precision": one_of("", "fp32", "bf16", "fp16"),
+    "device": check_device,
+    "channel_order": one_of("rgb", "bgr"),
+}
+
+
+@dataclass(frozen=True)
+class FlagRule:
+    """A check of flags that only make sense together: `check(args)` returns None or the whole
+    one-line message (naming the flags), and runs when a parser has all of `flags`."""
+
+    flags: Tuple[str, ...]
+    check: Callable[[argparse.Namespace], Optional[str]]
+
+    def applies_to(self, names: Iterable[str]) -> bool:
+        return set(self.flags) <= set(names)
+
+
+def _respacing_rule(args: argparse.Namespace) -> Optional[str]:
+    if args.timestep_respacing:
+        space_timesteps(getattr(args, "diffusion_steps", 1000), args.timestep_respacing)  # raises its own message
+    return None
+
+
+def _image_size_rule(args: argparse.Namespace) -> Optional[str]:
+    levels = len(parse_channel_mult(args.channel_mult, args.image_size))
+    step = 2 ** (levels - 1)
+    if args.image_size % step:
+        return (f"--image_size {args.image_size} is not a multiple of {step}, which the {levels} levels of "
+                f"--channel_mult {args.channel_mult or 'default'} halve it by; pick a multiple of {step}")
+    return None
+
+
+def _unimplemented_variant(use_audio: bool, audio_as_style: bool, audio_as_style_encoder_mlp: bool) -> Optional[str]:
+    """Released network variants that parse but are not implemented (also refused by create_tfg_model)."""
+    if use_audio and not audio_as_style:
+        return ("--audio_as_style False (the released spatial-audio variant) is not implemented; "
+                "use --audio_as_style True, as the released checkpoint does")
+    if audio_as_style_encoder_mlp:
+        return "--audio_as_style_encoder_mlp True is not implemented; the released checkpoint uses False"
+    return None
+
+
+FLAG_RULES: List[FlagRule] = [
+    FlagRule(("timestep_respacing",), _respacing_rule),
+    FlagRule(("image_size", "channel_mult"), _image_size_rule),
+    FlagRule(
+        ("use_audio", "audio_as_style", "audio_as_style_encoder_mlp"),
+        lambda a: _unimplemented_variant(a.use_audio, a.audio_as_style, a.audio_as_style_encoder_mlp),
+    ),
+]
+
+
+def validate_flags(args: argparse.Namespace, checks: Dict[str, FlagCheck], rules: Sequence[FlagRule] = ()) -> None:
+    """Raise `Diff2LipError` for the first flag whose value fails its check, then the first rule
+    that fails; flags without a check are not looked at."""
+    for flag, check in checks.items():
+        if not hasattr(args, flag):
+            continue
+        value = getattr(args, flag)
+        problem = check(value)
+        if problem:
+            shown = repr(value) if isinstance(value, str) else value
+            raise Diff2LipError(f"--{flag} {shown}: {problem}")
+    for rule in rules:
+        problem = rule.check(args)
+        if problem:
+            raise Diff2LipError(problem)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -201,9 +390,13 @@ def str2bool(v) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean (True/False, 1/0), got {v!r}")
 
 
-def add_dict_to_argparser(parser: argparse.ArgumentParser, default_dict: dict, help_dict: Optional[dict] = None) -> None:
-    """Add one `--key` per entry, typed by its default, documented from `help_dict` (FLAG_HELP)."""
+def add_dict_to_argparser(
+    parser: argparse.ArgumentParser, default_dict: dict, help_dict: Optional[dict] = None, checks: Optional[dict] = None
+) -> None:
+    """Add one `--key` per entry, typed by its default, documented from `help_dict` (FLAG_HELP)
+    and, where its check (FLAG_CHECKS) states one, the valid range."""
     help_dict = FLAG_HELP if help_dict is None else help_dict
+    checks = FLAG_CHECKS if checks is None else checks
     for k, v in default_dict.items():
         v_type = type(v)
         if v is None:
@@ -211,7 +404,9 @@ def add_dict_to_argparser(parser: argparse.ArgumentParser, default_dict: dict, h
         elif isinstance(v, bool):
             v_type = str2bool
         text = help_dict.get(k, "")
-        parser.add_argument(f"--{k}", default=v, type=v_type, help=f"{text} (default: {v!r})".strip())
+        valid = getattr(checks.get(k), "valid", None)
+        note = f"default: {v!r}" + (f"; valid: {valid}" if valid else "")
+        parser.add_argument(f"--{k}", default=v, type=v_type, help=f"{text} ({note})".strip())
 
 
 def args_to_dict(args, keys: Iterable[str]) -> dict:
@@ -224,26 +419,45 @@ def as_flags(settings: dict) -> List[str]:
     return [arg for key, value in settings.items() for arg in (f"--{key}", str(value))]
 
 
-def create_argparser(*default_dicts: dict, description: str = "", help_dict: Optional[dict] = None) -> argparse.ArgumentParser:
+def create_argparser(
+    *default_dicts: dict,
+    description: str = "",
+    help_dict: Optional[dict] = None,
+    checks: Optional[Dict[str, "FlagCheck"]] = None,
+    rules: Sequence["FlagRule"] = (),
+) -> argparse.ArgumentParser:
     """An argparse parser of the merged dictionaries (later ones override earlier ones), with
     help from FLAG_HELP and `help_dict` (for a command's own flags).
 
     Prefix abbreviations are off, so a mistyped flag is an error rather than another flag.
+    `parse_args` then validates the values once (`validate_flags`): the shared `FLAG_CHECKS` of
+    the flags this parser has, a command's own `checks` (which override them) and its `rules`.
     """
     merged: dict = {}
     for d in default_dicts:
         merged.update(d)
     parser = _ArgumentParser(description=description, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dict_to_argparser(parser, merged, {**FLAG_HELP, **(help_dict or {})})
+    parser.flag_checks = {**{k: FLAG_CHECKS[k] for k in merged if k in FLAG_CHECKS}, **(checks or {})}
+    add_dict_to_argparser(parser, merged, {**FLAG_HELP, **(help_dict or {})}, parser.flag_checks)
+    parser.flag_rules = [*(r for r in FLAG_RULES if r.applies_to(merged)), *rules]
     return parser
 
 
 class _ArgumentParser(argparse.ArgumentParser):
     """argparse that raises `Diff2LipError`, so a bad flag is one `error:` line and exit code 1,
-    like every other bad input (entry points parse inside their error handler)."""
+    like every other bad input (entry points parse inside their error handler), and that
+    validates the parsed values before anything is built from them."""
+
+    flag_checks: Dict[str, "FlagCheck"] = {}
+    flag_rules: Sequence["FlagRule"] = ()
 
     def error(self, message: str):
         raise Diff2LipError(f"{message}; see --help")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        validate_flags(parsed, self.flag_checks, self.flag_rules)
+        return parsed
 
 
 # ----------------------------------------------------------------------------------------------
@@ -300,15 +514,9 @@ def create_tfg_model(
     audio_as_style_encoder_mlp: bool = False,
 ) -> TFGModel:
     """The TFG network for the given flags."""
-    if use_audio and not audio_as_style:
-        raise Diff2LipError(
-            "--audio_as_style False (the released spatial-audio variant) is not implemented; "
-            "use --audio_as_style True, as the released checkpoint does"
-        )
-    if audio_as_style_encoder_mlp:
-        raise Diff2LipError(
-            "--audio_as_style_encoder_mlp True is not implemented; the released checkpoint uses False"
-        )
+    problem = _unimplemented_variant(use_audio, audio_as_style, audio_as_style_encoder_mlp)
+    if problem:
+        raise Diff2LipError(problem)
     return TFGModel(
         image_size=image_size,
         in_channels=3,
@@ -464,3 +672,55 @@ def load_model_weights(model: th.nn.Module, path: str) -> None:
             + (f"; flags that likely differ: {', '.join(flags)}" if flags else "")
         )
     model.load_state_dict(state)
+
+
+# ----------------------------------------------------------------------------------------------
+# Flags stored in checkpoints
+#
+# Our exported checkpoints may hold `{"model": state_dict, "flags": {...}}`: the network and
+# diffusion flags they were trained with and the sampling flags that suit them (a distilled
+# student's `timestep_respacing`). The released `checkpoint.pt` is a plain state_dict and holds none.
+
+SAMPLING_FLAGS_IN_CHECKPOINTS = ("timestep_respacing", "use_ddim", "sampler", "sampling_steps")
+
+
+def read_checkpoint_flags(path: str) -> dict:
+    """The "flags" dict stored in checkpoint `path`, or {} (none stored, or the file cannot be
+    read: `load_model_weights` reports that with its own message). Memory-maps the file, so
+    the weights are not read."""
+    try:
+        state = th.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - any unreadable file is reported later, by the weight loader
+        return {}
+    flags = state.get("flags") if isinstance(state, dict) else None
+    return dict(flags) if isinstance(flags, dict) else {}
+
+
+def given_flags(argv: Sequence[str]) -> set:
+    """The flag names on a command line (`--name value` or `--name=value`; abbreviations are off)."""
+    return {arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--")}
+
+
+def apply_checkpoint_flags(args: argparse.Namespace, argv: Sequence[str], stored: dict, path: str) -> List[str]:
+    """Take the flags a checkpoint stores for every flag the command line did not give.
+
+    A network or diffusion flag given with another value than the stored one is an error naming
+    both (the weights fit only the stored one); a sampling flag given on the command line wins
+    (e.g. more steps for a student). Returns the flags taken from the checkpoint.
+    """
+    given = given_flags(argv)
+    taken = []
+    for key, value in stored.items():
+        if not hasattr(args, key):
+            continue
+        if key in given:
+            if key not in SAMPLING_FLAGS_IN_CHECKPOINTS and getattr(args, key) != value:
+                raise CheckpointError(
+                    f"--{key} {getattr(args, key)!r} contradicts the checkpoint '{path}', which was trained with "
+                    f"--{key} {value!r}; drop the flag (the checkpoint sets it)"
+                )
+            continue
+        if getattr(args, key) != value:
+            setattr(args, key, value)
+            taken.append(f"--{key} {value}")
+    return taken
