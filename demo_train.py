@@ -3,6 +3,7 @@
     python demo_train.py                      (make demo-train)
     python demo_train.py --ablation True      (make demo-ablation)
     python demo_train.py --parameterization eps --timestep_respacing ddim25   (make demo-train-eps)
+    python demo_train.py --student_only True  (only step 5: the 2-step student of the exported network)
 
 Every step is the repository's own command, run as a subprocess with the flags below, in
 `--work_dir` (each step resumes or skips what an earlier, interrupted run finished):
@@ -14,7 +15,10 @@ Every step is the repository's own command, run as a subprocess with the flags b
    fixed random VGG-16: `--lpips_backbone random`, since the ImageNet weights cannot be
    downloaded offline);
 4. export both with `export_checkpoint.py` (EMA weights, float16) into `--export_dir`, and run the
-   demo's evaluation with them.
+   demo's evaluation with them;
+5. distil the exported network into a 2-step student with `train_distill.py` (progressive
+   distillation, `DISTILL_TRAINING`), export it with its sampling flags as
+   `diff2lip_synthetic64_student2.pt` and evaluate it like the demo with its 2 DDIM steps.
 With `--ablation True`, step 3 trains four networks with the same budget (`--ablation_steps`):
 L_simple only, + L2 + SyncNet, + LPIPS, + sequence GAN (the rows of the paper's Tables 1 and 3),
 scores each like the demo and prints a Markdown table.
@@ -55,6 +59,10 @@ NETWORKS = {
     "eps": dict(run_dir="diff2lip64_eps", eval_dir="eval_eps", checkpoint=demo.DEMO_CHECKPOINT_EPS, steps=1000,
                 fine_tune=True),
 }
+# Step 5: progressive distillation of the exported x0 network, one round ddim4 -> ddim2.
+DISTILL_TRAINING = dict(teacher_steps=4, student_steps=2, steps_per_round=200, batch_size=2, lr=1e-4, warmup_steps=10,
+                        ema_rate=0.99, precision="bf16", save_every=25, keep=2, log_every=10, num_workers=1)
+STUDENT_CHECKPOINT = "checkpoints/demo/diff2lip_synthetic64_student2.pt"
 # The loss weights of each ablation row (the last row is the demo network's).
 ABLATION = {
     "L_simple only": dict(lambda_l2=0, lambda_sync=0, lambda_lpips=0, lambda_gan=0),
@@ -67,7 +75,7 @@ ABLATION = {
 def demo_train_defaults() -> dict:
     return dict(work_dir="outputs/demo_train", export_dir="checkpoints/demo", syncnet_steps=1500,
                 steps=0, parameterization="x0", ablation=False, ablation_steps=500, timestep_respacing="ddim10",
-                progress=True)
+                student_only=False, progress=True)
 
 
 DEMO_TRAIN_HELP = {
@@ -81,6 +89,8 @@ DEMO_TRAIN_HELP = {
     "ablation": "instead of the demo network, train and score the four ablation rows",
     "ablation_steps": "optimizer steps of each ablation row",
     "timestep_respacing": "sampling steps of the evaluation (ddimN)",
+    "student_only": "run only step 5: distil the exported x0 network (in --export_dir) into the 2-step student, "
+    "export and evaluate it",
     "progress": FLAG_HELP["progress"],
 }
 
@@ -127,6 +137,23 @@ def train_diff2lip(crops: str, out: str, expert: str, steps: int, lambdas: Dict[
     return os.path.join(out, f"checkpoint_{steps:07d}.pt")
 
 
+def distill_student(crops: str, work_dir: str, teacher: str, exported: str) -> str:
+    """Distil `teacher` (the exported x0 network) into the 2-step student, exported to `exported`
+    with the flags that sample it; returns `exported`."""
+    step("distil the 2-step student", [
+        "train_distill.py", "--data_root", crops, "--output_dir", os.path.join(work_dir, "student2"), "--teacher", teacher,
+        "--resume", "True", "--export", exported, *demo.model_flags("x0"), *as_flags(DISTILL_TRAINING),
+    ])
+    return exported
+
+
+def evaluate_student(work_dir: str, exported: str, expert: str, progress: bool) -> None:
+    step("evaluate the student like the demo", [
+        "demo.py", "--out_dir", os.path.join(work_dir, "eval_student2"), "--checkpoint", exported, "--sync_expert", expert,
+        "--timestep_respacing", f"ddim{DISTILL_TRAINING['student_steps']}", "--progress", str(progress),
+    ])
+
+
 def _read_json(path: str):
     """The JSON in `path`, or None when there is no such file."""
     if not os.path.isfile(path):
@@ -158,8 +185,18 @@ def run(args) -> None:
         raise Diff2LipError(f"--parameterization {args.parameterization!r} is not one of {', '.join(NETWORKS)}")
     if args.ablation and args.parameterization != "x0":
         raise Diff2LipError("--ablation trains the x0 demo network's rows; it takes no --parameterization")
+    if args.student_only and (args.ablation or args.parameterization != "x0"):
+        raise Diff2LipError("--student_only distils the x0 demo network; it takes no --ablation or --parameterization")
     network = NETWORKS[args.parameterization]
     exported, exported_x0, exported_expert = exported_files(args.export_dir, args.parameterization)
+    exported_student = os.path.join(args.export_dir, os.path.basename(STUDENT_CHECKPOINT))
+    if args.student_only:
+        if not (os.path.isfile(exported_x0) and os.path.isfile(exported_expert)):
+            raise Diff2LipError(f"--student_only distils {exported_x0} (scored with {exported_expert}); "
+                                "`make demo-train` makes them")
+        distill_student(prepare_data(args.work_dir), args.work_dir, exported_x0, exported_student)
+        evaluate_student(args.work_dir, exported_student, exported_expert, args.progress)
+        return
     if network["fine_tune"] and not (os.path.isfile(exported_x0) and os.path.isfile(exported_expert)):
         raise Diff2LipError(f"--parameterization {args.parameterization} fine-tunes {exported_x0} with "
                             f"{exported_expert}; `make demo-train` makes them")
@@ -198,6 +235,9 @@ def run(args) -> None:
                                     "--checkpoint", exported, "--sync_expert", exported_expert,
                                     "--parameterization", args.parameterization,
                                     "--timestep_respacing", args.timestep_respacing, "--progress", str(args.progress)])
+    if args.parameterization == "x0":
+        distill_student(crops, args.work_dir, exported, exported_student)
+        evaluate_student(args.work_dir, exported_student, exported_expert, args.progress)
     print(f"[demo-train] done in {time.perf_counter() - started:.0f} s")
 
 

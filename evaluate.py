@@ -15,11 +15,13 @@ from typing import List, Optional
 
 import numpy as np
 
+from evaluation.lse import FACE_TRACKS
 from evaluation.runner import METRICS, Metrics, cache_path, clip_paths, per_clip_rows, save_cache, summarise, table, write_outputs
 from guided_diffusion import dist_util
+from guided_diffusion.command import Interrupted, check_output_folder, run_command
 from guided_diffusion.errors import Diff2LipError
-from guided_diffusion.script_util import create_argparser
-from inference.filelist import for_each_item, read_filelist
+from guided_diffusion.script_util import at_least, create_argparser, one_of
+from inference.filelist import for_each_item, read_filelist, unique_items
 
 
 def evaluate_defaults() -> dict:
@@ -55,39 +57,84 @@ EVALUATE_HELP = {
 }
 
 
+def _metric_list(value: str) -> List[str]:
+    return [m.strip() for m in value.split(",") if m.strip()]
+
+
+def _check_metrics(value: str) -> Optional[str]:
+    unknown = sorted(set(_metric_list(value)) - set(METRICS))
+    if unknown or not _metric_list(value):
+        return f"unknown {', '.join(unknown) or 'empty list'}; expected a comma list of {', '.join(METRICS)}"
+    return None
+
+
+EVALUATE_CHECKS = {
+    "mode": one_of("reconstruction", "cross"),
+    "metrics": _check_metrics,
+    "batch_size": at_least(1),
+    "face_track": one_of(*(t for t in FACE_TRACKS if t != "box")),
+}
+
+
+def create_parser():
+    return create_argparser(evaluate_defaults(), description=__doc__, help_dict=EVALUATE_HELP, checks=EVALUATE_CHECKS)
+
+
+def check_paths(args) -> None:
+    """The inputs and the output folder, before any network is loaded."""
+    for flag in ("filelist", "real_root", "generated_root"):
+        if not getattr(args, flag):
+            raise Diff2LipError(f"--{flag} is required")
+    for flag in ("real_root", "generated_root"):
+        folder = getattr(args, flag)
+        if not os.path.isdir(folder):
+            problem = "is a file" if os.path.exists(folder) else "does not exist"
+            raise Diff2LipError(f"--{flag} '{folder}' {problem}; give a folder")
+    check_output_folder(args.output_dir, "--output_dir")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    try:
-        args = create_argparser(evaluate_defaults(), description=__doc__, help_dict=EVALUATE_HELP).parse_args(argv)
+    def body() -> int:
+        args = create_parser().parse_args(argv)
+        check_paths(args)
         dist_util.setup_dist()
         return run(args)
-    except Diff2LipError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+
+    try:
+        return run_command(body)
     finally:
         dist_util.cleanup()
 
 
 def run(args) -> int:
-    if args.mode not in ("reconstruction", "cross"):
-        raise Diff2LipError(f"--mode {args.mode!r} is not reconstruction or cross")
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    unknown = sorted(set(metrics) - set(METRICS))
-    if unknown:
-        raise Diff2LipError(f"--metrics: unknown {', '.join(unknown)}; choose from {', '.join(METRICS)}")
-    for flag in ("filelist", "real_root", "generated_root"):
-        if not getattr(args, flag):
-            raise Diff2LipError(f"--{flag} is required")
+    metrics = _metric_list(args.metrics)
     device = args.device or str(dist_util.dev())
     items, problems = read_filelist(args.filelist)
-    failures = list(problems) if dist_util.is_main_process() else []
-    paths = {item: clip_paths(item, args.mode, args.real_root, args.generated_root) for item in items}
+    items, duplicates = unique_items(items, args.filelist)
+    main_rank = dist_util.is_main_process()
+    failures = list(problems) if main_rank else []
+    paths = {}
+    for item in items:
+        try:
+            paths[item] = clip_paths(item, args.mode, args.real_root, args.generated_root)
+        except Diff2LipError as exc:  # a line that leaves its root: reported, the others are scored
+            if main_rank:
+                failures.append(f"{args.filelist}:{item.line_no}: {exc}")
+    items = [item for item in items if item in paths]
     mine = items[dist_util.rank() :: dist_util.world_size()]
     todo = [item for item in mine if not os.path.exists(cache_path(args.output_dir, paths[item].name))]
     scorer = Metrics(metrics, args.mode, device, args.batch_size, args.syncnet_model, args.face_track, args.is_voxceleb2) if todo else None
+
     def process(item) -> None:
         save_cache(cache_path(args.output_dir, paths[item].name), scorer.clip(paths[item]))
 
-    failures += for_each_item(todo, process, args.filelist, args.progress and dist_util.is_main_process())
+    try:
+        for_each_item(todo, process, args.filelist, args.progress and main_rank, failures)
+    except Interrupted as exc:
+        scored = sum(os.path.exists(cache_path(args.output_dir, paths[item].name)) for item in mine)
+        print(f"stopped by {exc.name}: {scored} of {len(mine)} clips scored and cached in {args.output_dir}; "
+              "run the same command again to finish")
+        raise
     failures = [f for part in dist_util.all_gather_object(failures) for f in part]
     dist_util.barrier()
     if not dist_util.is_main_process():
@@ -106,6 +153,8 @@ def run(args) -> int:
     write_outputs(args.output_dir, per_clip_rows(caches), summary, text)
     for line in failures:
         print(f"failed: {line}", file=sys.stderr)
+    for line in duplicates:
+        print(f"duplicate: {line}", file=sys.stderr)
     print(text)
     extra = f"; mouth-region FID {summary['fid_mouth']:.2f}" if "fid_mouth" in summary else ""
     print(f"{len(caches)} clips scored, {len(failures)} failed{extra}; files in {args.output_dir}")

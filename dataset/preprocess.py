@@ -47,8 +47,9 @@ from face_detection import (  # noqa: E402
     fixed_boxes,
     parse_pads,
 )
+from guided_diffusion.command import Interrupted, check_output_folder, run_command, sigterm_unwinds, worker_signals  # noqa: E402
 from guided_diffusion.errors import CheckpointError, Diff2LipError, MediaError  # noqa: E402
-from guided_diffusion.script_util import FLAG_HELP, create_argparser, str2bool  # noqa: E402
+from guided_diffusion.script_util import FLAG_HELP, FlagCheck, at_least, between, create_argparser, one_of, str2bool  # noqa: E402
 from guided_diffusion.train_util import atomic_write_json  # noqa: E402
 
 FPS = 25
@@ -92,7 +93,7 @@ PREPROCESS_HELP: Dict[str, str] = {
     "is_voxceleb2": "True: the fixed VoxCeleb2 face crop; False: the S3FD face detector; "
     "auto: True for the voxceleb2 layout, else False",
     "image_size": FLAG_HELP["image_size"],
-    "pads": FLAG_HELP["pads"] + " (S3FD only)",
+    "pads": "face box padding top,bottom,left,right in pixels (S3FD only; the VoxCeleb2 crop is not padded)",
     "face_det_batch_size": FLAG_HELP["face_det_batch_size"],
     "device": "device of the face detector: cpu, cuda, cuda:1, ...; '' = cuda if available, else cpu",
     "first_utterance_only": "keep only the first clip (alphabetically: 00001 in VoxCeleb2) of each folder, "
@@ -130,8 +131,35 @@ class Job:
     video: str  # absolute path of the video
 
 
+def _check_is_voxceleb2(value: str) -> Optional[str]:
+    if value == "auto":
+        return None
+    try:
+        str2bool(value)
+    except argparse.ArgumentTypeError:
+        return "expected True, False or auto"
+    return None
+
+
+def _check_pads(value: str) -> Optional[str]:
+    parse_pads(value)  # raises its own message
+    return None
+
+
+# The checks of this command's own flags; the shared ones (--image_size, --device, ...) come from
+# script_util.FLAG_CHECKS.
+PREPROCESS_CHECKS: Dict[str, FlagCheck] = {
+    "layout": one_of(*LAYOUTS),
+    "is_voxceleb2": _check_is_voxceleb2,
+    "pads": _check_pads,
+    "min_frames": at_least(MIN_WINDOWS),
+    "val_fraction": between(0, 1, high_open=True),
+    "num_workers": at_least(1),
+}
+
+
 def create_parser() -> argparse.ArgumentParser:
-    return create_argparser(preprocess_defaults(), description=__doc__, help_dict=PREPROCESS_HELP)
+    return create_argparser(preprocess_defaults(), description=__doc__, help_dict=PREPROCESS_HELP, checks=PREPROCESS_CHECKS)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -230,10 +258,16 @@ def select_clips(videos: Sequence[str], layout: str, first_utterance_only: bool,
 
 def read_clip_list(path: str, flag: str) -> List[str]:
     """The clip names in a list file: every whitespace-separated token, in order, without repeats."""
+    usage = "give a text file of clip names such as ID/VIDEO/00001"
     if not os.path.isfile(path):
-        raise Diff2LipError(f"{flag} '{path}' not found; give a file of clip names such as ID/VIDEO/00001")
-    with open(path, encoding="utf-8") as f:
-        return list(dict.fromkeys(f.read().split()))
+        raise Diff2LipError(f"{flag} '{path}' {'is a folder' if os.path.isdir(path) else 'not found'}; {usage}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return list(dict.fromkeys(f.read().split()))
+    except UnicodeDecodeError as exc:
+        raise Diff2LipError(f"{flag} '{path}' is not UTF-8 text (byte {exc.start}); {usage}") from None
+    except OSError as exc:
+        raise Diff2LipError(f"{flag} '{path}' cannot be read ({exc.strerror or exc}); {usage}") from None
 
 
 def apply_lists(pairs: Sequence[Tuple[str, str]], train_list: Sequence[str], val_list: Sequence[str]
@@ -340,25 +374,30 @@ def _init_pool_worker(opts: Options, torch_threads: int) -> None:
     global _POOL_WORKER
     import torch
 
+    worker_signals()  # the parent handles a stop
     # Several detectors on the same cores would each use all of them.
     torch.set_num_threads(torch_threads)
     _POOL_WORKER = _ClipWorker(opts)
 
 
 def _pool_job(job: Job) -> Tuple[str, Optional[str]]:
-    return _POOL_WORKER(job)
+    with sigterm_unwinds():  # a stopped run removes the clip in progress (write_clip's clean-up)
+        return _POOL_WORKER(job)
 
 
-def run_jobs(jobs: Sequence[Job], opts: Options, num_workers: int, progress: bool) -> List[Tuple[str, Optional[str]]]:
-    """Preprocess `jobs` in this process or in `num_workers` spawned ones; (name, skip reason or None) each."""
+def run_jobs(jobs: Sequence[Job], opts: Options, num_workers: int, progress: bool) -> Iterator[Tuple[str, Optional[str]]]:
+    """Preprocess `jobs` in this process or in `num_workers` spawned ones; yields (name, skip
+    reason or None) as each clip finishes, so a run stopped midway knows what it finished."""
     bar = functools.partial(tqdm, total=len(jobs), desc="preprocess", unit="clip", disable=not progress)
     if num_workers == 1 or len(jobs) <= 1:
-        return list(bar(map(_ClipWorker(opts), jobs)))
+        yield from bar(map(_ClipWorker(opts), jobs))
+        return
     # 'spawn': a forked child would inherit the parent's torch / CUDA state, which is not fork-safe.
     context = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // num_workers)
+    # Leaving the block (also on a stop signal) terminates the workers, which remove their clip in progress.
     with context.Pool(min(num_workers, len(jobs)), _init_pool_worker, (opts, threads)) as pool:
-        return list(bar(pool.imap_unordered(_pool_job, jobs)))
+        yield from bar(pool.imap_unordered(_pool_job, jobs))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -403,26 +442,13 @@ def _options(args) -> Tuple[Options, str, List[Tuple[str, str]], List[Dict[str, 
         raise Diff2LipError(f"--input_root '{args.input_root}' is not a folder")
     if not args.output_root:
         raise Diff2LipError("--output_root is required: where the preprocessed clips go")
-    if os.path.exists(args.output_root) and not os.path.isdir(args.output_root):
-        raise Diff2LipError(f"--output_root '{args.output_root}' exists and is not a folder")
-    minimums = dict(image_size=1, face_det_batch_size=1, num_workers=1, min_frames=MIN_WINDOWS)
-    for flag, minimum in minimums.items():
-        if getattr(args, flag) < minimum:
-            raise Diff2LipError(f"--{flag} must be at least {minimum}, got {getattr(args, flag)}")
-    if not 0 <= args.val_fraction < 1:
-        raise Diff2LipError(f"--val_fraction must be in [0, 1), got {args.val_fraction}")
+    check_output_folder(args.output_root, "--output_root")
     pads = parse_pads(args.pads)
     videos = find_videos(args.input_root, exclude=args.output_root)
     if not videos:
         raise Diff2LipError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) under --input_root '{args.input_root}'")
     layout = resolve_layout(args.layout, videos)
-    if args.is_voxceleb2 == "auto":
-        is_voxceleb2 = layout == "voxceleb2"
-    else:
-        try:
-            is_voxceleb2 = str2bool(args.is_voxceleb2)
-        except argparse.ArgumentTypeError as exc:
-            raise Diff2LipError(f"--is_voxceleb2: {exc}, or auto") from None
+    is_voxceleb2 = layout == "voxceleb2" if args.is_voxceleb2 == "auto" else str2bool(args.is_voxceleb2)
     pairs, skipped = select_clips(videos, layout, args.first_utterance_only, args.include_test)
     listed_val = None
     if args.train_list or args.val_list:
@@ -452,7 +478,13 @@ def preprocess(args) -> dict:
     done_before = set(already)
     input_root = os.path.abspath(args.input_root)
     jobs = [Job(name, os.path.join(input_root, *rel.split("/"))) for name, rel in pairs if name not in done_before]
-    results = run_jobs(jobs, opts, args.num_workers, args.progress)
+    results: List[Tuple[str, Optional[str]]] = []
+    stopped = None
+    try:
+        results.extend(run_jobs(jobs, opts, args.num_workers, args.progress))
+    except Interrupted as exc:
+        # Report and list what finished (a rerun resumes from there), then stop.
+        stopped = exc
     written = [name for name, reason in results if reason is None]
     skipped += [{"clip": name, "reason": reason} for name, reason in results if reason is not None]
     skipped.sort(key=lambda s: s["clip"])
@@ -467,20 +499,22 @@ def preprocess(args) -> dict:
     report = {"done": len(written), "already_done": len(already), "skipped": skipped}
     report_path = os.path.join(opts.output_root, "report.json")
     atomic_write_json(report_path, report)
+    tail = f"; stopped by {stopped.name} before {len(jobs) - len(results)} clip(s), run again to finish" if stopped else ""
     print(
         f"summary: {len(written)} clips preprocessed, {len(already)} already done, {len(skipped)} skipped "
-        f"(reasons in {report_path}); {layout} layout, train {len(train)} / val {len(val)} clips in {opts.output_root}"
+        f"(reasons in {report_path}); {layout} layout, train {len(train)} / val {len(val)} clips in {opts.output_root}{tail}"
     )
+    if stopped is not None:
+        raise stopped
     return report
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    try:
+    def body() -> int:
         preprocess(create_parser().parse_args(argv))
-    except Diff2LipError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from typing import Iterable, Iterator, List, Optional, Tuple, Union
 import av
 import numpy as np
 
+from guided_diffusion.command import check_output_folder
 from guided_diffusion.errors import MediaError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -169,7 +170,9 @@ def _scan(path: str, size: int, mtime_ns: int, fps: float) -> _Timeline:
     # Slot of tick offset d: round_half_up(d * tb * fps) = round_half_up(d * num / den), exact integers.
     num, den = tb.numerator * rate.numerator, tb.denominator * rate.denominator
     slots = np.array([_round_half_up((t - pts[0]) * num, den) for t in pts], dtype=np.int64)
-    n_out = max(1, _round_half_up((end - pts[0]) * num, den))
+    # One picture (a one-frame GIF or video) is a still whatever duration it declares: one frame,
+    # as for an image file, so that callers treat it as a still and cover the audio with it.
+    n_out = 1 if len(pts) == 1 else max(1, _round_half_up((end - pts[0]) * num, den))
     source_of = np.searchsorted(slots, np.arange(n_out), side="right") - 1
 
     info = VideoInfo(
@@ -291,6 +294,37 @@ def _indexed(frames: Iterable["av.VideoFrame"], timeline: _Timeline) -> Iterator
         yield index, frame
 
 
+def _open_output(tmp: str, path: str, fps: Fraction, sample_rate: Optional[int], crf: int = 18, preset: str = "veryfast"):
+    """(container, H.264 stream, AAC stream or None) writing to `tmp`, for `path`'s messages.
+
+    PyAV creates the file at the first packet, so this fails only on an extension whose container
+    cannot hold H.264 + AAC, and closing it unused leaves nothing on disk.
+    """
+    try:
+        container = av.open(tmp, "w")
+        video = container.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": preset})
+        video.pix_fmt = "yuv420p"
+        audio = None if sample_rate is None else container.add_stream("aac", rate=sample_rate, layout="mono")
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise MediaError(
+            f"cannot write video '{path}' ({getattr(exc, 'strerror', None) or exc}); "
+            "give it a video extension such as .mp4 or .mkv"
+        ) from exc
+    return container, video, audio
+
+
+def check_video_output(path: PathLike, flag: str) -> None:
+    """Fail now, before any frame is made, if `path` cannot become a video: it is a folder, its
+    extension names no container for H.264 + AAC, or its folder cannot be created or written.
+    Creates nothing."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise MediaError(f"{flag} '{path}' is a folder; give a file name in it, e.g. '{os.path.join(path, 'result.mp4')}'")
+    check_output_folder(os.path.dirname(os.path.abspath(path)), flag)
+    container, _, _ = _open_output(path, path, Fraction(25), 16000)
+    container.close()
+
+
 class VideoWriter:
     """Encode RGB frames to H.264 (libx264, yuv420p) with optional AAC mono audio; a context manager.
 
@@ -328,20 +362,9 @@ class VideoWriter:
         stem, ext = os.path.splitext(name)
         # Same folder so the final rename is atomic; same extension so PyAV picks the container.
         self._tmp = os.path.join(folder, f".{stem}.{uuid.uuid4().hex[:12]}.tmp{ext}")
-        # PyAV creates the file at the first packet, so this fails only on an unknown extension.
-        try:
-            self._container = av.open(self._tmp, "w")
-            options = {"crf": str(crf), "preset": preset}
-            self._video = self._container.add_stream("libx264", rate=self.fps, options=options)
-            self._video.pix_fmt = "yuv420p"
-            self._audio_stream = None
-            if self._audio is not None:
-                self._audio_stream = self._container.add_stream("aac", rate=self.sample_rate, layout="mono")
-        except (av.error.FFmpegError, OSError, ValueError) as exc:
-            raise MediaError(
-                f"cannot write video '{self.path}' ({getattr(exc, 'strerror', None) or exc}); "
-                "give it a video extension such as .mp4 or .mkv"
-            ) from exc
+        self._container, self._video, self._audio_stream = _open_output(
+            self._tmp, self.path, self.fps, self.sample_rate if self._audio is not None else None, crf, preset
+        )
 
     def __enter__(self) -> "VideoWriter":
         return self

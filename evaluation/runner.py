@@ -10,9 +10,7 @@ frames of a clip, then over clips; LSE-C / LSE-D are syncnet_python's scores of 
 clip with its own audio, averaged over clips.
 """
 
-import json
 import os
-import uuid
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -21,6 +19,7 @@ import numpy as np
 from dataset.video_io import iter_frames
 from face_detection import voxceleb2_box
 from guided_diffusion.errors import Diff2LipError
+from guided_diffusion.train_util import atomic_write, atomic_write_json, atomic_write_text
 from inference.filelist import FilelistItem, output_name, resolve_media, safe_output_path
 
 METRICS = ("fid", "ssim", "psnr", "lmd", "lse")
@@ -55,8 +54,8 @@ class ClipPaths:
 
 def clip_paths(item: FilelistItem, mode: str, real_root: str, generated_root: str) -> ClipPaths:
     generated = safe_output_path(generated_root, output_name(item.audio_rel, item.video_rel))
-    video = resolve_media(real_root, item.video_rel)
-    audio_source = resolve_media(real_root, item.audio_rel)
+    video = resolve_media(real_root, item.video_rel, "--real_root")
+    audio_source = resolve_media(real_root, item.audio_rel, "--real_root")
     return ClipPaths(
         name=os.path.basename(generated)[: -len(".mp4")],
         generated=generated,
@@ -104,6 +103,14 @@ class Metrics:
         out: Dict[str, np.ndarray] = {}
         gen = list(iter_frames(paths.generated, 25))
         real = list(iter_frames(paths.real, 25))
+        per_pixel = [m for m in self.metrics if m in ("ssim", "psnr", "lmd")]
+        if per_pixel and gen[0].shape != real[0].shape:
+            # Frame k against frame k, pixel for pixel (and mouth landmarks in pixels): sizes must agree.
+            (gh, gw), (rh, rw) = gen[0].shape[:2], real[0].shape[:2]
+            raise Diff2LipError(
+                f"generated clip '{paths.generated}' is {gw}x{gh} but the real clip '{paths.real}' is {rw}x{rh}; "
+                f"{', '.join(per_pixel)} compare same-size frames: generate from these real videos, or use --metrics fid,lse"
+            )
         n = min(len(gen), len(real))
         out["n_frames"] = np.array(n)
         if "fid" in self.metrics:
@@ -146,9 +153,12 @@ def cache_path(output_dir: str, name: str) -> str:
 def save_cache(path: str, values: Dict[str, np.ndarray]) -> None:
     """Write atomically: a cache file is either complete or absent."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp.npz"
-    np.savez(tmp, **values)
-    os.replace(tmp, path)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object, so that savez does not append .npz to the name
+            np.savez(f, **values)
+
+    atomic_write(path, write)
 
 
 def summarise(caches: Dict[str, Dict[str, np.ndarray]], mode: str, metrics: List[str]) -> Dict[str, float]:
@@ -195,17 +205,17 @@ def per_clip_rows(caches: Dict[str, Dict[str, np.ndarray]]) -> List[Dict[str, fl
 
 
 def write_outputs(output_dir: str, rows: List[dict], summary: Dict[str, float], text: str) -> None:
+    """per_clip.csv / .json, summary.json and table.md, each written atomically."""
     import csv
+    import io
 
     os.makedirs(output_dir, exist_ok=True)
     keys = sorted({k for row in rows for k in row}, key=lambda k: (k != "clip", k))
-    with open(os.path.join(output_dir, "per_clip.csv"), "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-    with open(os.path.join(output_dir, "per_clip.json"), "w", encoding="utf-8") as f:
-        json.dump(rows, f, indent=1)
-    with open(os.path.join(output_dir, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=1)
-    with open(os.path.join(output_dir, "table.md"), "w", encoding="utf-8") as f:
-        f.write(text + "\n")
+    table_csv = io.StringIO(newline="")
+    writer = csv.DictWriter(table_csv, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(os.path.join(output_dir, "per_clip.csv"), table_csv.getvalue())
+    atomic_write_json(os.path.join(output_dir, "per_clip.json"), rows)
+    atomic_write_json(os.path.join(output_dir, "summary.json"), summary)
+    atomic_write_text(os.path.join(output_dir, "table.md"), text + "\n")

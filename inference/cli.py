@@ -10,17 +10,19 @@ import itertools
 import os
 import sys
 import time
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from dataset.video_io import iter_frames
+from dataset.video_io import check_video_output, iter_frames, probe_video
 from face_detection import FaceDetector, boxes_from_detections, parse_box, parse_pads
 from guided_diffusion import dist_util
-from guided_diffusion.errors import Diff2LipError
+from guided_diffusion.command import Interrupted, check_output_folder, run_command
+from guided_diffusion.errors import Diff2LipError, MediaError
 from guided_diffusion.inference_util import prepare_for_inference, resolve_precision
 from guided_diffusion.script_util import (
+    FlagRule,
     args_to_dict,
     create_argparser,
     load_model_weights,
@@ -30,7 +32,7 @@ from guided_diffusion.script_util import (
     tfg_sampling_defaults,
 )
 
-from .filelist import for_each_item, output_name, read_filelist, resolve_media, safe_output_path
+from .filelist import FilelistItem, for_each_item, output_name, read_filelist, resolve_media, safe_output_path, unique_items
 from .lipsync import (
     FPS,
     LipSyncer,
@@ -43,9 +45,8 @@ from .lipsync import (
     write_clip,
 )
 
-INPUT_TYPES = ("gt", "first_frame")
-REF_TYPES = ("gt", "first_frame", "random")
-PASTE_MODES = ("full", "lower")
+# A smaller crop holds no face the network could repaint (it is resized to --image_size).
+MIN_BOX_SIDE = 16
 
 DESCRIPTION = """Lip-sync videos to speech with Diff2Lip.
 
@@ -56,24 +57,46 @@ modes:         cross = --sampling_input_type gt --sampling_ref_type gt;
 """
 
 
+def _check_box(text: str) -> Optional[str]:
+    if not text:
+        return None
+    y1, y2, x1, x2 = parse_box(text)  # raises its own message for a malformed box
+    if min(y2 - y1, x2 - x1) < MIN_BOX_SIDE:
+        return f"expected a box at least {MIN_BOX_SIDE} px high and wide, got {y2 - y1}x{x2 - x1}"
+    return None
+
+
+def _check_pads(text: str) -> Optional[str]:
+    parse_pads(text)  # raises its own message
+    return None
+
+
+def _box_rule(args) -> Optional[str]:
+    if args.box and args.is_voxceleb2:
+        return "--box and --is_voxceleb2 True both fix the face box; pass --is_voxceleb2 False with --box"
+    return None
+
+
+def _pads_rule(args) -> Optional[str]:
+    if any(parse_pads(args.pads)) and (args.box or args.is_voxceleb2):
+        fixed = "--box (give the padded box itself)" if args.box else "--is_voxceleb2 True (pass --is_voxceleb2 False to detect)"
+        return f"--pads {args.pads}: pads only boxes the face detector finds, and would be ignored with {fixed}"
+    return None
+
+
 def create_parser():
     return create_argparser(
-        tfg_model_and_diffusion_defaults(), tfg_data_defaults(), tfg_sampling_defaults(), description=DESCRIPTION
+        tfg_model_and_diffusion_defaults(),
+        tfg_data_defaults(),
+        tfg_sampling_defaults(),
+        description=DESCRIPTION,
+        checks={"box": _check_box, "pads": _check_pads},
+        rules=[FlagRule(("box", "is_voxceleb2"), _box_rule), FlagRule(("pads", "box", "is_voxceleb2"), _pads_rule)],
     )
 
 
 def sampling_options(args) -> SamplingOptions:
-    """Validate the sampling flags into options; errors name the flag."""
-    if args.sampling_input_type not in INPUT_TYPES:
-        raise Diff2LipError(f"--sampling_input_type {args.sampling_input_type!r} is not one of {', '.join(INPUT_TYPES)}")
-    if args.sampling_ref_type not in REF_TYPES:
-        raise Diff2LipError(f"--sampling_ref_type {args.sampling_ref_type!r} is not one of {', '.join(REF_TYPES)}")
-    if args.paste not in PASTE_MODES:
-        raise Diff2LipError(f"--paste {args.paste!r} is not one of {', '.join(PASTE_MODES)}")
-    if args.channel_order not in ("rgb", "bgr"):
-        raise Diff2LipError(f"--channel_order {args.channel_order!r} is not rgb or bgr")
-    if args.sampling_batch_size < 1:
-        raise Diff2LipError("--sampling_batch_size must be at least 1")
+    """The sampling options of parsed (and so validated) flags."""
     return SamplingOptions(
         image_size=args.image_size,
         face_hide_percentage=args.face_hide_percentage,
@@ -130,6 +153,8 @@ class Generator:
         Returns the number of frames written.
         """
         opts = self.opts
+        outputs = [out_path] + ([orig_path] if orig_path else [])
+        check_outputs(outputs, [video_path, audio_path])
         plan = plan_clip(video_path, audio_path, opts)
         out_dir = os.path.dirname(os.path.abspath(out_path))
         os.makedirs(out_dir, exist_ok=True)
@@ -169,22 +194,27 @@ class Generator:
         parts = [_part_path(out_path, r) for r in range(ranks)]
         a, b = split_range(plan.n_frames, ranks, rank, align=self.opts.sampling_batch_size)
         h, w = plan.frame_hw
-        if b > a:
-            part = np.lib.format.open_memmap(parts[rank] + ".tmp", mode="w+", dtype=np.uint8, shape=(b - a, h, w, 3))
-            for i, frame in enumerate(self.syncer.generate(plan, frames, boxes, a, b, progress)):
-                part[i] = frame
-            part.flush()
-            del part
-            os.replace(parts[rank] + ".tmp", parts[rank])
-        dist_util.barrier()
-        count = 0
-        if dist_util.is_main_process():
-            present = [p for p in parts if os.path.exists(p)]
-            count = write_clip(out_path, (f for p in present for f in np.load(p, mmap_mode="r")), audio)
-            for p in present:
-                os.remove(p)
-        dist_util.barrier()
-        return count
+        try:
+            if b > a:
+                part = np.lib.format.open_memmap(parts[rank] + ".tmp", mode="w+", dtype=np.uint8, shape=(b - a, h, w, 3))
+                for i, frame in enumerate(self.syncer.generate(plan, frames, boxes, a, b, progress)):
+                    part[i] = frame
+                part.flush()
+                del part
+                os.replace(parts[rank] + ".tmp", parts[rank])
+            dist_util.barrier()
+            count = 0
+            if dist_util.is_main_process():
+                present = [p for p in parts if os.path.exists(p)]
+                count = write_clip(out_path, (f for p in present for f in np.load(p, mmap_mode="r")), audio)
+            dist_util.barrier()
+            return count
+        finally:
+            # Finished or stopped, the part files are scratch: each rank removes its own, rank 0 all.
+            mine = parts if dist_util.is_main_process() else [parts[rank]]
+            for p in mine + [parts[rank] + ".tmp"]:
+                if os.path.exists(p):
+                    os.remove(p)
 
 
 def _part_path(out_path: str, rank: int) -> str:
@@ -200,63 +230,137 @@ def _frame_bar(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="frame", leave=False)
 
 
+def check_outputs(outputs: Sequence[str], inputs: Sequence[str]) -> None:
+    """Refuse an output that is a folder or one of the inputs (writing it would destroy the input)."""
+    for out in outputs:
+        if os.path.isdir(out):
+            raise Diff2LipError(f"output '{out}' is a folder; give a file name such as '{os.path.join(out, 'result.mp4')}'")
+        for source in inputs:
+            if _same_file(out, source):
+                raise Diff2LipError(f"output '{out}' is the input '{source}'; writing it would destroy the input, give another name")
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+
+
+def _check_input(path: str, flag: str) -> None:
+    if not path:
+        raise Diff2LipError(f"--generate_from_filelist 0 needs {flag}")
+    if not os.path.isfile(path):
+        problem = "is a folder" if os.path.isdir(path) else "does not exist"
+        raise MediaError(f"{flag} '{path}' {problem}; give a file")
+
+
+def _finished_output(path: str) -> bool:
+    """True when `path` is a readable video with frames: only such a file is trusted by
+    --skip_existing (a 0-byte or half-written file from elsewhere is made again)."""
+    try:
+        return probe_video(path, FPS).num_frames > 0
+    except MediaError:
+        return False
+
+
+def single_outputs(args) -> List[str]:
+    """--out_path, and with --save_orig the untouched input beside it as ..._orig.mp4."""
+    outputs = [args.out_path]
+    if args.save_orig:
+        outputs.append(os.path.splitext(args.out_path)[0] + "_orig.mp4")
+    return outputs
+
+
+def check_single(args) -> None:
+    """Inputs and outputs of a single run, checked before the network is built."""
+    _check_input(args.video_path, "--video_path")
+    _check_input(args.audio_path, "--audio_path")
+    if not args.out_path:
+        raise Diff2LipError("--generate_from_filelist 0 needs --out_path")
+    outputs = single_outputs(args)
+    check_outputs(outputs, [args.video_path, args.audio_path])
+    for out in outputs:
+        check_video_output(out, "--out_path")
+
+
+def check_filelist_run(args) -> Tuple[List[FilelistItem], List[str]]:
+    """The flags of a list run, checked before the network is built; returns `read_filelist`'s
+    items and malformed-line messages."""
+    if not args.filelist or not args.test_video_dir:
+        raise Diff2LipError("--generate_from_filelist 1 needs --filelist and --test_video_dir")
+    if not os.path.isdir(args.test_video_dir):
+        problem = "is a file" if os.path.exists(args.test_video_dir) else "does not exist"
+        raise Diff2LipError(f"--test_video_dir '{args.test_video_dir}' {problem}; give the folder the filelist paths are relative to")
+    check_output_folder(args.sample_path, "--sample_path")
+    return read_filelist(args.filelist)
+
+
 def run_single(gen: Generator, distributed: bool) -> int:
     args = gen.args
-    for flag in ("video_path", "audio_path", "out_path"):
-        if not getattr(args, flag):
-            raise Diff2LipError(f"--generate_from_filelist 0 needs --{flag}")
     start = time.perf_counter()
-    orig = None
-    if args.save_orig:
-        root, _ = os.path.splitext(args.out_path)
-        orig = root + "_orig.mp4"
+    outputs = single_outputs(args)
+    orig = outputs[1] if len(outputs) > 1 else None
     count = gen.clip(args.video_path, args.audio_path, args.out_path, orig, split=distributed)
     dist_util.print0(f"wrote {args.out_path}: {count} frames at {FPS} fps in {time.perf_counter() - start:.1f} s")
     return 0
 
 
-def run_filelist(gen: Generator) -> int:
+def run_filelist(gen: Generator, items: List[FilelistItem], problems: List[str]) -> int:
     args = gen.args
-    if not args.filelist or not args.test_video_dir:
-        raise Diff2LipError("--generate_from_filelist 1 needs --filelist and --test_video_dir")
-    items, problems = read_filelist(args.filelist)
+    items, duplicates = unique_items(items, args.filelist)
     mine = items[dist_util.rank() :: dist_util.world_size()]
-    failures: List[str] = list(problems) if dist_util.is_main_process() else []
+    main_rank = dist_util.is_main_process()
+    failures: List[str] = list(problems) if main_rank else []
     counts = {"done": 0, "skipped": 0}
 
     def process(item) -> None:
+        video = resolve_media(args.test_video_dir, item.video_rel)
+        audio = resolve_media(args.test_video_dir, item.audio_rel)
         out = safe_output_path(args.sample_path, item.name)
-        if args.skip_existing and os.path.exists(out):
-            counts["skipped"] += 1
-            return
         orig = None
         if args.save_orig:
             orig = safe_output_path(args.sample_path, output_name(item.audio_rel, item.video_rel, "_orig"))
-        gen.clip(resolve_media(args.test_video_dir, item.video_rel), resolve_media(args.test_video_dir, item.audio_rel), out, orig)
+        if args.skip_existing and all(_finished_output(p) for p in (out, orig) if p):
+            counts["skipped"] += 1
+            return
+        gen.clip(video, audio, out, orig)
         counts["done"] += 1
 
-    failures += for_each_item(mine, process, args.filelist, gen.opts.progress)
-    totals = dist_util.all_gather_object((counts["done"], counts["skipped"], failures))
-    done = sum(t[0] for t in totals)
-    skipped = sum(t[1] for t in totals)
-    failures = [f for t in totals for f in t[2]]
-    if dist_util.is_main_process():
-        for line in failures:
+    def summary(done: int, skipped: int, failed: List[str], stopped: str = "") -> None:
+        for line in failed:
             print(f"failed: {line}", file=sys.stderr)
-        print(f"summary: {done} generated, {skipped} skipped (already there), {len(failures)} failed, into {args.sample_path}")
-    return 1 if failures else 0
+        for line in duplicates if main_rank else []:
+            print(f"duplicate: {line}", file=sys.stderr)
+        tail = f"; stopped by {stopped} before the rest, run again with --skip_existing True to finish" if stopped else ""
+        print(
+            f"summary: {done} generated, {skipped} skipped (already there), {len(failed)} failed, "
+            f"{len(duplicates) if main_rank else 0} duplicate line(s) done once, into {args.sample_path}{tail}"
+        )
+
+    try:
+        for_each_item(mine, process, args.filelist, gen.opts.progress, failures)
+    except Interrupted as exc:
+        # Only this rank's own figures: the other ranks may be stopping too, none can wait for them.
+        summary(counts["done"], counts["skipped"], failures, exc.name)
+        raise
+    totals = dist_util.all_gather_object((counts["done"], counts["skipped"], failures))
+    if main_rank:
+        summary(sum(t[0] for t in totals), sum(t[1] for t in totals), [f for t in totals for f in t[2]])
+    return 1 if any(t[2] for t in totals) else 0
 
 
 def main(argv: Optional[List[str]] = None, distributed: bool = False) -> int:
-    try:
+    def body() -> int:
         args = create_parser().parse_args(argv)
+        # Everything that can be checked without the network is, before it is loaded.
+        work = check_filelist_run(args) if args.generate_from_filelist else check_single(args)
         if distributed:
             dist_util.setup_dist()
         gen = Generator(args)
-        return run_filelist(gen) if args.generate_from_filelist else run_single(gen, distributed)
-    except Diff2LipError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return run_filelist(gen, *work) if args.generate_from_filelist else run_single(gen, distributed)
+
+    try:
+        return run_command(body)
     finally:
         if distributed:
             dist_util.cleanup()

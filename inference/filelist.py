@@ -7,7 +7,7 @@ and without the `.mp4`. The output is `--sample_path/` + AUDIO_REL with `/` repl
 
 import os
 from dataclasses import dataclass
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from guided_diffusion.errors import Diff2LipError
 
@@ -27,22 +27,49 @@ class FilelistItem:
 
 
 def read_filelist(path: str) -> Tuple[List[FilelistItem], List[str]]:
-    """Parse a filelist: the items, and one message per malformed line (those lines are skipped)."""
+    """Parse a filelist: the items, and one message per malformed line (those lines are skipped).
+
+    A missing file, a folder, a file that is not UTF-8 text, or one without a single item is an
+    error: a run over nothing must not report success.
+    """
+    usage = "pass --filelist with a text file of 'AUDIO_REL VIDEO_REL' lines"
     if not os.path.isfile(path):
-        raise Diff2LipError(f"filelist '{path}' not found; pass --filelist with a file of 'AUDIO_REL VIDEO_REL' lines")
+        problem = "is a folder" if os.path.isdir(path) else "not found"
+        raise Diff2LipError(f"filelist '{path}' {problem}; {usage}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError as exc:
+        raise Diff2LipError(f"filelist '{path}' is not UTF-8 text (byte {exc.start}); {usage}") from None
+    except OSError as exc:
+        raise Diff2LipError(f"filelist '{path}' cannot be read ({exc.strerror or exc}); {usage}") from None
     items, problems = [], []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2:
-                problems.append(
-                    f"{path}:{line_no}: expected 'AUDIO_REL VIDEO_REL', got {len(fields)} field(s): {line.strip()[:80]!r}"
-                )
-                continue
-            items.append(FilelistItem(fields[0], fields[1], line_no))
+    for line_no, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            problems.append(
+                f"{path}:{line_no}: expected 'AUDIO_REL VIDEO_REL', got {len(fields)} field(s): {line.strip()[:80]!r}"
+            )
+            continue
+        items.append(FilelistItem(fields[0], fields[1], line_no))
+    if not items and not problems:
+        raise Diff2LipError(f"filelist '{path}' is empty; {usage}")
     return items, problems
+
+
+def unique_items(items: Sequence[FilelistItem], filelist: str) -> Tuple[List[FilelistItem], List[str]]:
+    """The items with distinct outputs, in order, and one note per line repeating an earlier one
+    (same output name: it would be made twice, and counted twice in an evaluation)."""
+    first: Dict[str, FilelistItem] = {}
+    notes = []
+    for item in items:
+        if item.name in first:
+            notes.append(f"{filelist}:{item.line_no}: same output as line {first[item.name].line_no} ({item.name}); done once")
+        else:
+            first[item.name] = item
+    return list(first.values()), notes
 
 
 def output_name(audio_rel: str, video_rel: str, suffix: str = "") -> str:
@@ -59,8 +86,14 @@ def _strip_media_extension(rel: str) -> str:
     return root if ext.lower() in MEDIA_EXTENSIONS else rel
 
 
-def resolve_media(root: str, rel: str) -> str:
-    """The file for a filelist entry: `root/rel.mp4`, or `root/rel` when it already has an extension."""
+def resolve_media(root: str, rel: str, root_flag: str = "--test_video_dir") -> str:
+    """The file for a filelist entry: `root/rel.mp4`, or `root/rel` when it already has an extension.
+
+    A path that leaves `root` (absolute, or climbing out with `..`) is refused: a filelist names
+    files of its dataset, nothing else on the machine. Symbolic links inside `root` are followed.
+    """
+    if os.path.isabs(rel) or os.path.normpath(rel).split(os.sep)[0] == os.pardir:
+        raise Diff2LipError(f"path '{rel}' leaves {root_flag} '{root}'; filelist paths must lie inside it")
     if os.path.splitext(rel)[1].lower() in MEDIA_EXTENSIONS:
         return os.path.join(root, rel)
     return os.path.join(root, rel + ".mp4")
@@ -75,10 +108,17 @@ def safe_output_path(sample_path: str, name: str) -> str:
     return target
 
 
-def for_each_item(items: Sequence[FilelistItem], process: Callable[[FilelistItem], None], filelist: str, progress: bool) -> List[str]:
+def for_each_item(
+    items: Sequence[FilelistItem],
+    process: Callable[[FilelistItem], None],
+    filelist: str,
+    progress: bool,
+    failures: Optional[List[str]] = None,
+) -> List[str]:
     """Run `process` on every item; one that fails is reported as `filelist:line: message` and
-    the others go on. Returns the failure lines."""
-    failures: List[str] = []
+    the others go on. Returns the failure lines, appended to `failures` as they happen when given
+    (so a caller stopped by a signal midway still has them)."""
+    failures = [] if failures is None else failures
     bar = None
     if progress:
         from tqdm.auto import tqdm

@@ -15,7 +15,12 @@ from guided_diffusion import logger
 from guided_diffusion.distillation import ProgressiveDistillation, respacing, round_schedule, step_plan, x0_matching_step
 from guided_diffusion.errors import Diff2LipError
 from guided_diffusion.respace import space_timesteps
-from guided_diffusion.script_util import load_model_weights, tfg_create_model_and_diffusion, tfg_model_and_diffusion_defaults
+from guided_diffusion.script_util import (
+    create_argparser,
+    load_model_weights,
+    tfg_create_model_and_diffusion,
+    tfg_model_and_diffusion_defaults,
+)
 from guided_diffusion.tfg_losses import L2Loss
 from helpers import TINY_CLI_FLAGS, TINY_FLAGS, make_preprocessed_root, save_tiny_checkpoint
 from launchers import REPO_ROOT, run, torchrun
@@ -332,3 +337,34 @@ def test_two_process_ddp_keeps_parameters_identical(data_root, teacher, tmp_path
     assert (tmp_path / "rank0.txt").read_text() == (tmp_path / "rank1.txt").read_text()
     state = torch.load(tmp_path / "out" / "round1_ddim2" / "checkpoint_0000002.pt", weights_only=True)
     assert len(state["rng"]) == 2 and "disc" in state
+
+
+# ----------------------------------------------------------------------------------------------
+# demo_train.py's student step
+
+
+def test_demo_train_student_only_distils_the_exported_network_and_scores_it_with_two_steps(tmp_path, monkeypatch):
+    import demo
+    import demo_train
+
+    export = tmp_path / "export"
+    export.mkdir()
+    for path in (demo.DEMO_CHECKPOINT, demo.DEMO_SYNC_EXPERT):
+        (export / os.path.basename(path)).write_bytes(b"")
+    calls = {}
+    monkeypatch.setattr(demo_train, "prepare_data", lambda work_dir: "CROPS")
+    monkeypatch.setattr(demo_train, "step", lambda title, argv: calls.setdefault(title, argv))
+    assert demo_train.main(["--work_dir", str(tmp_path / "work"), "--export_dir", str(export), "--student_only", "True"]) == 0
+    assert list(calls) == ["distil the 2-step student", "evaluate the student like the demo"]
+    argv = calls["distil the 2-step student"]
+    assert argv[0] == "train_distill.py"
+    args = train_distill.create_parser().parse_args(argv[1:])
+    assert {k: getattr(args, k) for k in demo.DEMO_MODEL} == demo.DEMO_MODEL
+    assert {k: getattr(args, k) for k in demo_train.DISTILL_TRAINING} == demo_train.DISTILL_TRAINING
+    assert args.teacher == str(export / "diff2lip_synthetic64.pt") and args.data_root == "CROPS" and args.resume
+    student = str(export / os.path.basename(demo_train.STUDENT_CHECKPOINT))
+    assert args.export == student and args.output_dir == str(tmp_path / "work" / "student2")
+    evaluation = create_argparser(demo.demo_defaults()).parse_args(calls["evaluate the student like the demo"][1:])
+    assert evaluation.checkpoint == student and evaluation.timestep_respacing == "ddim2"
+    assert evaluation.sync_expert == str(export / "syncnet64_synthetic.pt")
+    assert demo_train.main(["--student_only", "True", "--parameterization", "eps"]) == 1

@@ -109,6 +109,6 @@ def test_bad_flags_are_one_line_errors(run_dirs, tmp_path, capsys):
     assert evaluate.main(flags(run_dirs, tmp_path, "--mode", "both")) == 1
     assert evaluate.main(flags(run_dirs, tmp_path, "--metrics", "fid,bleu")) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: --mode 'both' is not reconstruction or cross",
-                   "error: --metrics: unknown bleu; choose from fid, ssim, psnr, lmd, lse"]
+    assert err == ["error: --mode 'both': expected one of reconstruction, cross",
+                   "error: --metrics 'fid,bleu': unknown bleu; expected a comma list of fid, ssim, psnr, lmd, lse"]
     assert not os.path.exists(tmp_path / "summary.json")

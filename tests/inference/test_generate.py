@@ -231,7 +231,7 @@ def test_errors_are_one_line_and_leave_no_output(assets, tmp_path, capsys):
         (single(checkpoint, video, silent, tmp_path / "b.mp4"), "no audio track"),
         (single(checkpoint, video, video, tmp_path / "c.mp4", "--sampling_ref_type", "other"), "--sampling_ref_type"),
         (single(checkpoint, video, video, tmp_path / "d.mp4", "--box", "1,2,3"), "--box"),
-        (cli(tmp_path / "missing.pt", "--generate_from_filelist", "0"), "missing.pt"),
+        (single(tmp_path / "missing.pt", video, video, tmp_path / "e.mp4"), "missing.pt"),
     ]
     for args, needle in cases:
         assert main(args) == 1

@@ -1,0 +1,119 @@
+"""How every command-line entry point ends: bad input is one `error:` line (exit 1), SIGINT and
+SIGTERM unwind the run (exit 130 / 143), and output folders are checked before any work.
+
+A stop signal raises `Interrupted` in the main thread. It is a BaseException, so the per-item
+`except Exception` of a list run does not swallow it, while every `finally` and
+`except BaseException` on the way out still runs: the video writer deletes its hidden temporary
+file, the frame cache and part files are removed, and a list run prints what it finished.
+"""
+
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import threading
+from typing import Callable, Iterator
+
+from .errors import Diff2LipError
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; the command exits with 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[None]:
+    """Within: SIGINT and SIGTERM raise `Interrupted` (the first one only: a second signal during
+    the clean-up is ignored, so the clean-up finishes). Outside the main thread, where handlers
+    cannot be set, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    raised = []
+
+    def handle(signum, frame):
+        if not raised:
+            raised.append(signum)
+            raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handle) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_command(body: Callable[[], int]) -> int:
+    """Run a command's `body` and return its exit code: a `Diff2LipError` is printed as one
+    `error:` line (1); a stop signal is one line saying so (128 + signal)."""
+    try:
+        with stop_signals():
+            return body()
+    except Diff2LipError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Interrupted as exc:
+        print(f"stopped by {exc.name}; unfinished outputs were removed, finished ones kept", file=sys.stderr)
+        return exc.exit_code
+
+
+def worker_signals() -> None:
+    """In a pool worker, once: ignore SIGINT (a terminal's Ctrl-C reaches the whole process group;
+    the parent stops the pool) and keep SIGTERM's default, ending the process at once, while idle."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """In a pool worker, around one item: SIGTERM (what `Pool.terminate` sends) raises SystemExit,
+    so the item's clean-up runs and the worker ends without a traceback. Only around an item: the
+    pool's own code, outside it, may hold locks that an exception there would leave taken."""
+
+    def handle(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def check_output_folder(folder: str, flag: str) -> None:
+    """Fail now, before any work, if `folder` cannot receive files: it is a file, a file stands
+    where it would be created, or its nearest existing folder cannot be written (tried with a
+    hidden probe file, which is removed). Creates nothing."""
+    folder = os.path.abspath(folder)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise Diff2LipError(f"{flag}: '{folder}' is a file, not a folder; give a folder for the outputs")
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise Diff2LipError(f"{flag}: folder '{folder}' cannot be created, '{existing}' is a file; give another folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=existing)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise Diff2LipError(
+            f"{flag}: folder '{folder}' cannot be written ({exc.strerror or exc} in '{existing}'); give a writable folder"
+        ) from None
