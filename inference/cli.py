@@ -23,9 +23,11 @@ from guided_diffusion.errors import Diff2LipError, MediaError
 from guided_diffusion.inference_util import prepare_for_inference, resolve_precision
 from guided_diffusion.script_util import (
     FlagRule,
+    apply_checkpoint_flags,
     args_to_dict,
     create_argparser,
     load_model_weights,
+    read_checkpoint_flags,
     tfg_create_model_and_diffusion,
     tfg_data_defaults,
     tfg_model_and_diffusion_defaults,
@@ -105,6 +107,11 @@ def sampling_options(args) -> SamplingOptions:
         sampling_ref_type=args.sampling_ref_type,
         sampling_batch_size=args.sampling_batch_size,
         use_ddim=args.use_ddim,
+        sampler=args.sampler,
+        sampling_steps=args.sampling_steps,
+        solver_spacing=args.solver_spacing,
+        cache_interval=args.cache_interval,
+        cache_depth=args.cache_depth,
         clip_denoised=args.clip_denoised,
         paste=args.paste,
         loop_video=args.loop_video,
@@ -130,7 +137,7 @@ class Generator:
         self.opts = sampling_options(args)
         model, diffusion = tfg_create_model_and_diffusion(**args_to_dict(args, tfg_model_and_diffusion_defaults()))
         load_model_weights(model, args.model_path)
-        model = prepare_for_inference(model, self.device, precision)
+        model = prepare_for_inference(model, self.device, precision, compile=args.compile)
         self.syncer = LipSyncer(model, diffusion, self.opts, self.device)
         self._detector = None
         dist_util.print0(
@@ -352,10 +359,16 @@ def run_filelist(gen: Generator, items: List[FilelistItem], problems: List[str])
 def main(argv: Optional[List[str]] = None, distributed: bool = False) -> int:
     def body() -> int:
         args = create_parser().parse_args(argv)
+        # Our exported checkpoints carry their flags (a student its step count): the command line
+        # needs only what it wants to change.
+        stored = apply_checkpoint_flags(args, sys.argv[1:] if argv is None else argv,
+                                        read_checkpoint_flags(args.model_path), args.model_path)
         # Everything that can be checked without the network is, before it is loaded.
         work = check_filelist_run(args) if args.generate_from_filelist else check_single(args)
         if distributed:
             dist_util.setup_dist()
+        if stored:
+            dist_util.print0(f"flags from {args.model_path}: {' '.join(stored)}")
         gen = Generator(args)
         return run_filelist(gen, *work) if args.generate_from_filelist else run_single(gen, distributed)
 
