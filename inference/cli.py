@@ -32,6 +32,7 @@ from guided_diffusion.script_util import (
     tfg_data_defaults,
     tfg_model_and_diffusion_defaults,
     tfg_sampling_defaults,
+    validate_flags,
 )
 
 from .filelist import FilelistItem, for_each_item, output_name, read_filelist, resolve_media, safe_output_path, unique_items
@@ -358,11 +359,14 @@ def run_filelist(gen: Generator, items: List[FilelistItem], problems: List[str])
 
 def main(argv: Optional[List[str]] = None, distributed: bool = False) -> int:
     def body() -> int:
-        args = create_parser().parse_args(argv)
+        parser = create_parser()
+        args = parser.parse_args(argv)
         # Our exported checkpoints carry their flags (a student its step count): the command line
-        # needs only what it wants to change.
+        # needs only what it wants to change. What the file sets is checked like a typed flag.
         stored = apply_checkpoint_flags(args, sys.argv[1:] if argv is None else argv,
                                         read_checkpoint_flags(args.model_path), args.model_path)
+        if stored:
+            validate_flags(args, parser.flag_checks, parser.flag_rules)
         # Everything that can be checked without the network is, before it is loaded.
         work = check_filelist_run(args) if args.generate_from_filelist else check_single(args)
         if distributed:
