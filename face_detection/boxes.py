@@ -52,26 +52,53 @@ def check_box(box: Box, frame_hw: Tuple[int, int], source_name: str) -> None:
         )
 
 
-def fill_missing(raw: Sequence[Optional[Sequence[int]]], source_name: str) -> Tuple[np.ndarray, int]:
+def fill_missing(
+    raw: Sequence[Optional[Sequence[int]]],
+    source_name: str,
+    max_gap: Optional[int] = None,
+    cuts: Sequence[int] = (),
+    require_face: bool = True,
+) -> Tuple[np.ndarray, int]:
     """Give each frame without a face the box of the nearest frame with one (ties: the earlier).
 
+    With the defaults, every frame gets a box (the released rule). `cuts` (frames that start a
+    new shot) keep each frame to boxes of its own shot; `max_gap` fills only the runs of at
+    most that many frames without a face. Frames left without a box get `(-1, -1, -1, -1)`.
+
     :param raw: per frame, `(x1, y1, x2, y2)` or None.
+    :param require_face: raise when no frame has a face (else all rows are -1).
     :return: `([N, 4] int64 (x1, y1, x2, y2), number of frames that were filled)`.
     """
-    found = np.array([i for i, r in enumerate(raw) if r is not None], dtype=np.int64)
-    if len(found) == 0:
+    out = np.full((len(raw), 4), -1, dtype=np.int64)
+    n_filled = 0
+    edges = [0] + sorted(c for c in set(cuts) if 0 < c < len(raw)) + [len(raw)]
+    for start, stop in zip(edges[:-1], edges[1:]):
+        found = np.array([i for i in range(start, stop) if raw[i] is not None], dtype=np.int64)
+        if len(found) == 0:
+            continue
+        known = np.array([raw[i] for i in found], dtype=np.int64).reshape(-1, 4)
+        idx = np.arange(start, stop)
+        # For every frame: the first detected frame at or after it, and the one before that.
+        after = np.clip(np.searchsorted(found, idx), 0, len(found) - 1)
+        before = np.clip(after - 1, 0, len(found) - 1)
+        take_before = np.abs(idx - found[before]) <= np.abs(found[after] - idx)
+        nearest = np.where(take_before, before, after)
+        keep = np.ones(len(idx), dtype=bool)
+        if max_gap is not None:
+            # The length of the faceless run each frame lies in (runs at a shot's edge too).
+            gap = np.where(
+                idx < found[0], found[0] - start,
+                np.where(idx > found[-1], stop - 1 - found[-1], found[after] - found[before] - 1),
+            )
+            keep = (gap <= max_gap) | np.isin(idx, found)
+        out[idx[keep]] = known[nearest[keep]]
+        n_filled += int(keep.sum()) - len(found)
+    if require_face and not (out[:, 0] >= 0).any():
         raise MediaError(
             f"no face found in any of the {len(raw)} frames of '{source_name}'; "
             "give a clip with a visible face or pass --box top,bottom,left,right"
         )
-    known = np.array([raw[i] for i in found], dtype=np.int64).reshape(-1, 4)
-    idx = np.arange(len(raw))
-    # For every frame: the first detected frame at or after it, and the one before that.
-    after = np.clip(np.searchsorted(found, idx), 0, len(found) - 1)
-    before = np.clip(after - 1, 0, len(found) - 1)
-    take_before = np.abs(idx - found[before]) <= np.abs(found[after] - idx)
-    nearest = np.where(take_before, before, after)
-    return known[nearest], len(raw) - len(found)
+    return out, n_filled
 
 
 def pad_boxes(xyxy: np.ndarray, pads: Sequence[int], frame_hw: Tuple[int, int]) -> np.ndarray:
@@ -91,20 +118,25 @@ def pad_boxes(xyxy: np.ndarray, pads: Sequence[int], frame_hw: Tuple[int, int]) 
     return np.stack([y1, y2, x1, x2], axis=1)
 
 
-def smooth_boxes(boxes: np.ndarray, T: int = 5) -> np.ndarray:
-    """Wav2Lip's `get_smoothened_boxes`, exactly, on a copy.
+def smooth_boxes(boxes: np.ndarray, T: int = 5, cuts: Sequence[int] = ()) -> np.ndarray:
+    """Wav2Lip's `get_smoothened_boxes`, exactly, on a copy; with `cuts`, on each run apart.
 
     In place on an integer array, so means truncate and the last windows read boxes that were
     already smoothed; with N < T every window is `boxes[N - T:]`, Python's negative slice (for
     N = 4 and T = 5 that is the last box alone). Column-wise, so the box order does not matter.
+    `cuts` (indices that start a new run: scene cuts, the edges of frames without a box) split
+    the rows into runs smoothed independently, so no window reaches across a cut.
 
     :param boxes: `[N, 4]` integers.
     :return: `[N, 4]` int64.
     """
     boxes = np.array(boxes, dtype=np.int64).reshape(-1, 4)
-    for i in range(len(boxes)):
-        window = boxes[len(boxes) - T :] if i + T > len(boxes) else boxes[i : i + T]
-        boxes[i] = np.mean(window, axis=0)
+    edges = [0] + sorted(c for c in set(cuts) if 0 < c < len(boxes)) + [len(boxes)]
+    for start, stop in zip(edges[:-1], edges[1:]):
+        run = boxes[start:stop]  # a view: smoothed in place, as released
+        for i in range(len(run)):
+            window = run[len(run) - T :] if i + T > len(run) else run[i : i + T]
+            run[i] = np.mean(window, axis=0)
     return boxes
 
 

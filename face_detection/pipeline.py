@@ -4,8 +4,13 @@ The steps are separate so that several processes can each detect a range of fram
 their raw detections before the clip-wide steps (nearest fill, pads, smoothing):
 `detect_faces` -> `boxes_from_detections`, or `fixed_boxes` when no detector is needed.
 `face_boxes` chains them for one process.
+
+For in-the-wild clips, `scan_faces` keeps every face of every frame and a colour histogram per
+frame, and `track_boxes` turns the joined scans into the chosen person's boxes with scene cuts,
+gap rules and the frames to pass through (`FaceTrack`).
 """
 
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -14,6 +19,11 @@ from guided_diffusion.errors import Diff2LipError, MediaError
 
 from .boxes import Box, check_box, fill_missing, pad_boxes, smooth_boxes, voxceleb2_box
 from .detector import XYXY
+from .tracking import FaceSelect, colour_histogram, fade_weights, scene_cuts, track_face
+
+NO_FACE_MODES = ("passthrough", "nearest", "fail")
+# Generated frames next to a frame passed through cross-fade over this many frames (0.12 s).
+FADE_FRAMES = 3
 
 
 class _one_size:
@@ -59,6 +69,24 @@ def fixed_boxes(
     return np.tile(np.asarray(fixed, dtype=np.int64), (n_frames, 1))
 
 
+def _detector_batches(frames: Iterable[np.ndarray], detector, source_name: str, call, on_frame=None):
+    """`(results of call(batch) per frame, frame size)` over `frames`, `detector.batch_size`
+    frames held at a time; `on_frame(frame)` sees every frame as it passes."""
+    results: list = []
+    pending: List[np.ndarray] = []
+    sized = _one_size(frames, source_name)
+    for frame in sized:
+        if on_frame is not None:
+            on_frame(frame)
+        pending.append(frame)
+        if len(pending) >= detector.batch_size:
+            results.extend(call(pending))
+            pending = []
+    if pending:
+        results.extend(call(pending))
+    return results, sized.frame_hw
+
+
 def detect_faces(frames: Iterable[np.ndarray], detector, source_name: str = "the video") -> Tuple[List[Optional[XYXY]], Tuple[int, int]]:
     """Raw first detections `(x1, y1, x2, y2)` or None per frame, and the frame size.
 
@@ -67,17 +95,45 @@ def detect_faces(frames: Iterable[np.ndarray], detector, source_name: str = "the
     :param detector: a `FaceDetector`, or anything with `batch_size` and
         `detect(list of frames) -> [(x1, y1, x2, y2) or None]`.
     """
-    raw: List[Optional[XYXY]] = []
-    pending: List[np.ndarray] = []
-    sized = _one_size(frames, source_name)
-    for frame in sized:
-        pending.append(frame)
-        if len(pending) >= detector.batch_size:
-            raw.extend(detector.detect(pending))
-            pending = []
-    if pending:
-        raw.extend(detector.detect(pending))
-    return raw, sized.frame_hw
+    return _detector_batches(frames, detector, source_name, detector.detect)
+
+
+@dataclass
+class ClipScan:
+    """What one pass over (a range of) a clip's frames gathers for `track_boxes`."""
+
+    detections: List[np.ndarray] = field(default_factory=list)  # per frame [K, 5] (x1, y1, x2, y2, score)
+    histograms: List[np.ndarray] = field(default_factory=list)  # per frame [64] colour histogram
+    frame_hw: Optional[Tuple[int, int]] = None
+
+    @staticmethod
+    def join(parts: Sequence["ClipScan"]) -> "ClipScan":
+        """The scans of consecutive frame ranges (processes' parts, in order) as one."""
+        sizes = [p.frame_hw for p in parts if p.frame_hw is not None]
+        return ClipScan(
+            [d for p in parts for d in p.detections], [h for p in parts for h in p.histograms], sizes[0] if sizes else None
+        )
+
+
+def scan_faces(frames: Iterable[np.ndarray], detector, source_name: str = "the video") -> ClipScan:
+    """Every face `[K, 5]` and the colour histogram (for scene cuts) of each frame, in one pass.
+
+    :param detector: anything with `batch_size` and `detect_all(list of frames) -> [[K, 5]]`.
+    """
+    histograms: List[np.ndarray] = []
+    detections, frame_hw = _detector_batches(
+        frames, detector, source_name, detector.detect_all, lambda f: histograms.append(colour_histogram(f))
+    )
+    return ClipScan(detections, histograms, frame_hw)
+
+
+def _check_not_empty(boxes: np.ndarray, pads: Sequence[int], source_name: str) -> None:
+    empty = np.flatnonzero((boxes[:, 1] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 2]))
+    if len(empty):
+        raise Diff2LipError(
+            f"--pads {','.join(str(int(p)) for p in pads)} leave no face in frame {empty[0]} "
+            f"of '{source_name}'; use smaller negative pads"
+        )
 
 
 def boxes_from_detections(
@@ -96,13 +152,89 @@ def boxes_from_detections(
     boxes = pad_boxes(xyxy, pads, frame_hw)
     if smooth:
         boxes = smooth_boxes(boxes, T=5)
-    empty = np.flatnonzero((boxes[:, 1] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 2]))
-    if len(empty):
-        raise Diff2LipError(
-            f"--pads {','.join(str(int(p)) for p in pads)} leave no face in frame {empty[0]} "
-            f"of '{source_name}'; use smaller negative pads"
-        )
+    _check_not_empty(boxes, pads, source_name)
     return boxes, n_missing
+
+
+@dataclass
+class FaceTrack:
+    """The boxes of a clip whose faces were tracked (`track_boxes`)."""
+
+    boxes: np.ndarray  # [N, 4] int64 (y1, y2, x1, x2); a frame passed through holds its nearest box (unused)
+    weights: np.ndarray  # [N] float32: share of the generated face per frame (0: passed through)
+    cuts: List[int]  # frames that start a new shot
+    n_missing: int  # frames where the chosen person was not detected
+    n_filled: int  # of those, frames given the nearest box
+    n_passed: int  # frames passed through unchanged
+
+    @property
+    def n_generated(self) -> int:
+        return int((self.weights > 0).sum())
+
+    def summary(self) -> str:
+        return (
+            f"no face in {self.n_missing} of {len(self.weights)} frames: {self.n_filled} filled with the nearest box, "
+            f"{self.n_passed} passed through; {self.n_generated} generated, {len(self.cuts)} scene cut(s)"
+        )
+
+
+def track_boxes(
+    scan: ClipScan,
+    select: FaceSelect,
+    pads: Sequence[int] = (0, 0, 0, 0),
+    no_face: str = "passthrough",
+    max_gap: int = FADE_FRAMES,
+    cut_threshold: float = 0.0,
+    source_name: str = "the video",
+    smooth: bool = True,
+) -> FaceTrack:
+    """The chosen person's boxes over a whole clip, from its joined scan.
+
+    Scene cuts from the histograms; the track of `select` (restarting at each cut); gaps of at
+    most `max_gap` frames filled with the nearest box of the same shot; then for longer gaps
+    `no_face`: "passthrough" (the frames stay as they are, with a cross-fade of `FADE_FRAMES`
+    into the generated runs), "nearest" (every gap filled, a shot without a face from the next
+    shot: the rule of the release's fill), or "fail" (an error naming the first such frame).
+    Pads, then the released 5-box smoothing along each run of boxes, never across a cut.
+    """
+    if no_face not in NO_FACE_MODES:
+        raise ValueError(f"no_face {no_face!r} is not one of {NO_FACE_MODES}")
+    n = len(scan.detections)
+    cuts = scene_cuts(np.stack(scan.histograms), cut_threshold) if scan.histograms else []
+    raw = track_face(scan.detections, select, scan.frame_hw, cuts)
+    n_missing = sum(1 for r in raw if r is None)
+    if no_face == "nearest":
+        within, _ = fill_missing(raw, source_name, cuts=cuts)
+        rows = [tuple(r) if r[0] >= 0 else None for r in within]
+        xyxy, _ = fill_missing(rows, source_name)  # shots without any face: the nearest shot's box
+    else:
+        xyxy, _ = fill_missing(raw, source_name, max_gap=max_gap, cuts=cuts, require_face=no_face == "fail")
+    have = xyxy[:, 0] >= 0
+    if no_face == "fail" and not have.all():
+        first = int(np.flatnonzero(~have)[0])
+        raise MediaError(
+            f"no face in frame {first} ({first / 25:.2f} s) of '{source_name}' and the gap is longer than "
+            f"--max_fill_gap {max_gap}; use --no_face passthrough or nearest, or a larger --max_fill_gap"
+        )
+    boxes = pad_boxes(np.where(have[:, None], xyxy, 0), pads, scan.frame_hw)
+    if smooth:
+        edges = [i for i in range(1, n) if have[i] != have[i - 1]]
+        boxes = smooth_boxes(boxes, T=5, cuts=list(cuts) + edges)
+    if have.any():
+        _check_not_empty(boxes[have], pads, source_name)
+        rows = [tuple(b) if h else None for b, h in zip(boxes, have)]
+        boxes, _ = fill_missing(rows, source_name)  # placeholders for frames passed through
+    else:
+        h, w = scan.frame_hw
+        boxes = np.tile(np.array([0, h, 0, w], dtype=np.int64), (n, 1))
+    return FaceTrack(
+        boxes=boxes,
+        weights=fade_weights(have, FADE_FRAMES),
+        cuts=cuts,
+        n_missing=n_missing,
+        n_filled=int(have.sum()) - (n - n_missing),
+        n_passed=int((~have).sum()),
+    )
 
 
 def face_boxes(
