@@ -28,6 +28,7 @@ from guided_diffusion import dist_util, logger
 from guided_diffusion.errors import CheckpointError, Diff2LipError
 from guided_diffusion.inference_util import resolve_precision
 from guided_diffusion.nn import update_ema
+from guided_diffusion.samplers import solver_sample
 from guided_diffusion.script_util import (
     args_to_dict,
     create_argparser,
@@ -86,6 +87,8 @@ def train_defaults() -> dict:
         save_every=5000,
         preview_every=0,
         preview_respacing="ddim25",
+        preview_sampler="ddim",
+        preview_sampling_steps=10,
         keep=3,
         log_every=100,
         resume=False,
@@ -123,6 +126,8 @@ TRAIN_HELP = {
     "save_every": "write a checkpoint every N steps",
     "preview_every": "every N steps, sample the EMA network on a fixed val batch and write preview_STEP.png (0: off)",
     "preview_respacing": "sampling steps of the previews (ddimN as at inference)",
+    "preview_sampler": "sampler of the previews, as generate.py's --sampler (ddim: over --preview_respacing)",
+    "preview_sampling_steps": "network passes of a dpm++ preview sampler",
     "keep": "keep the newest N checkpoints",
     "log_every": "write the averaged loss terms every N steps",
     "resume": "continue from the newest checkpoint in --output_dir (exactly: data order and RNG included)",
@@ -237,7 +242,7 @@ def all_finite(loss: torch.Tensor) -> bool:
 
 class Preview:
     """Samples a fixed batch (the val split's, else the train split's) with the EMA weights,
-    as inference does (DDIM, one shared noise), and writes `preview_STEP.png`: real | generated."""
+    as inference does (DDIM or a DPM-Solver++, one shared noise), and writes `preview_STEP.png`: real | generated."""
 
     def __init__(self, args, device):
         from guided_diffusion.script_util import create_gaussian_diffusion
@@ -268,7 +273,12 @@ class Preview:
         )
         was_training = ema.training
         ema.eval()
-        sample = self.diffusion.ddim_sample_loop(ema, tuple(inputs.x_start.shape), noise=inputs.noise, model_kwargs=inputs.model_kwargs)
+        if self.args.preview_sampler == "ddim":
+            sample = self.diffusion.ddim_sample_loop(ema, tuple(inputs.x_start.shape), noise=inputs.noise,
+                                                     model_kwargs=inputs.model_kwargs)
+        else:
+            sample = solver_sample(self.diffusion, ema, inputs.noise, inputs.model_kwargs,
+                                   solver=self.args.preview_sampler, steps=self.args.preview_sampling_steps)
         ema.train(was_training)
         generated = sample * inputs.mask + inputs.x_start * (1 - inputs.mask)
         grid = torch.cat([torch.cat(list(inputs.x_start), 2), torch.cat(list(generated), 2)], 1)  # [3, 2H, N*W]

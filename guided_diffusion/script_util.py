@@ -211,6 +211,9 @@ FLAG_HELP: Dict[str, str] = {
 # command parses its flags (`_ArgumentParser.parse_args`), before any model is built or any file
 # is touched. A bad value is one line naming the flag, the value and what is valid.
 
+# The samplers of generate.py's --sampler (samplers.SOLVERS also has dpm++1, DDIM in solver form).
+SAMPLER_CHOICES = ("ddim", "dpm++2m", "dpm++3m")
+
 # A check returns None for a good value, else the problem in words ("expected 0 < value < 1").
 # The range checks also carry `valid`, the range in words, which `--help` shows.
 FlagCheck = Callable[[Any], Optional[str]]
@@ -296,7 +299,9 @@ FLAG_CHECKS: Dict[str, FlagCheck] = {
     "sampling_input_type": one_of("gt", "first_frame"),
     "sampling_ref_type": one_of("gt", "first_frame", "random"),
     "sampling_batch_size": at_least(1),
-    "sampler": one_of("ddim", "dpm++2m", "dpm++3m"),
+    "sampler": one_of(*SAMPLER_CHOICES),
+    "preview_sampler": one_of(*SAMPLER_CHOICES),
+    "preview_sampling_steps": at_least(1),
     "sampling_steps": at_least(1),
     "solver_spacing": one_of("trailing", "ddim"),
     "cache_interval": at_least(1),
