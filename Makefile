@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo demo-train demo-train-eps demo-ablation test test-fast bench clean-venv
+.PHONY: install demo demo-train demo-train-eps demo-ablation test test-fast bench bench-sampling-quality clean-venv
 
 $(INSTALLED): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ bench: $(INSTALLED)
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_eval.py
+	$(PY) benchmarks/bench_sampling.py
+
+# The fast samplers' quality on the synthetic benchmark, for both demo networks (about 20 minutes).
+bench-sampling-quality: $(INSTALLED)
+	$(PY) benchmarks/bench_sampling_quality.py --parameterization eps
+	$(PY) benchmarks/bench_sampling_quality.py --parameterization x0
 
 clean-venv:
 	rm -rf $(VENV)

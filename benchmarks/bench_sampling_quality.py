@@ -1,0 +1,110 @@
+"""Quality of the fast samplers on the synthetic benchmark, with the real commands.
+
+For one trained demo network (the committed x0 network, or the released parameterization:
+predicted noise with learned sigma), render the demo's held-out talking heads once, then run
+generate.py (through `demo.evaluate_checkpoint`) with DDIM-25 and with each fast sampler and
+report, per sampler: network passes, wall time, the mouth-region PSNR of the cross clips against
+the DDIM-25 clips (the lower half of the face box, where the network paints), the lip-sync score,
+the wrong-audio control and the reconstruction PSNR / SSIM. The last lines are `name=value`.
+
+    python benchmarks/bench_sampling_quality.py --parameterization eps [--samplers ddim25,dpm2m_8,...]
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Dict, List
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import demo  # noqa: E402
+from dataset.video_io import iter_frames  # noqa: E402
+from evaluation import synthetic_lipsync as sl  # noqa: E402
+from face_detection.boxes import voxceleb2_box  # noqa: E402
+from guided_diffusion.train_util import atomic_write_json  # noqa: E402
+
+# name -> (generate.py's sampler flags, network passes per frame)
+SAMPLERS: Dict[str, tuple] = {
+    "ddim25": (dict(timestep_respacing="ddim25", sampler="ddim"), 25),
+    "ddim10": (dict(timestep_respacing="ddim10", sampler="ddim"), 10),
+    "dpm2m_10": (dict(sampler="dpm++2m", sampling_steps=10), 10),
+    "dpm2m_8": (dict(sampler="dpm++2m", sampling_steps=8), 8),
+    "dpm2m_6": (dict(sampler="dpm++2m", sampling_steps=6), 6),
+    "dpm2m_4": (dict(sampler="dpm++2m", sampling_steps=4), 4),
+    "dpm3m_8": (dict(sampler="dpm++3m", sampling_steps=8), 8),
+    "dpm2m_8_cache2": (dict(sampler="dpm++2m", sampling_steps=8, cache_interval=2), 8),
+    "dpm2m_10_cache2": (dict(sampler="dpm++2m", sampling_steps=10, cache_interval=2), 10),
+}
+DEFAULT_SAMPLERS = "ddim25,dpm2m_10,dpm2m_8,dpm2m_6,dpm2m_4,dpm3m_8,dpm2m_8_cache2"
+
+
+def mouth_psnr(a_path: str, b_path: str) -> float:
+    """PSNR (dB) over the lower half of the VoxCeleb2 face box of two clips, all frames."""
+    squared, count = 0.0, 0
+    for fa, fb in zip(iter_frames(a_path, 25), iter_frames(b_path, 25)):
+        y1, y2, x1, x2 = voxceleb2_box(*fa.shape[:2])
+        top = y1 + (y2 - y1) // 2
+        diff = fa[top:y2, x1:x2].astype(np.float64) - fb[top:y2, x1:x2].astype(np.float64)
+        squared += float((diff**2).sum())
+        count += diff.size
+    mse = squared / max(count, 1)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def main(argv: List[str] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parameterization", default="eps", choices=sorted(demo.DEMO_NETWORKS),
+                        help="which demo network: eps (released parameterization) or x0 (default eps)")
+    parser.add_argument("--checkpoint", default="", help="its checkpoint ('' = the committed one)")
+    parser.add_argument("--samplers", default=DEFAULT_SAMPLERS, help=f"comma list of {', '.join(SAMPLERS)}")
+    parser.add_argument("--out_dir", default="outputs/bench_sampling_quality", help="clips and results go here")
+    parser.add_argument("--precision", default="bf16", help="generate.py's --precision (default bf16)")
+    args = parser.parse_args(argv)
+    names = args.samplers.split(",")
+    unknown = [n for n in names if n not in SAMPLERS]
+    if unknown or "ddim25" not in names:
+        parser.error(f"--samplers must name ddim25 (the reference) and only {', '.join(SAMPLERS)}; got {unknown}")
+    checkpoint = args.checkpoint or (demo.DEMO_CHECKPOINT_EPS if args.parameterization == "eps" else demo.DEMO_CHECKPOINT)
+    data_dir = os.path.join(args.out_dir, "data")
+    demo.render(data_dir, demo.DEMO_DATA["seconds"], progress=False)
+    pairs = sl.read_pairs(os.path.join(data_dir, "test_cross.txt"))
+    run_dir = os.path.join(args.out_dir, args.parameterization)
+    results = {}
+    for name in ["ddim25"] + [n for n in names if n != "ddim25"]:
+        flags, passes = SAMPLERS[name]
+        settings = {**dict(timestep_respacing="ddim25", precision=args.precision, progress=False,
+                           parameterization=args.parameterization), **flags}
+        started = time.perf_counter()
+        scores = demo.evaluate_checkpoint(checkpoint, data_dir, os.path.join(run_dir, name),
+                                          argparse.Namespace(**settings), sheets=False)
+        scores.pop("per_clip")
+        scores["seconds"] = time.perf_counter() - started
+        scores["passes"] = passes
+        scores["mouth_psnr_vs_ddim25"] = float(np.mean([
+            mouth_psnr(sl.generated_path(os.path.join(run_dir, name, "cross"), p),
+                       sl.generated_path(os.path.join(run_dir, "ddim25", "cross"), p)) for p in pairs
+        ]))
+        results[name] = scores
+        print(f"{name}: {json.dumps({k: round(v, 4) for k, v in scores.items()})}", flush=True)
+    atomic_write_json(os.path.join(run_dir, "results.json"), results)
+    ref = results["ddim25"]
+    print(f"\n{args.parameterization} network ({checkpoint}), 6 held-out clips x 2 filelists:\n")
+    print("| sampler | passes | time (s) | mouth PSNR vs DDIM-25 (dB) | lip-sync (delta) | wrong audio | recon PSNR / SSIM |")
+    print("|---|---|---|---|---|---|---|")
+    for name, s in results.items():
+        psnr = "-" if name == "ddim25" else f"{s['mouth_psnr_vs_ddim25']:.1f}"
+        print(f"| {name} | {s['passes']} | {s['seconds']:.0f} | {psnr} | {s['lip_sync']:.3f} ({s['lip_sync'] - ref['lip_sync']:+.3f}) "
+              f"| {s['wrong_audio']:.3f} | {s['psnr']:.2f} / {s['ssim']:.4f} |")
+    for name, s in results.items():
+        for key in ("mouth_psnr_vs_ddim25", "lip_sync", "wrong_audio", "psnr", "ssim", "seconds"):
+            if not (name == "ddim25" and key == "mouth_psnr_vs_ddim25"):
+                print(f"{args.parameterization}_{name}_{key}={s[key]:.4g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
