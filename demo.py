@@ -56,10 +56,19 @@ def model_flags(parameterization: str = "x0") -> List[str]:
     return as_flags(DEMO_NETWORKS[parameterization])
 
 
+# generate.py's sampler flags that the demo passes on (see demo_defaults).
+SAMPLER_FLAGS = ("sampler", "sampling_steps", "cache_interval")
+
+
+def sampler_flags(args) -> List[str]:
+    """The sampler flags of `args` that it has, as generate.py flags (others keep generate.py's defaults)."""
+    return as_flags({k: getattr(args, k) for k in SAMPLER_FLAGS if hasattr(args, k)})
+
+
 def demo_defaults() -> dict:
     return dict(out_dir="outputs/demo", checkpoint=DEMO_CHECKPOINT, sync_expert=DEMO_SYNC_EXPERT,
-                timestep_respacing="ddim10", precision="bf16", seconds=DEMO_DATA["seconds"], parameterization="x0",
-                progress=True)
+                timestep_respacing="ddim10", sampler="ddim", sampling_steps=10, cache_interval=1, precision="bf16",
+                seconds=DEMO_DATA["seconds"], parameterization="x0", progress=True)
 
 
 DEMO_HELP = {
@@ -67,6 +76,7 @@ DEMO_HELP = {
     "checkpoint": "the Diff2Lip checkpoint (the demo network's flags); `make demo-train` writes the default one",
     "sync_expert": "the SyncNet checkpoint whose accuracy is measured",
     "timestep_respacing": "sampling steps of generate.py (ddimN)",
+    **{k: FLAG_HELP[k] for k in SAMPLER_FLAGS},
     "precision": "generate.py's --precision: bf16 (fast on CPUs with AVX-512 bf16 / AMX and on GPUs) or fp32",
     "seconds": "length of each rendered clip",
     "parameterization": "the --checkpoint's network: x0 (the demo network, predicts the clean frame) or eps (the "
@@ -106,7 +116,7 @@ def generate(checkpoint: str, data_dir: str, filelist: str, sample_dir: str, arg
     code = generate_main([
         *model_flags(args.parameterization), "--model_path", checkpoint, "--generate_from_filelist", "True",
         "--filelist", os.path.join(data_dir, filelist), "--test_video_dir", data_dir, "--sample_path", sample_dir,
-        "--timestep_respacing", args.timestep_respacing, "--precision", args.precision,
+        "--timestep_respacing", args.timestep_respacing, *sampler_flags(args), "--precision", args.precision,
         "--sampling_seed", "7", "--progress", str(args.progress),
     ])
     if code != 0:
