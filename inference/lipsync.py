@@ -29,7 +29,7 @@ from audio.audio import (
     samples_for_frames,
 )
 from dataset.video_io import VideoWriter, is_image, iter_frames, probe_video
-from face_detection import crop_face, detect_faces, fixed_boxes, paste_face
+from face_detection import ClipScan, FaceTrack, crop_face, fixed_boxes, parse_face_select, paste_face, scan_faces, track_boxes
 from guided_diffusion.errors import MediaError
 from guided_diffusion.inference_util import autocast
 from guided_diffusion.samplers import solver_sample
@@ -58,6 +58,11 @@ class SamplingOptions:
     cache_interval: int = 1  # deep-feature reuse: a full pass every `cache_interval` steps (1: off)
     cache_depth: int = 3
     paste: str = "full"
+    color_match: bool = False
+    face_select: str = "largest"  # see face_detection.tracking.parse_face_select
+    no_face: str = "passthrough"
+    max_fill_gap: int = 3
+    cut_threshold: float = 0.5
     loop_video: bool = False
     is_voxceleb2: bool = True
     box: Optional[Tuple[int, int, int, int]] = None
@@ -237,8 +242,13 @@ class LipSyncer:
         start: int,
         stop: int,
         on_frames: Optional[Callable[[int], None]] = None,
+        weights: Optional[np.ndarray] = None,
     ) -> Iterator[np.ndarray]:
-        """Finished frames for output frames start..stop-1 (chunk-aligned `start`)."""
+        """Finished frames for output frames start..stop-1 (chunk-aligned `start`).
+
+        :param weights: `[n_source]` share of the generated face per source frame (`FaceTrack`):
+            0 passes the source frame through, in between cross-fades; None: 1 everywhere.
+        """
         opts = self.opts
         size = opts.image_size
         noise = shared_noise(size, seed=opts.sampling_seed)
@@ -252,6 +262,13 @@ class LipSyncer:
             n = c1 - c0
             targets = [np.asarray(next(source)) for _ in range(n)]
             src_idx = [plan.source_index(k) for k in range(c0, c1)]
+            if weights is not None and not any(weights[i] > 0 for i in src_idx):
+                # No face to repaint in the whole chunk: no network call. Chunks are seeded
+                # by their start, so the others do not change.
+                if on_frames is not None:
+                    on_frames(n)
+                yield from targets
+                continue
             crops = [crop_face(f, boxes[i], size) for f, i in zip(targets, src_idx)]
             inputs = [first_crop] * n if plan.first_frame_input else crops
             if opts.sampling_ref_type == "first_frame":
@@ -280,7 +297,15 @@ class LipSyncer:
                 on_frames(n)
             for target, face, i in zip(targets, faces, src_idx):
                 box = boxes[0] if plan.first_frame_input else boxes[i]
-                yield paste_face(target, face, box, mode=opts.paste, face_hide_percentage=opts.face_hide_percentage)
+                weight = 1.0 if weights is None else float(weights[i])
+                if weight == 0:
+                    yield target
+                    continue
+                pasted = paste_face(target, face, box, mode=opts.paste, face_hide_percentage=opts.face_hide_percentage,
+                                    color_match=opts.color_match)
+                if weight < 1:  # cross-fade into a run of frames passed through
+                    pasted = np.rint(target + weight * (pasted.astype(np.float32) - target)).astype(np.uint8)
+                yield pasted
 
     def sample(self, batch, chunk_start: int = 0) -> torch.Tensor:
         """Sample the clean crops `[N, 3, H, W]` of one chunk (a `TFGBatch`) with the chosen sampler."""
@@ -313,18 +338,26 @@ def driving_audio(plan: ClipPlan) -> np.ndarray:
 
 
 def boxes_for_clip(plan: ClipPlan, frames: SourceFrames, opts: SamplingOptions, detector, start: int = 0, stop: Optional[int] = None):
-    """(boxes `[n_source, 4]` or None, raw detections of source frames start..stop-1).
+    """(boxes `[n_source, 4]` or None, `ClipScan` of source frames start..stop-1).
 
-    With `--box` or the VoxCeleb2 crop the boxes come back directly; otherwise the raw
-    detections of the range come back for `boxes_from_detections` (processes that split the
-    detection join their ranges first: fill and smoothing need the whole clip).
+    With `--box` or the VoxCeleb2 crop the boxes come back directly; otherwise the scan of the
+    range (every face and a colour histogram per frame) comes back for `track_for_clip`
+    (processes that split the detection join their ranges first: the track, the cuts, the
+    fill and the smoothing need the whole clip).
     """
     fixed = fixed_boxes(plan.n_source, plan.frame_hw, opts.box, opts.is_voxceleb2, plan.video_path)
     if fixed is not None:
-        return fixed, []
+        return fixed, ClipScan()
     stop = plan.n_source if stop is None else stop
-    raw, _ = detect_faces(frames.in_order(start, stop), detector, plan.video_path)
-    return None, raw
+    return None, scan_faces(frames.in_order(start, stop), detector, plan.video_path)
+
+
+def track_for_clip(scan: ClipScan, plan: ClipPlan, opts: SamplingOptions) -> FaceTrack:
+    """The boxes and per-frame weights of a clip from its whole (joined) scan."""
+    return track_boxes(
+        scan, parse_face_select(opts.face_select), opts.pads, opts.no_face, opts.max_fill_gap,
+        opts.cut_threshold, plan.video_path,
+    )
 
 
 def split_range(n: int, parts: int, index: int, align: int = 1) -> Tuple[int, int]:
