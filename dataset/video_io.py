@@ -21,6 +21,12 @@ So a 25 fps source maps 1:1, 50 fps keeps frames 0, 2, 4, ..., 30 fps drops one 
 source frame 11 again). Note this is the frame on screen at the half-slot point, not always the
 frame nearest to k / fps (for 24 fps, output 12 at 0.48 s shows frame 11 at 0.458 s, not frame 12
 at 0.5 s), exactly as ffmpeg does.
+
+Display rotation: a phone stores its frames as the sensor sees them (sideways when held upright)
+and records how to show them, as a display matrix (or, in files from old tools, a `rotate` tag).
+Every frame read here is turned upright as a player (and ffmpeg's autorotate) would show it, and
+`probe_video` reports the displayed size, so crops, boxes and outputs all live in upright frames.
+The same holds for a photograph's EXIF orientation, which ffmpeg reads as a display matrix.
 """
 
 import contextlib
@@ -57,6 +63,7 @@ class VideoInfo:
     num_frames: int
     duration: float  # seconds from the first frame's start to the last frame's end
     has_audio: bool
+    rotation: int = 0  # clockwise degrees (0, 90, 180, 270) the stored frames were turned to show them upright
 
 
 @dataclass(frozen=True)
@@ -108,25 +115,62 @@ def _video_stream(container: "av.container.InputContainer", path: str) -> "av.Vi
     raise MediaError(f"'{path}' has no video stream; give a video or an image of a face")
 
 
-def _read_image(path: str) -> np.ndarray:
+def _clockwise(frame: "av.VideoFrame") -> int:
+    """Clockwise degrees (0, 90, 180, 270) that show `frame` upright, from its display matrix.
+
+    PyAV's `frame.rotation` is ffmpeg's av_display_rotation_get: the COUNTER-clockwise angle, in
+    [-180, 180]. A phone held upright stores -90, and ffmpeg's autorotate shows it turned 90
+    degrees clockwise (transpose=clock). Angles between quarter turns round to the nearest one. A
+    mirror in the matrix is not applied: PyAV gives the angle only.
+    """
+    return -round(frame.rotation / 90) * 90 % 360
+
+
+def _tag_rotation(stream: "av.VideoStream") -> int:
+    """Clockwise degrees of the legacy `rotate` stream tag, 0 if there is none.
+
+    Old ffmpeg versions wrote it (and kept it in .mkv tags, upper-cased) and read it as clockwise;
+    today's ffmpeg writes and reads a display matrix instead, so this only serves older files.
+    """
+    for key, value in stream.metadata.items():
+        if key.lower() == "rotate":
+            try:
+                return round(float(value) / 90) * 90 % 360
+            except ValueError:
+                return 0
+    return 0
+
+
+def _upright(array: np.ndarray, rotation: int) -> np.ndarray:
+    """RGB [H, W, 3] turned `rotation` degrees clockwise (np.rot90 turns counter-clockwise for
+    k > 0), as a new contiguous array (OpenCV and torch.from_numpy want one)."""
+    return np.ascontiguousarray(np.rot90(array, k=-rotation // 90))
+
+
+def _read_image(path: str) -> Tuple[np.ndarray, int]:
+    """The image as an upright RGB array, and the clockwise degrees its EXIF orientation asked for."""
     with _reading(path), av.open(path) as container:
         for frame in container.decode(_video_stream(container, path)):
-            return frame.to_ndarray(format="rgb24")
+            rotation = _clockwise(frame)
+            return _rgb(frame, rotation), rotation
     raise MediaError(f"image '{path}' contains no picture; give a valid .png or .jpg of a face")
 
 
 def probe_video(path: PathLike, fps: float = 25.0) -> VideoInfo:
-    """Size, source rate, duration, audio presence and the exact number of frames at `fps`.
+    """Displayed size, source rate, duration, audio presence, the exact number of frames at `fps`
+    and the display rotation that `iter_frames` applies.
 
-    Videos are demuxed without decoding (the result is cached per file). An image is one frame.
+    Videos are demuxed, decoding only up to the first frame to read its display matrix (the result
+    is cached per file). An image is one frame.
     Raises MediaError naming `path` if it is missing, unreadable, or has no video stream.
     """
     path = os.fspath(path)
     rate = _as_rate(fps)
     _check_file(path)
     if is_image(path):
-        height, width = _read_image(path).shape[:2]
-        return VideoInfo(width, height, float(fps), 1, float(1 / rate), False)
+        image, rotation = _read_image(path)
+        height, width = image.shape[:2]
+        return VideoInfo(width, height, float(fps), 1, float(1 / rate), False, rotation)
     return _timeline(path, fps).info
 
 
@@ -145,13 +189,21 @@ def _scan(path: str, size: int, mtime_ns: int, fps: float) -> _Timeline:
         tb = stream.time_base
         stream_rate = stream.average_rate or stream.guessed_rate
         one_frame = max(1, round(1 / ((stream_rate or rate) * tb)))  # ticks of one frame
-        packets = [
-            (p.pts, p.dts, p.duration if p.duration and p.duration > 0 else 0, p.is_keyframe)
-            for p in container.demux(stream)
+        packets = []
+        first_frame = None
+        for p in container.demux(stream):
             # Empty packets flush the demuxer; discarded ones (edit lists) never reach the output.
-            if p.size and not p.is_discard
-        ]
+            if p.size and not p.is_discard:
+                packets.append((p.pts, p.dts, p.duration if p.duration and p.duration > 0 else 0, p.is_keyframe))
+            # PyAV shows the display matrix only on decoded frames, so the first one is decoded
+            # (discarded packets too: later frames may refer to them). One matrix holds for the clip.
+            if first_frame is None:
+                first_frame = next(iter(stream.decode(p)), None)
+        rotation = _clockwise(first_frame) if first_frame is not None else 0
+        rotation = rotation or _tag_rotation(stream)
         width, height = stream.codec_context.width, stream.codec_context.height
+        if rotation in (90, 270):
+            width, height = height, width
         has_audio = bool(container.streams.audio)
     if not packets:
         raise MediaError(f"video '{path}' has no video frames; give a clip with a visible face")
@@ -182,6 +234,7 @@ def _scan(path: str, size: int, mtime_ns: int, fps: float) -> _Timeline:
         num_frames=n_out,
         duration=float((end - pts[0]) * tb),
         has_audio=has_audio,
+        rotation=rotation,
     )
     return _Timeline(
         info=info,
@@ -194,12 +247,13 @@ def _scan(path: str, size: int, mtime_ns: int, fps: float) -> _Timeline:
 
 
 def iter_frames(path: PathLike, fps: float = 25.0, start: int = 0, stop: Optional[int] = None) -> Iterator[np.ndarray]:
-    """Yield RGB uint8 [H, W, 3] frames resampled to `fps`, output indices start <= k < stop.
+    """Yield upright RGB uint8 [H, W, 3] frames resampled to `fps`, output indices start <= k < stop.
 
     See the module docstring for the frame-rate rule; `stop` defaults to (and is clipped at)
     `probe_video(path, fps).num_frames`. Decoding starts at the last keyframe at or before the
-    first needed frame. Frames are decoded as they are yielded, never all held. An image yields
-    its one frame if start == 0. The file is checked at call time (MediaError naming it).
+    first needed frame. Frames are decoded as they are yielded, never all held. Each is turned by
+    `probe_video(path).rotation`, so H and W are the displayed height and width. An image yields
+    its one (upright) frame if start == 0. The file is checked at call time (MediaError naming it).
     """
     path = os.fspath(path)
     if start < 0 or (stop is not None and stop < 0):
@@ -207,7 +261,7 @@ def iter_frames(path: PathLike, fps: float = 25.0, start: int = 0, stop: Optiona
     _as_rate(fps)
     _check_file(path)
     if is_image(path):
-        image = _read_image(path)
+        image, _ = _read_image(path)
         return iter([image] if start == 0 and (stop is None or stop > 0) else [])
     timeline = _timeline(path, fps)
     n_out = timeline.source_of.size
@@ -238,13 +292,16 @@ def _resampled(path: str, timeline: _Timeline, start: int, stop: int) -> Iterato
             current = held if held is not None else pending
             if current is None:
                 raise MediaError(f"video '{path}' has no decodable frames; re-encode it, e.g. to an H.264 .mp4")
-            yield _rgb(current[1])
+            yield _rgb(current[1], timeline.info.rotation)
 
 
-def _rgb(frame: "av.VideoFrame") -> np.ndarray:
-    """A new RGB array per call, so a repeated frame can be edited by the caller without touching
-    the next copy (to_ndarray returns a view of the frame's buffer when it already is rgb24)."""
+def _rgb(frame: "av.VideoFrame", rotation: int) -> np.ndarray:
+    """A new upright RGB array per call (turned `rotation` degrees clockwise), so a repeated frame
+    can be edited by the caller without touching the next copy (to_ndarray returns a view of the
+    frame's buffer when it already is rgb24)."""
     array = frame.to_ndarray(format="rgb24")
+    if rotation:
+        return _upright(array, rotation)
     return array.copy() if frame.format.name == "rgb24" else array
 
 
@@ -327,6 +384,9 @@ def check_video_output(path: PathLike, flag: str) -> None:
 
 class VideoWriter:
     """Encode RGB frames to H.264 (libx264, yuv420p) with optional AAC mono audio; a context manager.
+
+    The stream carries no display rotation: the frames given are already upright (`iter_frames`
+    turned a phone clip's frames by its display matrix), so the file plays upright as stored.
 
     The file is written under a temporary name in the same folder and renamed to `path` on a clean
     exit, so an interrupted run leaves no half file; on an exception the temporary file is deleted
