@@ -1,12 +1,22 @@
 """Timestep respacing: sample with a subset of the training steps (e.g. `ddim25`)."""
 
-from typing import Iterable, List, Set, Union
+from typing import Dict, Iterable, List, Set, Union
 
 import numpy as np
 import torch as th
 
 from .errors import Diff2LipError
 from .gaussian_diffusion import GaussianDiffusion
+
+
+def ddim_strides(num_timesteps: int) -> Dict[int, int]:
+    """{N: the stride s whose steps 0, s, 2s, ... number exactly N} for every N that has one."""
+    return {len(range(0, num_timesteps, s)): s for s in range(num_timesteps - 1, 0, -1)}
+
+
+def nearest_ddim_count(num_timesteps: int, count: int) -> int:
+    """The step count nearest `count` (the smaller on a tie) that a `ddimN` spacing can give."""
+    return min(ddim_strides(num_timesteps), key=lambda n: (abs(n - count), n))
 
 
 def space_timesteps(num_timesteps: int, section_counts: Union[str, Iterable[int]]) -> Set[int]:
@@ -26,10 +36,10 @@ def space_timesteps(num_timesteps: int, section_counts: Union[str, Iterable[int]
             # Two steps at least: the posterior of a one-step process is undefined (GaussianDiffusion).
             if not 2 <= desired_count <= num_timesteps:
                 raise Diff2LipError(f"{flag}: expected ddimN with 2 <= N <= {num_timesteps} (the diffusion steps)")
-            strides = {len(range(0, num_timesteps, s)): s for s in range(num_timesteps - 1, 0, -1)}
+            strides = ddim_strides(num_timesteps)
             if desired_count in strides:
                 return set(range(0, num_timesteps, strides[desired_count]))
-            nearest = min(strides, key=lambda n: (abs(n - desired_count), n))
+            nearest = nearest_ddim_count(num_timesteps, desired_count)
             raise Diff2LipError(
                 f"{flag}: no integer stride gives exactly {desired_count} of {num_timesteps} steps; "
                 f"use ddim{nearest} (the nearest that does) or '{desired_count}' (even spacing)"

@@ -30,17 +30,19 @@ import torch as th
 from .gaussian_diffusion import GaussianDiffusion, ModelMeanType, ModelVarType, precompute_conditioning
 
 SOLVERS = {"dpm++1": 1, "dpm++2m": 2, "dpm++3m": 3}
-SPACINGS = ("trailing", "ddim")
+SPACINGS = ("ddim", "trailing")
 
 
-def solver_timesteps(num_timesteps: int, steps: int, spacing: str = "trailing") -> List[int]:
+def solver_timesteps(num_timesteps: int, steps: int, spacing: str = "ddim") -> List[int]:
     """The `steps` timesteps (descending) at which a solver evaluates the network.
 
-    trailing: evenly spaced, starting at the last training step (T-1) and ending one stride above
-        0: 999, 874, ..., 124 for 8 of 1000. Few-step samplers do best when they start from pure
-        noise and leave the last stride to the final jump to the clean frame.
-    ddim: the timesteps of the released `--timestep_respacing ddimN` (960, 920, ..., 0 for 25 of
-        1000), for comparison with the released sampler.
+    ddim: the timesteps of the released `--timestep_respacing ddimN` (875, 750, ..., 0 for 8 of
+        1000; 960, 920, ..., 0 for 25). Like the released DDIM the last evaluation is at t = 0, so
+        the solver approaches the frames DDIM-25 gives (44 dB in the mouth at 8 steps on the demo
+        network, against 28 dB for trailing).
+    trailing: evenly spaced from the last training step (T-1) down, ending one stride above 0
+        (999, 874, ..., 124 for 8 of 1000), the spacing of few-step samplers trained for it
+        (distilled students); its final jump from t = 124 gives a smoother mouth.
     """
     if steps < 1 or steps > num_timesteps:
         raise ValueError(f"solver steps must be in 1..{num_timesteps}, got {steps}")
@@ -175,7 +177,7 @@ def solver_sample(
     model_kwargs: Optional[dict] = None,
     solver: str = "dpm++2m",
     steps: int = 10,
-    spacing: str = "trailing",
+    spacing: str = "ddim",
     clip_denoised: bool = True,
     callback: Optional[Callable[[int, int, th.Tensor], None]] = None,
 ) -> th.Tensor:

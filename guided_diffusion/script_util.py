@@ -14,7 +14,7 @@ import torch as th
 
 from . import gaussian_diffusion as gd
 from .errors import CheckpointError, Diff2LipError
-from .respace import SpacedDiffusion, space_timesteps
+from .respace import SpacedDiffusion, ddim_strides, nearest_ddim_count, space_timesteps
 from .unet import TFGModel
 
 NUM_CLASSES = 1000
@@ -90,7 +90,7 @@ def tfg_sampling_defaults() -> dict:
         clip_denoised=True,
         sampler="ddim",
         sampling_steps=10,
-        solver_spacing="trailing",
+        solver_spacing="ddim",
         cache_interval=1,
         cache_depth=3,
         compile=False,
@@ -173,8 +173,9 @@ FLAG_HELP: Dict[str, str] = {
     "no retraining; 2M at 8-10 steps is close to DDIM-25)",
     "sampling_steps": "network passes per frame of the dpm++ samplers (the ddim sampler takes its steps from "
     "--timestep_respacing)",
-    "solver_spacing": "timesteps of the dpm++ samplers: trailing (from t=T-1 down in equal strides, best for few "
-    "steps) or ddim (those of --timestep_respacing ddimN)",
+    "solver_spacing": "timesteps of the dpm++ samplers: ddim (those of --timestep_respacing ddimN for N = "
+    "--sampling_steps, ending at t=0 like the released sampler: closest to its frames) or trailing (from t=T-1 down "
+    "in equal strides, ending one stride above 0)",
     "cache_interval": "deep-feature reuse (DeepCache): a full network pass every N steps, and in between only "
     "the shallowest --cache_depth blocks at each end of the UNet (1 = off, the released behaviour)",
     "cache_depth": "encoder (and mirror decoder) blocks recomputed on the reusing steps; the rest is reused",
@@ -325,7 +326,7 @@ FLAG_CHECKS: Dict[str, FlagCheck] = {
     "preview_sampler": one_of(*SAMPLER_CHOICES),
     "preview_sampling_steps": at_least(1),
     "sampling_steps": at_least(1),
-    "solver_spacing": one_of("trailing", "ddim"),
+    "solver_spacing": one_of("ddim", "trailing"),
     "cache_interval": at_least(1),
     "cache_depth": at_least(1),
     "face_det_batch_size": at_least(1),
@@ -359,6 +360,18 @@ def _respacing_rule(args: argparse.Namespace) -> Optional[str]:
     return None
 
 
+def _solver_steps_rule(args: argparse.Namespace) -> Optional[str]:
+    """A dpm++ sampler on the ddim spacing needs a step count that some ddimN stride gives."""
+    if args.sampler == "ddim" or args.solver_spacing != "ddim":
+        return None
+    steps = getattr(args, "diffusion_steps", 1000)
+    if args.sampling_steps >= 2 and args.sampling_steps in ddim_strides(steps):
+        return None
+    return (f"--sampling_steps {args.sampling_steps} with --solver_spacing ddim: no ddimN spacing of {steps} steps has "
+            f"that many (2 at least); use --sampling_steps {nearest_ddim_count(steps, max(args.sampling_steps, 2))} "
+            "or --solver_spacing trailing")
+
+
 def _image_size_rule(args: argparse.Namespace) -> Optional[str]:
     levels = len(parse_channel_mult(args.channel_mult, args.image_size))
     step = 2 ** (levels - 1)
@@ -380,6 +393,7 @@ def _unimplemented_variant(use_audio: bool, audio_as_style: bool, audio_as_style
 
 FLAG_RULES: List[FlagRule] = [
     FlagRule(("timestep_respacing",), _respacing_rule),
+    FlagRule(("sampler", "sampling_steps", "solver_spacing"), _solver_steps_rule),
     FlagRule(("image_size", "channel_mult"), _image_size_rule),
     FlagRule(
         ("use_audio", "audio_as_style", "audio_as_style_encoder_mlp"),

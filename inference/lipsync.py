@@ -54,7 +54,7 @@ class SamplingOptions:
     clip_denoised: bool = True
     sampler: str = "ddim"  # "ddim": the released sampler; or a DPM-Solver++ of `samplers.SOLVERS`
     sampling_steps: int = 10  # network passes of a DPM-Solver++
-    solver_spacing: str = "trailing"
+    solver_spacing: str = "ddim"
     cache_interval: int = 1  # deep-feature reuse: a full pass every `cache_interval` steps (1: off)
     cache_depth: int = 3
     paste: str = "full"

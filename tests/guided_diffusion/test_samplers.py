@@ -15,11 +15,12 @@ ABAR = create_gaussian_diffusion().alphas_cumprod  # the released linear schedul
 
 
 def test_trailing_and_ddim_spacings():
-    assert solver_timesteps(1000, 8) == [999, 874, 749, 624, 499, 374, 249, 124]
-    assert solver_timesteps(1000, 1) == [999]
-    assert solver_timesteps(1000, 25, "ddim") == list(range(960, -1, -40))
+    assert solver_timesteps(1000, 8, "trailing") == [999, 874, 749, 624, 499, 374, 249, 124]
+    assert solver_timesteps(1000, 1, "trailing") == [999]
+    assert solver_timesteps(1000, 25) == list(range(960, -1, -40))  # ddim, the default
+    assert solver_timesteps(1000, 8) == list(range(875, -1, -125))
     for n in (1, 2, 3, 7, 20):
-        steps = solver_timesteps(1000, n)
+        steps = solver_timesteps(1000, n, "trailing")
         assert len(steps) == n and steps[0] == 999 and all(a > b for a, b in zip(steps, steps[1:]))
     with pytest.raises(ValueError):
         solver_timesteps(1000, 0)
@@ -53,7 +54,7 @@ class GaussianData:
 @pytest.mark.parametrize("order", [1, 2, 3])
 def test_constant_prediction_is_recovered_exactly(order):
     target = torch.linspace(-1, 1, 48).reshape(1, 3, 4, 4)
-    out = dpm_solver_pp(lambda x, t: target, torch.randn(1, 3, 4, 4), solver_timesteps(1000, 5), ABAR, order)
+    out = dpm_solver_pp(lambda x, t: target, torch.randn(1, 3, 4, 4), solver_timesteps(1000, 5, "trailing"), ABAR, order)
     torch.testing.assert_close(out, target, rtol=0, atol=0)
 
 

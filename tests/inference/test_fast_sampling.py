@@ -97,6 +97,8 @@ def test_a_checkpoint_with_flags_samples_without_architecture_flags(assets, tmp_
         (["--sampler", "euler"], "--sampler"),
         (["--sampling_steps", "0"], "--sampling_steps"),
         (["--solver_spacing", "log"], "--solver_spacing"),
+        (["--sampler", "dpm++2m", "--sampling_steps", "9999"], "--sampling_steps"),
+        (["--sampler", "dpm++2m", "--sampling_steps", "1"], "--solver_spacing trailing"),
         (["--cache_interval", "0"], "--cache_interval"),
         (["--cache_depth", "0"], "--cache_depth"),
     ],
