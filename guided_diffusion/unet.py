@@ -299,22 +299,27 @@ class DeepFeatureCache:
     `interval`-th call runs the whole network and keeps the input of decoder block L-depth;
     the calls in between run only the first `depth` encoder blocks (the input conv and the
     full-resolution blocks for depth 3 of the released network) and the last `depth` decoder
-    blocks, reusing the kept features. One cache serves one sampling loop of one batch.
+    blocks, reusing the kept features. The last of `steps` calls is always a full pass: it
+    makes the final prediction, and stale deep features there cost the most (on the demo
+    network, 28 dB against DDIM-25 in the mouth instead of 39). One cache serves one sampling
+    loop of one batch.
     """
 
-    def __init__(self, interval: int, depth: int):
+    def __init__(self, interval: int, depth: int, steps: Optional[int] = None):
         if interval < 1:
             raise ValueError(f"cache interval must be >= 1, got {interval}")
         if depth < 1:
             raise ValueError(f"cache depth must be >= 1, got {depth}")
         self.interval = interval
         self.depth = depth
+        self.steps = steps
         self.features: Optional[th.Tensor] = None
         self.calls = 0
 
     def reuse(self) -> bool:
         """Whether this call may reuse the deep features (counts the call)."""
-        reuse = self.features is not None and self.calls % self.interval != 0
+        last = self.steps is not None and self.calls == self.steps - 1
+        reuse = self.features is not None and self.calls % self.interval != 0 and not last
         self.calls += 1
         return reuse
 
