@@ -48,6 +48,7 @@ def test_demo_train_eps_fine_tunes_the_x0_network_with_the_released_parameteriza
     assert (args.lambda_l2, args.lambda_sync, args.lambda_lpips, args.lambda_gan) == (1, 0.03, 0.1, 0.01)
     exported = calls["export the demo network"]
     assert exported[exported.index("--out") + 1] == str(export / "diff2lip_synthetic64_eps.pt")
+    assert exported[exported.index("--weights") + 1] == "model"
     evaluation = create_argparser(demo.demo_defaults()).parse_args(calls["evaluate like the demo"][1:])
     assert (evaluation.parameterization, evaluation.timestep_respacing) == ("eps", "ddim25")
     assert evaluation.checkpoint == str(export / "diff2lip_synthetic64_eps.pt")
@@ -64,6 +65,7 @@ def test_demo_train_default_is_the_x0_network_from_scratch(tmp_path, monkeypatch
     assert (args.predict_xstart, args.init_from, args.max_steps) == (True, "", 1000)
     exported = calls["export the demo network"]
     assert exported[exported.index("--out") + 1] == str(tmp_path / "export" / "diff2lip_synthetic64.pt")
+    assert exported[exported.index("--weights") + 1] == "ema"
     evaluation = create_argparser(demo.demo_defaults()).parse_args(calls["evaluate like the demo"][1:])
     assert (evaluation.parameterization, evaluation.timestep_respacing) == ("x0", "ddim10")
 
@@ -85,3 +87,14 @@ def test_demo_model_flags_per_parameterization():
     with pytest.raises(Diff2LipError, match="x0, eps"):
         demo.model_flags("v")
 
+
+def test_committed_eps_network_fits_its_flags_and_differs_from_the_x0_network():
+    path = REPO_ROOT / demo.DEMO_CHECKPOINT_EPS
+    assert os.path.getsize(path) <= 8 * 2**20
+    model, _ = tfg_create_model_and_diffusion(**{**tfg_model_and_diffusion_defaults(), **demo.DEMO_MODEL_EPS})
+    load_model_weights(model, str(path))
+    eps, x0 = (torch.load(REPO_ROOT / p, weights_only=True) for p in (demo.DEMO_CHECKPOINT_EPS, demo.DEMO_CHECKPOINT))
+    assert eps["out.2.weight"].dtype == torch.float16
+    assert all(torch.isfinite(v.float()).all() for v in eps.values())
+    # Fine-tuned, not a copy: the head that now predicts the noise has moved from the x0 head.
+    assert float((eps["out.2.weight"][:3].float() - x0["out.2.weight"][:3].float()).abs().max()) > 1e-2
