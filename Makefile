@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo demo-train demo-train-eps demo-ablation test test-fast bench bench-sampling-quality clean-venv
+.PHONY: install demo demo-train demo-train-eps demo-student demo-ablation test test-fast bench bench-sampling-quality clean-venv
 
 $(INSTALLED): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,9 +18,14 @@ install: $(INSTALLED)
 demo: $(INSTALLED)
 	$(PY) demo.py
 
-# Reproduce the committed demo checkpoints (render, preprocess, SyncNet, Diff2Lip, export, evaluate).
+# Reproduce the committed demo checkpoints (render, preprocess, SyncNet, Diff2Lip, export, evaluate,
+# then distil and score the 2-step student).
 demo-train: $(INSTALLED)
 	$(PY) demo_train.py
+
+# Only the last step: distil the committed demo network into the 2-step student and score it.
+demo-student: $(INSTALLED)
+	$(PY) demo_train.py --student_only True
 
 # The demo network in the released parameterization (predicts the noise, learned sigma), fine-tuned
 # from the committed one and scored with the released sampler's DDIM-25.

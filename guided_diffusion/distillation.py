@@ -129,7 +129,7 @@ class ProgressiveDistillation:
         self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
-    def teacher_steps(self, x_t: torch.Tensor, k: torch.Tensor, model_kwargs: dict) -> torch.Tensor:
+    def run_teacher(self, x_t: torch.Tensor, k: torch.Tensor, model_kwargs: dict) -> torch.Tensor:
         """The teacher's clipped DDIM steps of student step `k` `[N]` from `x_t` `[N, C, H, W]`:
         its x at s_{k-1} (the clean frame for k = 0). Frames run only the steps they need."""
         kwargs = precompute_conditioning(self.teacher, model_kwargs)  # the audio once, not per step
@@ -150,7 +150,7 @@ class ProgressiveDistillation:
         teacher's x at s_{k-1}."""
         sd = self.student_diffusion
         alpha_bar = _column(sd.alphas_cumprod, k)
-        x0 = x0_matching_step(x_t, self.teacher_steps(x_t, k, model_kwargs), alpha_bar, _column(sd.alphas_cumprod_prev, k))
+        x0 = x0_matching_step(x_t, self.run_teacher(x_t, k, model_kwargs), alpha_bar, _column(sd.alphas_cumprod_prev, k))
         if sd.model_mean_type == ModelMeanType.START_X:
             return x0
         return (x_t - torch.sqrt(alpha_bar) * x0) / torch.sqrt(1 - alpha_bar)
