@@ -24,7 +24,7 @@ import torch
 
 from .errors import Diff2LipError
 from .gaussian_diffusion import ModelMeanType, masked_mean_flat, precompute_conditioning
-from .respace import SpacedDiffusion, space_timesteps
+from .respace import SpacedDiffusion
 from .script_util import create_gaussian_diffusion, tfg_model_and_diffusion_defaults
 from .tfg_data_util import tfg_process_batch
 from .tfg_losses import DistillationLoss, L2Loss, PredictedSequences, weighted_sum
