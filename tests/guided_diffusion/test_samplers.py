@@ -72,7 +72,20 @@ def test_solver_converges_to_the_exact_ode_solution_with_its_order():
     assert errors[2, 31] / errors[2, 61] > 4.0
     assert 7.0 < errors[3, 31] / errors[3, 61] < 9.0
     assert max(errors[2, 61], errors[3, 61]) < errors[1, 61] / 100
-    assert errors[2, 11] < errors[1, 31]  # 11 steps of 2M beat 31 of DDIM
+    assert errors[2, 11] < errors[1, 11] * 0.8  # at 11 steps too, with its order-1 final update
+
+
+def test_few_steps_use_order_one_into_the_last_evaluation():
+    """Below 15 steps the update into the last evaluation is order 1 (lower_order_final): with
+    3 evaluations every update of 2M and 3M is order 1 (= DDIM); with 4 the middle one is not."""
+    data = GaussianData(mu=0.3, s=0.5)
+    x_T = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for n, same in ((3, True), (4, False)):
+        steps = solver_timesteps(1000, n, "trailing")
+        ddim = dpm_solver_pp(data.denoise, x_T.clone(), steps, ABAR, 1)
+        for order in (2, 3):
+            out = dpm_solver_pp(data.denoise, x_T.clone(), steps, ABAR, order)
+            assert torch.equal(out, ddim) == same
 
 
 def test_one_network_call_per_step_and_no_random_numbers():
