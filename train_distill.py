@@ -54,6 +54,8 @@ DISTILL_HELP = {
     "teacher_steps": "DDIM steps of the first round's teacher (ddimN); --student_steps times a power of 2",
     "student_steps": "DDIM steps of the final student; rounds halve --teacher_steps down to it",
     "steps_per_round": "optimizer steps of each round",
+    "timestep_respacing": "not used: each round's teacher and student sample with ddimN, N from --teacher_steps and "
+    "--student_steps",
     "lambda_distill": "weight of the distillation loss (the student's output against the two-step teacher target, "
     "inside the mask)",
     "lambda_l2": "weight of the L2 loss of the student's clipped x0 against the real frame, inside the mask (0: off)",
