@@ -57,7 +57,7 @@ def model_flags(parameterization: str = "x0") -> List[str]:
 
 
 # generate.py's sampler flags that the demo passes on (see demo_defaults).
-SAMPLER_FLAGS = ("sampler", "sampling_steps", "cache_interval")
+SAMPLER_FLAGS = ("sampler", "sampling_steps", "cache_interval", "cache_depth")
 
 
 def sampler_flags(args) -> List[str]:
@@ -67,7 +67,7 @@ def sampler_flags(args) -> List[str]:
 
 def demo_defaults() -> dict:
     return dict(out_dir="outputs/demo", checkpoint=DEMO_CHECKPOINT, sync_expert=DEMO_SYNC_EXPERT,
-                timestep_respacing="ddim10", sampler="ddim", sampling_steps=10, cache_interval=1, precision="bf16",
+                timestep_respacing="ddim10", sampler="ddim", sampling_steps=10, cache_interval=1, cache_depth=3, precision="bf16",
                 seconds=DEMO_DATA["seconds"], parameterization="x0", progress=True)
 
 

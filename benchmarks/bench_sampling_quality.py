@@ -31,15 +31,16 @@ from guided_diffusion.train_util import atomic_write_json  # noqa: E402
 SAMPLERS: Dict[str, tuple] = {
     "ddim25": (dict(timestep_respacing="ddim25", sampler="ddim"), 25),
     "ddim10": (dict(timestep_respacing="ddim10", sampler="ddim"), 10),
+    "ddim8": (dict(timestep_respacing="ddim8", sampler="ddim"), 8),
     "dpm2m_10": (dict(sampler="dpm++2m", sampling_steps=10), 10),
     "dpm2m_8": (dict(sampler="dpm++2m", sampling_steps=8), 8),
     "dpm2m_6": (dict(sampler="dpm++2m", sampling_steps=6), 6),
-    "dpm2m_4": (dict(sampler="dpm++2m", sampling_steps=4), 4),
+    "dpm2m_5": (dict(sampler="dpm++2m", sampling_steps=5), 5),
     "dpm3m_8": (dict(sampler="dpm++3m", sampling_steps=8), 8),
-    "dpm2m_8_cache2": (dict(sampler="dpm++2m", sampling_steps=8, cache_interval=2), 8),
-    "dpm2m_10_cache2": (dict(sampler="dpm++2m", sampling_steps=10, cache_interval=2), 10),
+    "dpm2m_8_cache2": (dict(sampler="dpm++2m", sampling_steps=8, cache_interval=2, cache_depth=2), 8),
+    "dpm2m_10_cache2": (dict(sampler="dpm++2m", sampling_steps=10, cache_interval=2, cache_depth=2), 10),
 }
-DEFAULT_SAMPLERS = "ddim25,dpm2m_10,dpm2m_8,dpm2m_6,dpm2m_4,dpm3m_8,dpm2m_8_cache2"
+DEFAULT_SAMPLERS = "ddim25,ddim8,dpm2m_8,dpm2m_6,dpm2m_8_cache2"
 
 
 def mouth_psnr(a_path: str, b_path: str) -> float:
