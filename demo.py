@@ -6,9 +6,10 @@ Nothing is downloaded. The demo
 1. renders 6 talking heads with `dataset/synthetic.py` (data seed 1: faces and voices the demo
    checkpoint never saw; its training data used seed 0), 224x224 H.264 + AAC in the VoxCeleb2
    layout, with the reconstruction and cross filelists;
-2. runs `generate.py` with the committed demo checkpoint (`checkpoints/demo/`, trained by
-   `make demo-train`) on the cross filelist (each clip's lips driven by another identity's speech)
-   and on the reconstruction filelist (each clip with its own audio);
+2. runs `generate.py` with the committed 2-step student of the demo network
+   (`checkpoints/demo/diff2lip_synthetic64_student2.pt`, distilled by `make demo-train`; 2 network
+   passes per frame instead of DDIM-25's 25) on the cross filelist (each clip's lips driven by
+   another identity's speech) and on the reconstruction filelist (each clip with its own audio);
 3. writes the videos and one PNG sheet per cross clip (video source | generated | the audio
    source's real frame) and prints:
    - the lip-sync score (`dataset/lipmeter.py`: correlation of the mouth opening measured in the
@@ -40,6 +41,8 @@ DEMO_MODEL_EPS = {**DEMO_MODEL, "predict_xstart": False, "learn_sigma": True}
 DEMO_NETWORKS = {"x0": DEMO_MODEL, "eps": DEMO_MODEL_EPS}
 DEMO_CHECKPOINT = "checkpoints/demo/diff2lip_synthetic64.pt"
 DEMO_CHECKPOINT_EPS = "checkpoints/demo/diff2lip_synthetic64_eps.pt"
+# The demo network distilled into 2 DDIM steps (train_distill.py): what `make demo` runs.
+DEMO_STUDENT = "checkpoints/demo/diff2lip_synthetic64_student2.pt"
 DEMO_SYNC_EXPERT = "checkpoints/demo/syncnet64_synthetic.pt"
 # The held-out clips: 6 identities (the test identities of a 7-identity render) of data seed 1.
 DEMO_DATA = dict(identities=7, test_identities=6, clips_per_identity=1, seconds=6.0, seed=1)
@@ -66,14 +69,16 @@ def sampler_flags(args) -> List[str]:
 
 
 def demo_defaults() -> dict:
-    return dict(out_dir="outputs/demo", checkpoint=DEMO_CHECKPOINT, sync_expert=DEMO_SYNC_EXPERT,
-                timestep_respacing="ddim10", sampler="ddim", sampling_steps=10, cache_interval=1, cache_depth=3, precision="bf16",
+    return dict(out_dir="outputs/demo", checkpoint=DEMO_STUDENT, sync_expert=DEMO_SYNC_EXPERT,
+                timestep_respacing="ddim2", sampler="ddim", sampling_steps=10, cache_interval=1, cache_depth=3, precision="bf16",
                 seconds=DEMO_DATA["seconds"], parameterization="x0", progress=True)
 
 
 DEMO_HELP = {
     "out_dir": "where the rendered clips, the generated videos, the sheets and scores.json go",
-    "checkpoint": "the Diff2Lip checkpoint (the demo network's flags); `make demo-train` writes the default one",
+    "checkpoint": "the Diff2Lip checkpoint (the demo network's flags): the 2-step student by default, or "
+    f"{DEMO_CHECKPOINT} (the network it was distilled from, e.g. with --timestep_respacing ddim10); "
+    "`make demo-train` writes both",
     "sync_expert": "the SyncNet checkpoint whose accuracy is measured",
     "timestep_respacing": "sampling steps of generate.py (ddimN)",
     **{k: FLAG_HELP[k] for k in SAMPLER_FLAGS},

@@ -67,7 +67,7 @@ NETWORKS = {
 # Step 5: progressive distillation of the exported x0 network, one round ddim4 -> ddim2.
 DISTILL_TRAINING = dict(teacher_steps=4, student_steps=2, steps_per_round=200, batch_size=2, lr=1e-4, warmup_steps=10,
                         ema_rate=0.99, precision="bf16", save_every=25, keep=2, log_every=10, num_workers=1)
-STUDENT_CHECKPOINT = "checkpoints/demo/diff2lip_synthetic64_student2.pt"
+STUDENT_CHECKPOINT = demo.DEMO_STUDENT
 # The loss weights of each ablation row (the last row is the demo network's).
 ABLATION = {
     "L_simple only": dict(lambda_l2=0, lambda_sync=0, lambda_lpips=0, lambda_gan=0),
