@@ -53,6 +53,7 @@ from guided_diffusion.train_util import (
     autocast,
     latest_checkpoint,
     rng_state,
+    run_training,
     save_checkpoint,
     set_rng_state,
     warmup_lr,
@@ -461,15 +462,7 @@ def _save(args, step, model, ema, opt, discriminator, disc_opt, scaler, generato
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    try:
-        train(create_parser().parse_args(argv))
-        return 0
-    except Diff2LipError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        logger.close()
-        dist_util.cleanup()
+    return run_training(train, create_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from guided_diffusion import dist_util, logger
 from guided_diffusion.distillation import ProgressiveDistillation, respacing, round_schedule, student_flags
 from guided_diffusion.errors import Diff2LipError
 from guided_diffusion.script_util import args_to_dict, create_argparser, tfg_data_defaults, tfg_model_and_diffusion_defaults
-from guided_diffusion.train_util import checkpoint_path, latest_checkpoint
+from guided_diffusion.train_util import checkpoint_path, latest_checkpoint, run_training
 
 # train.py's flags that mean the same here (their help is train.py's).
 TRAIN_FLAGS = (
@@ -129,15 +129,7 @@ def distill(args) -> Optional[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    try:
-        distill(create_parser().parse_args(argv))
-        return 0
-    except Diff2LipError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        logger.close()
-        dist_util.cleanup()
+    return run_training(distill, create_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from dataset.preprocessed import Clip, read_split
 from guided_diffusion import dist_util, logger
 from guided_diffusion.errors import CheckpointError, Diff2LipError
 from guided_diffusion.script_util import create_argparser
-from guided_diffusion.train_util import checkpoint_path, latest_checkpoint, prune_checkpoints
+from guided_diffusion.train_util import checkpoint_path, latest_checkpoint, prune_checkpoints, run_training
 from guided_diffusion.syncnet import (
     SYNC_FRAMES,
     TRAINABLE,
@@ -345,17 +345,11 @@ def train(args: argparse.Namespace) -> SyncExpert:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        args = create_parser().parse_args(argv)
+    def setup_and_train(args):
         dist_util.setup_dist()
-        train(args)
-        return 0
-    except Diff2LipError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        logger.close()
-        dist_util.cleanup()
+        return train(args)
+
+    return run_training(setup_and_train, create_parser(), argv)
 
 
 if __name__ == "__main__":

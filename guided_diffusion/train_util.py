@@ -137,3 +137,23 @@ class StopSignal:
     def restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def run_training(run: Callable[[Any], Any], parser, argv: Optional[List[str]] = None) -> int:
+    """The `main` of a training command: parse `argv`, `run(args)`, exit 0; a `Diff2LipError` is
+    one `error:` line and exit 1. The logger and the process group are closed either way (a stop
+    signal is the training loop's own: it saves a checkpoint and returns)."""
+    import sys
+
+    from . import logger
+    from .errors import Diff2LipError
+
+    try:
+        run(parser.parse_args(argv))
+        return 0
+    except Diff2LipError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        logger.close()
+        dist_util.cleanup()
