@@ -123,6 +123,8 @@ def generate(checkpoint: str, data_dir: str, filelist: str, sample_dir: str, arg
         "--filelist", os.path.join(data_dir, filelist), "--test_video_dir", data_dir, "--sample_path", sample_dir,
         "--timestep_respacing", args.timestep_respacing, *sampler_flags(args), "--precision", args.precision,
         "--sampling_seed", "7", "--progress", str(args.progress),
+        # A resumed benchmark keeps the clips an earlier run finished (generate.py probes them).
+        "--skip_existing", str(getattr(args, "skip_existing", False)),
     ])
     if code != 0:
         raise Diff2LipError(f"generate.py failed on {filelist} (its messages are above)")
