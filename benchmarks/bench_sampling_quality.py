@@ -76,25 +76,28 @@ def main(argv: List[str] = None) -> int:
     pairs = sl.read_pairs(os.path.join(data_dir, "test_cross.txt"))
     run_dir = os.path.join(args.out_dir, args.parameterization)
     results = {}
-    for name in ["ddim25"] + [n for n in names if n != "ddim25"]:
+    # The reference last, so that a resumed run can take its clips from another run of the same
+    # settings (demo.py --timestep_respacing ddim25) while the fast samplers generate.
+    for name in [n for n in names if n != "ddim25"] + ["ddim25"]:
         flags, passes = SAMPLERS[name]
         settings = {**dict(timestep_respacing="ddim25", precision=args.precision, progress=False,
                            parameterization=args.parameterization, skip_existing=args.resume), **flags}
         scores = demo.evaluate_checkpoint(checkpoint, data_dir, os.path.join(run_dir, name),
                                           argparse.Namespace(**settings), sheets=False)
         scores.pop("per_clip")
-        scores["passes"] = passes
+        results[name] = dict(scores, passes=passes)
+        print(f"{name}: {json.dumps({k: round(v, 4) for k, v in results[name].items()})}", flush=True)
+    for name, scores in results.items():
         scores["mouth_psnr_vs_ddim25"] = float(np.mean([
             mouth_psnr(sl.generated_path(os.path.join(run_dir, name, "cross"), p),
                        sl.generated_path(os.path.join(run_dir, "ddim25", "cross"), p)) for p in pairs
         ]))
-        results[name] = scores
-        print(f"{name}: {json.dumps({k: round(v, 4) for k, v in scores.items()})}", flush=True)
+    results = {"ddim25": results.pop("ddim25"), **results}
     atomic_write_json(os.path.join(run_dir, "results.json"), results)
     ref = results["ddim25"]
     print(f"\n{args.parameterization} network ({checkpoint}), 6 held-out clips x 2 filelists:\n")
     print("| sampler | passes | mouth PSNR vs DDIM-25 (dB) | lip-sync (delta) | wrong audio | recon PSNR / SSIM |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for name, s in results.items():
         psnr = "-" if name == "ddim25" else f"{s['mouth_psnr_vs_ddim25']:.1f}"
         print(f"| {name} | {s['passes']} | {psnr} | {s['lip_sync']:.3f} ({s['lip_sync'] - ref['lip_sync']:+.3f}) "
