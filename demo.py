@@ -60,7 +60,7 @@ def model_flags(parameterization: str = "x0") -> List[str]:
 
 
 # generate.py's sampler flags that the demo passes on (see demo_defaults).
-SAMPLER_FLAGS = ("sampler", "sampling_steps", "cache_interval", "cache_depth")
+SAMPLER_FLAGS = ("sampler", "sampling_steps", "solver_spacing", "cache_interval", "cache_depth")
 
 
 def sampler_flags(args) -> List[str]:
@@ -70,7 +70,7 @@ def sampler_flags(args) -> List[str]:
 
 def demo_defaults() -> dict:
     return dict(out_dir="outputs/demo", checkpoint=DEMO_STUDENT, sync_expert=DEMO_SYNC_EXPERT,
-                timestep_respacing="ddim2", sampler="ddim", sampling_steps=10, cache_interval=1, cache_depth=3, precision="bf16",
+                timestep_respacing="ddim2", sampler="ddim", sampling_steps=10, solver_spacing="ddim", cache_interval=1, cache_depth=3, precision="bf16",
                 seconds=DEMO_DATA["seconds"], parameterization="x0", progress=True)
 
 

@@ -8,13 +8,14 @@ the DDIM-25 clips (the lower half of the face box, where the network paints), th
 the wrong-audio control and the reconstruction PSNR / SSIM. The last lines are `name=value`.
 
     python benchmarks/bench_sampling_quality.py --parameterization eps [--samplers ddim25,dpm2m_8,...]
+    python benchmarks/bench_sampling_quality.py --parameterization eps --quick_frames 32 --samplers all
 """
 
 import argparse
 import json
 import os
 import sys
-from typing import Dict, List
+from typing import Dict, Iterable, List
 
 import numpy as np
 
@@ -35,6 +36,8 @@ SAMPLERS: Dict[str, tuple] = {
     "dpm2m_8": (dict(sampler="dpm++2m", sampling_steps=8), 8),
     "dpm2m_6": (dict(sampler="dpm++2m", sampling_steps=6), 6),
     "dpm2m_5": (dict(sampler="dpm++2m", sampling_steps=5), 5),
+    "ddim6": (dict(timestep_respacing="ddim6", sampler="ddim"), 6),
+    "dpm2m_8_trailing": (dict(sampler="dpm++2m", sampling_steps=8, solver_spacing="trailing"), 8),
     "dpm3m_8": (dict(sampler="dpm++3m", sampling_steps=8), 8),
     "dpm2m_8_cache2": (dict(sampler="dpm++2m", sampling_steps=8, cache_interval=2, cache_depth=2), 8),
     "dpm2m_10_cache2": (dict(sampler="dpm++2m", sampling_steps=10, cache_interval=2, cache_depth=2), 10),
@@ -42,10 +45,10 @@ SAMPLERS: Dict[str, tuple] = {
 DEFAULT_SAMPLERS = "ddim25,ddim8,dpm2m_8,dpm2m_6,dpm2m_8_cache2"
 
 
-def mouth_psnr(a_path: str, b_path: str) -> float:
-    """PSNR (dB) over the lower half of the VoxCeleb2 face box of two clips, all frames."""
+def mouth_psnr(frames_a: Iterable[np.ndarray], frames_b: Iterable[np.ndarray]) -> float:
+    """PSNR (dB) over the lower half of the VoxCeleb2 face box of two clips' frames `[H, W, 3]`."""
     squared, count = 0.0, 0
-    for fa, fb in zip(iter_frames(a_path, 25), iter_frames(b_path, 25)):
+    for fa, fb in zip(frames_a, frames_b):
         y1, y2, x1, x2 = voxceleb2_box(*fa.shape[:2])
         top = y1 + (y2 - y1) // 2
         diff = fa[top:y2, x1:x2].astype(np.float64) - fb[top:y2, x1:x2].astype(np.float64)
@@ -55,18 +58,54 @@ def mouth_psnr(a_path: str, b_path: str) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
+def quick(args, names: List[str], checkpoint: str, data_dir: str, pair) -> int:
+    """Mouth PSNR vs DDIM-25 of each sampler on the first `--quick_frames` frames of one cross
+    pair, through the pipeline's own code (`Generator`), before any encoding."""
+    from guided_diffusion.script_util import as_flags
+    from inference.cli import Generator, create_parser
+    from inference.lipsync import SourceFrames, boxes_for_clip, plan_clip
+
+    audio_rel, video_rel = pair
+    video, audio = (os.path.join(data_dir, rel + ".mp4") for rel in (video_rel, audio_rel))
+
+    def frames_of(name: str) -> np.ndarray:
+        flags = {**dict(timestep_respacing="ddim25", precision=args.precision), **SAMPLERS[name][0]}
+        gen = Generator(create_parser().parse_args([*demo.model_flags(args.parameterization), "--model_path", checkpoint,
+                                                    "--progress", "False", *as_flags(flags)]))
+        plan = plan_clip(video, audio, gen.opts)
+        plan.n_frames = min(plan.n_frames, args.quick_frames)
+        source = SourceFrames(plan, None)
+        boxes, _ = boxes_for_clip(plan, source, gen.opts, None)
+        return np.stack(list(gen.syncer.generate(plan, source, boxes, 0, plan.n_frames)))
+
+    reference = frames_of("ddim25")
+    print(f"\n{args.parameterization} network, first {len(reference)} frames of {audio_rel} -> {video_rel}:\n")
+    print("| sampler | passes | mouth PSNR vs DDIM-25 (dB) |")
+    print("|---|---|---|")
+    figures = {}
+    for name in [n for n in names if n != "ddim25"]:
+        figures[name] = mouth_psnr(frames_of(name), reference)
+        print(f"| {name} | {SAMPLERS[name][1]} | {figures[name]:.1f} |", flush=True)
+    for name, value in figures.items():
+        print(f"{args.parameterization}_quick_{name}_mouth_psnr_vs_ddim25={value:.4g}")
+    return 0
+
+
 def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parameterization", default="eps", choices=sorted(demo.DEMO_NETWORKS),
                         help="which demo network: eps (released parameterization) or x0 (default eps)")
     parser.add_argument("--checkpoint", default="", help="its checkpoint ('' = the committed one)")
-    parser.add_argument("--samplers", default=DEFAULT_SAMPLERS, help=f"comma list of {', '.join(SAMPLERS)}")
+    parser.add_argument("--samplers", default=DEFAULT_SAMPLERS, help=f"comma list of {', '.join(SAMPLERS)}, or all")
     parser.add_argument("--out_dir", default="outputs/bench_sampling_quality", help="clips and results go here")
     parser.add_argument("--precision", default="bf16", help="generate.py's --precision (default bf16)")
+    parser.add_argument("--quick_frames", type=int, default=0,
+                        help="only the mouth PSNR vs DDIM-25, on the first N frames of the first cross pair, generated "
+                        "in-process (minutes, not an hour); 0 = the full evaluation")
     parser.add_argument("--resume", action="store_true",
                         help="keep clips already in --out_dir (generate.py --skip_existing) and only score them")
     args = parser.parse_args(argv)
-    names = args.samplers.split(",")
+    names = list(SAMPLERS) if args.samplers == "all" else args.samplers.split(",")
     unknown = [n for n in names if n not in SAMPLERS]
     if unknown or "ddim25" not in names:
         parser.error(f"--samplers must name ddim25 (the reference) and only {', '.join(SAMPLERS)}; got {unknown}")
@@ -74,6 +113,8 @@ def main(argv: List[str] = None) -> int:
     data_dir = os.path.join(args.out_dir, "data")
     demo.render(data_dir, demo.DEMO_DATA["seconds"], progress=False)
     pairs = sl.read_pairs(os.path.join(data_dir, "test_cross.txt"))
+    if args.quick_frames:
+        return quick(args, names, checkpoint, data_dir, pairs[0])
     run_dir = os.path.join(args.out_dir, args.parameterization)
     results = {}
     # The reference last, so that a resumed run can take its clips from another run of the same
@@ -89,8 +130,8 @@ def main(argv: List[str] = None) -> int:
         print(f"{name}: {json.dumps({k: round(v, 4) for k, v in results[name].items()})}", flush=True)
     for name, scores in results.items():
         scores["mouth_psnr_vs_ddim25"] = float(np.mean([
-            mouth_psnr(sl.generated_path(os.path.join(run_dir, name, "cross"), p),
-                       sl.generated_path(os.path.join(run_dir, "ddim25", "cross"), p)) for p in pairs
+            mouth_psnr(iter_frames(sl.generated_path(os.path.join(run_dir, name, "cross"), p), 25),
+                       iter_frames(sl.generated_path(os.path.join(run_dir, "ddim25", "cross"), p), 25)) for p in pairs
         ]))
     results = {"ddim25": results.pop("ddim25"), **results}
     atomic_write_json(os.path.join(run_dir, "results.json"), results)
