@@ -316,6 +316,9 @@ class DeepFeatureCache:
         self.features: Optional[th.Tensor] = None
         self.calls = 0
 
+    # Outside torch.compile's graph: a compiled network would otherwise guard on the call count
+    # and recompile at every step; this way it compiles one graph per answer.
+    @th.compiler.disable
     def reuse(self) -> bool:
         """Whether this call may reuse the deep features (counts the call)."""
         last = self.steps is not None and self.calls == self.steps - 1
