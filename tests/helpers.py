@@ -204,3 +204,20 @@ def old_pytorch_state(net, seed: int = 0) -> dict:
                 module.running_var.copy_(torch.rand(module.running_var.shape, generator=g) + 0.5)
                 module.num_batches_tracked.fill_(1000)
     return {k: v.clone() for k, v in net.state_dict().items() if not k.endswith(".num_batches_tracked")}
+
+
+def run_demo_train_recorded(tmp_path, monkeypatch, *argv: str) -> dict:
+    """demo_train.main with every step recorded instead of run, the exported x0 network and
+    expert present as empty files in tmp_path/export; returns {title without its "(...)": argv}."""
+    import demo
+    import demo_train
+
+    export = tmp_path / "export"
+    export.mkdir(exist_ok=True)
+    for path in (demo.DEMO_CHECKPOINT, demo.DEMO_SYNC_EXPERT):
+        (export / os.path.basename(path)).write_bytes(b"")
+    calls = {}
+    monkeypatch.setattr(demo_train, "prepare_data", lambda work_dir: "CROPS")
+    monkeypatch.setattr(demo_train, "step", lambda title, args: calls.setdefault(title.split(" (")[0], args))
+    assert demo_train.main(["--work_dir", str(tmp_path / "work"), "--export_dir", str(export), *argv]) == 0
+    return calls

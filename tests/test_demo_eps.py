@@ -16,24 +16,12 @@ from guided_diffusion.script_util import (
     tfg_create_model_and_diffusion,
     tfg_model_and_diffusion_defaults,
 )
+from helpers import run_demo_train_recorded
 from launchers import REPO_ROOT
 
 
-def run_recorded(tmp_path, monkeypatch, *argv: str) -> dict:
-    """demo_train.main with every step recorded instead of run; returns {title: argv}."""
-    export = tmp_path / "export"
-    export.mkdir()
-    for path in (demo.DEMO_CHECKPOINT, demo.DEMO_SYNC_EXPERT):
-        (export / os.path.basename(path)).write_bytes(b"")
-    calls = {}
-    monkeypatch.setattr(demo_train, "prepare_data", lambda work_dir: "CROPS")
-    monkeypatch.setattr(demo_train, "step", lambda title, args: calls.setdefault(title.split(" (")[0], args))
-    assert demo_train.main(["--work_dir", str(tmp_path / "work"), "--export_dir", str(export), *argv]) == 0
-    return calls
-
-
 def test_demo_train_eps_fine_tunes_the_x0_network_with_the_released_parameterization(tmp_path, monkeypatch):
-    calls = run_recorded(tmp_path, monkeypatch, "--parameterization", "eps", "--timestep_respacing", "ddim25")
+    calls = run_demo_train_recorded(tmp_path, monkeypatch, "--parameterization", "eps", "--timestep_respacing", "ddim25")
     export = tmp_path / "export"
     # The committed expert is reused: neither trained nor exported again.
     assert list(calls) == ["train Diff2Lip", "export the demo network", "evaluate like the demo"]
@@ -56,7 +44,7 @@ def test_demo_train_eps_fine_tunes_the_x0_network_with_the_released_parameteriza
 
 
 def test_demo_train_default_is_the_x0_network_from_scratch(tmp_path, monkeypatch):
-    calls = run_recorded(tmp_path, monkeypatch)
+    calls = run_demo_train_recorded(tmp_path, monkeypatch)
     # then step 5, the 2-step student of the exported x0 network (tests/test_train_distill.py pins its flags)
     assert list(calls) == ["train the SyncNet64 expert", "train Diff2Lip", "export the demo network",
                            "export the expert", "evaluate like the demo", "distil the 2-step student",

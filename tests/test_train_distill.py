@@ -347,14 +347,10 @@ def test_demo_train_student_only_distils_the_exported_network_and_scores_it_with
     import demo
     import demo_train
 
+    from helpers import run_demo_train_recorded
+
     export = tmp_path / "export"
-    export.mkdir()
-    for path in (demo.DEMO_CHECKPOINT, demo.DEMO_SYNC_EXPERT):
-        (export / os.path.basename(path)).write_bytes(b"")
-    calls = {}
-    monkeypatch.setattr(demo_train, "prepare_data", lambda work_dir: "CROPS")
-    monkeypatch.setattr(demo_train, "step", lambda title, argv: calls.setdefault(title, argv))
-    assert demo_train.main(["--work_dir", str(tmp_path / "work"), "--export_dir", str(export), "--student_only", "True"]) == 0
+    calls = run_demo_train_recorded(tmp_path, monkeypatch, "--student_only", "True")
     assert list(calls) == ["distil the 2-step student", "evaluate the student like the demo"]
     argv = calls["distil the 2-step student"]
     assert argv[0] == "train_distill.py"
