@@ -493,7 +493,11 @@ def test_sigint_mid_list_reports_what_finished_and_keeps_it(media, tmp_path):
     proc = _start(gen_flags(media, "--generate_from_filelist", "1", "--test_video_dir", str(data), "--filelist",
                             str(filelist), "--sample_path", str(samples), "--is_voxceleb2", "False", "--box", BOX))
     first = samples / output_name("short.wav", "face.png")
-    _wait_for(lambda: first.exists() and hidden_files(samples), proc)
+    second = samples / output_name("long.wav", "face.png")
+    # Stop while the second item is being written (its hidden temporary output exists): the first
+    # item's own temporary files (its frame cache) can outlive its output by a moment.
+    _wait_for(lambda: first.exists() and any(os.path.basename(h).startswith(f".{second.stem}.")
+                                             for h in hidden_files(samples)), proc)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, (stdout, stderr)
