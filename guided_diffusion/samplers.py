@@ -28,6 +28,7 @@ import numpy as np
 import torch as th
 
 from .gaussian_diffusion import GaussianDiffusion, ModelMeanType, ModelVarType, precompute_conditioning
+from .respace import space_timesteps
 
 SOLVERS = {"dpm++1": 1, "dpm++2m": 2, "dpm++3m": 3}
 SPACINGS = ("ddim", "trailing")
@@ -40,8 +41,8 @@ def solver_timesteps(num_timesteps: int, steps: int, spacing: str = "ddim") -> L
 
     ddim: the timesteps of the released `--timestep_respacing ddimN` (875, 750, ..., 0 for 8 of
         1000; 960, 920, ..., 0 for 25). Like the released DDIM the last evaluation is at t = 0, so
-        the solver approaches the frames DDIM-25 gives (44 dB in the mouth at 8 steps on the demo
-        network, against 28 dB for trailing).
+        the solver approaches the frames DDIM-25 gives (2M at 8 steps: 45.8 dB in the mouth on the
+        x0 demo network, against 31.5 dB for trailing; benchmarks/bench_sampling_quality.py).
     trailing: evenly spaced from the last training step (T-1) down, ending one stride above 0
         (999, 874, ..., 124 for 8 of 1000), the spacing of few-step samplers trained for it
         (distilled students); its final jump from t = 124 gives a smoother mouth.
@@ -52,8 +53,6 @@ def solver_timesteps(num_timesteps: int, steps: int, spacing: str = "ddim") -> L
         points = np.round(np.linspace(num_timesteps, 0, steps + 1))[:-1].astype(np.int64) - 1
         return [int(t) for t in points]
     if spacing == "ddim":
-        from .respace import space_timesteps
-
         return sorted(space_timesteps(num_timesteps, f"ddim{steps}"), reverse=True)
     raise ValueError(f"unknown solver spacing {spacing!r}; use one of {', '.join(SPACINGS)}")
 
@@ -156,7 +155,8 @@ def dpm_solver_pp(
             # Lower order into the last evaluations (DPM-Solver++'s `lower_order_final`): the
             # last stride is the longest in lambda (t = 125 -> 0 is h = 3.8 at 8 steps), where
             # extrapolating from older predictions overshoots: 2M at 8 steps was 24 dB from
-            # DDIM-25's frames on the noise-predicting demo network, 44 dB with order 1 there.
+            # DDIM-25's frames in the mouth on the noise-predicting demo network, 37 dB with
+            # order 1 there.
             k = min(k, len(timesteps) - 1 - i)
         if k == 1:
             d = x0s[-1]
