@@ -9,7 +9,7 @@ a summary and a non-zero exit code if anything failed.
 import os
 import sys
 import time
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from guided_diffusion import dist_util
 from guided_diffusion.command import Interrupted, check_output_folder, run_command
 from guided_diffusion.errors import Diff2LipError, MediaError
 from guided_diffusion.inference_util import prepare_for_inference, resolve_precision
+from guided_diffusion.progress import Progress
 from guided_diffusion.script_util import (
     FlagRule,
     apply_checkpoint_flags,
@@ -166,9 +167,19 @@ class Generator:
     def _needs_detector(self) -> bool:
         return self.opts.box is None and not self.opts.is_voxceleb2
 
-    def clip(self, video_path: str, audio_path: str, out_path: str, orig_path: Optional[str] = None, split: bool = False) -> int:
+    def clip(
+        self,
+        video_path: str,
+        audio_path: str,
+        out_path: str,
+        orig_path: Optional[str] = None,
+        split: bool = False,
+        on_progress: Optional[Callable[[float, float], None]] = None,
+    ) -> int:
         """Lip-sync one clip into `out_path`; with `split`, the ranks share its chunks.
 
+        :param on_progress: called as `on_progress(frames_done, frames_total)` after every network
+            pass (fractional frames; this process's share in a split run).
         Returns the number of frames written.
         """
         opts = self.opts
@@ -192,14 +203,12 @@ class Generator:
                 boxes, weights = track.boxes, track.weights
                 dist_util.print0(f"{video_path}: {track.summary()}")
             audio = driving_audio(plan)
-            bar = _frame_bar(plan.n_frames, os.path.basename(out_path), opts.progress)
-            progress = bar.update if bar is not None else None
-            if ranks == 1:
-                count = write_clip(out_path, self.syncer.generate(plan, frames, boxes, 0, plan.n_frames, progress, weights), audio)
-            else:
-                count = self._clip_split(plan, frames, boxes, out_path, audio, progress, weights)
-            if bar is not None:
-                bar.close()
+            own = split_range(plan.n_frames, ranks, rank, align=opts.sampling_batch_size)
+            with Progress(own[1] - own[0], os.path.basename(out_path), "frame", opts.progress, callback=on_progress) as bar:
+                if ranks == 1:
+                    count = write_clip(out_path, self.syncer.generate(plan, frames, boxes, 0, plan.n_frames, bar.update, weights), audio)
+                else:
+                    count = self._clip_split(plan, frames, boxes, out_path, audio, bar.update, weights)
             if orig_path is not None and dist_util.is_main_process():
                 # The untouched source frames under the output's audio (the real frames in
                 # reconstruction mode: the ground truth that evaluation compares against).
@@ -241,14 +250,6 @@ class Generator:
 def _part_path(out_path: str, rank: int) -> str:
     folder, name = os.path.split(os.path.abspath(out_path))
     return os.path.join(folder, f".{name}.rank{rank}.npy")
-
-
-def _frame_bar(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="frame", leave=False)
 
 
 def check_outputs(outputs: Sequence[str], inputs: Sequence[str]) -> None:

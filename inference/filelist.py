@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from guided_diffusion.errors import Diff2LipError
+from guided_diffusion.progress import Progress
 
 MEDIA_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".wav", ".mp3", ".m4a", ".flac", ".png", ".jpg", ".jpeg")
 
@@ -119,11 +120,7 @@ def for_each_item(
     the others go on. Returns the failure lines, appended to `failures` as they happen when given
     (so a caller stopped by a signal midway still has them)."""
     failures = [] if failures is None else failures
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(items), unit="clip")
+    bar = Progress(len(items), filelist, "clip", progress)
     for item in items:
         try:
             process(item)
@@ -132,8 +129,6 @@ def for_each_item(
         except Exception as exc:  # one broken clip must not end the list
             failures.append(f"{filelist}:{item.line_no}: unexpected {type(exc).__name__}: {exc}")
         finally:
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.update(1)
+    bar.close()
     return failures

@@ -288,13 +288,24 @@ class LipSyncer:
                 mels=torch.from_numpy(mels)[None].to(self.device),
                 noise=noise.to(self.device),
             )
+            # Progress moves with every network pass (its share of the chunk's frames): a chunk of
+            # 32 frames takes minutes on a CPU.
+            per_pass = n / self.passes_per_chunk()
+            reported = 0.0
+
+            def on_pass() -> None:
+                nonlocal reported
+                if on_frames is not None and reported + per_pass <= n:
+                    reported += per_pass
+                    on_frames(per_pass)
+
             started = time.perf_counter()
-            sample = self.sample(batch, c0)
+            sample = self.sample(batch, c0, on_pass)
             self.network_seconds += time.perf_counter() - started
             generated = sample * batch.mask + batch.x_start * (1 - batch.mask)
             faces = _to_images(generated.cpu(), opts.channel_order, opts.paste)
-            if on_frames is not None:
-                on_frames(n)
+            if on_frames is not None and n > reported:
+                on_frames(n - reported)
             for target, face, i in zip(targets, faces, src_idx):
                 box = boxes[0] if plan.first_frame_input else boxes[i]
                 weight = 1.0 if weights is None else float(weights[i])
@@ -307,8 +318,24 @@ class LipSyncer:
                     pasted = np.rint(target + weight * (pasted.astype(np.float32) - target)).astype(np.uint8)
                 yield pasted
 
-    def sample(self, batch, chunk_start: int = 0) -> torch.Tensor:
-        """Sample the clean crops `[N, 3, H, W]` of one chunk (a `TFGBatch`) with the chosen sampler."""
+    def passes_per_chunk(self) -> int:
+        """Network passes that `sample` makes for one chunk."""
+        return self.opts.sampling_steps if self.opts.sampler != "ddim" else self.diffusion.num_timesteps
+
+    def sample(self, batch, chunk_start: int = 0, on_pass: Optional[Callable[[], None]] = None) -> torch.Tensor:
+        """Sample the clean crops `[N, 3, H, W]` of one chunk (a `TFGBatch`) with the chosen sampler.
+
+        :param on_pass: called after every network pass (progress).
+        """
+        if on_pass is None:
+            return self._sample(batch, chunk_start)
+        hook = self.model.register_forward_hook(lambda *_: on_pass())
+        try:
+            return self._sample(batch, chunk_start)
+        finally:
+            hook.remove()
+
+    def _sample(self, batch, chunk_start: int) -> torch.Tensor:
         opts = self.opts
         shape = tuple(batch.x_start.shape)
         x_t = batch.noise.contiguous()
