@@ -9,8 +9,9 @@ The numbers of `demo.py`, of the ablation (`demo_train.py --ablation`) and of th
   video source against the driving audio (what no lip-sync scores).
 - `reconstruction_scores`: PSNR / SSIM of clips regenerated from their own audio against the
   originals, over whole frames as `evaluate.py` computes them.
-- `sheet`: a PNG of evenly spaced frames, one row per frame: video source | generated | the audio
-  source's real frame (whose mouth the generated one should copy).
+- `sheet`: a PNG of evenly spaced frames, one row per frame (labelled with its index and time):
+  video source | generated | the audio source's real frame (whose mouth the generated one should
+  copy), under column labels.
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ import dataclasses
 import os
 from typing import Dict, List, Sequence, Tuple
 
-import cv2
 import numpy as np
 
 from audio.audio import load_wav
 from dataset.lipmeter import implied_opening_from_audio, measure_video, pearson
 from dataset.video_io import iter_frames
 from evaluation.image_metrics import psnr_batch, ssim_batch
-from guided_diffusion.train_util import atomic_write_bytes
+from evaluation.sheets import labelled_sheet, write_png
 from inference.filelist import output_name, resolve_media
 
 Pair = Tuple[str, str]  # (audio clip, video clip) as in the filelists: names under the data root
@@ -98,6 +98,9 @@ def reconstruction_scores(sample_dir: str, data_root: str, pairs: Sequence[Pair]
     return float(np.concatenate(psnrs).mean()), float(np.concatenate(ssims).mean())
 
 
+SHEET_COLUMNS = ("video source", "generated", "audio source (real)")
+
+
 def sheet(path: str, sample_dir: str, data_root: str, pair: Pair, rows: int = 8) -> None:
     """Write the PNG sheet of one cross pair (see the module docstring), atomically."""
     generated = list(iter_frames(generated_path(sample_dir, pair)))
@@ -105,9 +108,6 @@ def sheet(path: str, sample_dir: str, data_root: str, pair: Pair, rows: int = 8)
     audio_source = list(iter_frames(resolve_media(data_root, pair[0]), stop=len(generated)))
     n = min(len(generated), len(video), len(audio_source))
     picks = np.linspace(0, n - 1, num=min(rows, n)).round().astype(int)
-    image = np.concatenate([np.concatenate([video[i], generated[i], audio_source[i]], axis=1) for i in picks])
-    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OSError(f"could not encode {path}")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write_bytes(path, data.tobytes())
+    image = labelled_sheet([[video[i], generated[i], audio_source[i]] for i in picks], SHEET_COLUMNS,
+                           [f"frame {i}\n{i / 25:.2f} s" for i in picks])
+    write_png(path, image)

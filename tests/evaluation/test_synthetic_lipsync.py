@@ -11,6 +11,7 @@ import pytest
 
 from dataset.synthetic import Talker, render_clip
 from dataset.video_io import VideoWriter, iter_frames
+from evaluation import sheets
 from evaluation import synthetic_lipsync as sl
 
 SECONDS = 4.0
@@ -77,16 +78,21 @@ def test_sheet_rows_are_video_generated_and_audio_source_frames(cross_set, tmp_p
     path = tmp_path / "sub" / "sheet.png"
     sl.sheet(str(path), str(samples), str(root), pairs[0], rows=4)
     image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-    assert image.shape == (4 * 224, 3 * 224, 3)
+    band, left = sheets.LABEL_BAND, sheets.ROW_LABEL_WIDTH
+    assert image.shape == (band + 4 * 224, left + 3 * 224, 3)
     generated = list(iter_frames(sl.generated_path(str(samples), pairs[0])))
     picks = np.linspace(0, len(generated) - 1, 4).round().astype(int)
     video = list(iter_frames(root / f"{pairs[0][1]}.mp4"))
     audio_source = list(iter_frames(root / f"{pairs[0][0]}.mp4"))
     for row, i in enumerate(picks):
-        cells = image[row * 224 : (row + 1) * 224]
+        cells = image[band + row * 224 : band + (row + 1) * 224, left:]
         assert np.array_equal(cells[:, :224], video[i])
         assert np.array_equal(cells[:, 224:448], generated[i])
         assert np.array_equal(cells[:, 448:], audio_source[i])
+    # Each column and row has its label: dark text pixels on the white bands, one cluster per column.
+    for c in range(3):
+        assert (image[:band, left + c * 224 : left + (c + 1) * 224] < 128).any()
+    assert all((image[band + r * 224 : band + (r + 1) * 224, :left] < 128).any() for r in range(4))
     assert os.listdir(path.parent) == ["sheet.png"]  # no temporary file left behind
 
 
@@ -96,3 +102,12 @@ def test_read_pairs(tmp_path):
     (tmp_path / "bad.txt").write_text("a/b/c\n")
     with pytest.raises(ValueError, match="expected 'AUDIO VIDEO'"):
         sl.read_pairs(str(tmp_path / "bad.txt"))
+
+
+def test_labelled_sheet_resizes_cells_and_refuses_ragged_rows():
+    frame = np.full((90, 160, 3), 40, np.uint8)
+    image = sheets.labelled_sheet([[frame, frame]], ["before", "after"], cell_height=45)
+    assert image.shape == (sheets.LABEL_BAND + 45, 2 * 80, 3)  # no row labels: no left band
+    assert (image[sheets.LABEL_BAND:] == 40).all()
+    with pytest.raises(ValueError, match="one frame per column"):
+        sheets.labelled_sheet([[frame]], ["before", "after"])
