@@ -170,7 +170,7 @@ def load_lpips(device, backbone: str = "pretrained") -> torch.nn.Module:
                 cached = os.path.join(torch.hub.get_dir(), "checkpoints", LPIPS_VGG_FILE)
                 raise CheckpointError(
                     f"LPIPS needs torchvision's VGG-16 weights: put {LPIPS_VGG_FILE} in {os.path.dirname(cached)} "
-                    f"(torchvision downloads it there on a connected machine), or pass --lpips_backbone random "
+                    f"(`python -m scripts.fetch_weights vgg16` or torchvision downloads it there on a connected machine), or pass --lpips_backbone random "
                     f"or --lambda_lpips 0 ({exc})"
                 ) from exc
     return net.to(device).eval().requires_grad_(False)

@@ -18,7 +18,7 @@ def loading_weights(what: str, filename: str, path: str, source: str):
     except OSError as e:  # URLError, HTTPError, timeouts: no network and no file in the cache
         raise CheckpointError(
             f"{what} weights not found: put {filename} in {os.path.dirname(path)} "
-            f"({source} downloads it there on a connected machine)"
+            f"(`python -m scripts.fetch_weights {filename}` or {source} downloads it there on a connected machine)"
         ) from e
     except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError) as e:
         if is_oom_error(e):  # the device is full, the file may be fine

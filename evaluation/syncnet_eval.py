@@ -129,7 +129,7 @@ def load_syncnet_eval(
     if not os.path.isfile(path):
         raise CheckpointError(
             f"SyncNet evaluation weights {path!r} not found; download {SYNCNET_EVAL_FILENAME} "
-            f"(syncnet_python's download_model.sh) to {DEFAULT_SYNCNET_EVAL_PATH} or pass its path"
+            f"(`python -m scripts.fetch_weights syncnet_v2`, or syncnet_python's download_model.sh) to {DEFAULT_SYNCNET_EVAL_PATH} or pass its path"
         )
     state = dist_util.load_state_dict(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

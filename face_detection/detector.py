@@ -43,7 +43,7 @@ def is_oom_error(err: BaseException) -> bool:
 def _not_found_message() -> str:
     return (
         f"S3FD face-detector weights not found: put {S3FD_FILENAME} in "
-        f"{os.path.dirname(s3fd_weights_path())} (face-alignment downloads it there on a "
+        f"{os.path.dirname(s3fd_weights_path())} (`python -m scripts.fetch_weights s3fd` or face-alignment downloads it there on a "
         "connected machine), use --face_detector centerface (or auto: bundled, nothing to download), "
         "or --is_voxceleb2 True / --box to skip detection"
     )

@@ -235,7 +235,7 @@ def load_state_dict(path: str | os.PathLike[str], map_location: Any = "cpu", **k
         except FileNotFoundError:
             header = (0, (
                 f"checkpoint {path!r} not found; download the released checkpoint.pt into "
-                "checkpoints/ (see checkpoints/README.md) or pass the right --model_path"
+                "checkpoints/ (`python -m scripts.fetch_weights diff2lip` says from where) or pass the right --model_path"
             ))
         except Exception as exc:  # any read failure must reach the other ranks, not strand them
             header = (0, f"checkpoint {path!r} could not be read ({exc}); check the path and its permissions")

@@ -28,7 +28,7 @@ from .train_util import atomic_save
 SYNC_FRAMES = 5
 MEL_SHAPE = (80, 16)
 IntPair = Union[int, Tuple[int, int]]
-WAV2LIP_HINT = "download Wav2Lip's lipsync_expert.pth into checkpoints/ or train one with train_syncnet.py"
+WAV2LIP_HINT = "download Wav2Lip's lipsync_expert.pth into checkpoints/ (`python -m scripts.fetch_weights lipsync_expert`) or train one with train_syncnet.py"
 
 
 class ConvBlock(nn.Module):
