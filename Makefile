@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo demo-train demo-train-eps demo-student demo-ablation test test-fast bench bench-sampling-quality clean-venv
+.PHONY: install weights demo demo-train demo-train-eps demo-student demo-ablation test test-fast bench bench-sampling-quality clean-venv
 
 $(INSTALLED): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,11 @@ $(INSTALLED): requirements.txt
 	@touch $(INSTALLED)
 
 install: $(INSTALLED)
+
+# Every pretrained weight file (released checkpoint, experts, detectors, metric networks) into the
+# place the code loads it from; `$(PY) -m scripts.fetch_weights --list` shows what and where.
+weights: $(INSTALLED)
+	$(PY) -m scripts.fetch_weights
 
 demo: $(INSTALLED)
 	$(PY) demo.py
