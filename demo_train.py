@@ -232,7 +232,7 @@ def run(args) -> None:
                                 args.steps or network["steps"], DEMO_LOSSES, args.parameterization,
                                 exported_x0 if network["fine_tune"] else "")
     step("export the demo network", ["export_checkpoint.py", "--checkpoint", checkpoint, "--out", exported,
-                                     "--weights", network["weights"], "--half", "True"])
+                                     "--weights", network["weights"], "--half", "True", "--note", demo.DEMO_NOTE])
     if expert != exported_expert:
         step("export the expert", ["export_checkpoint.py", "--checkpoint", expert, "--out", exported_expert,
                                    "--half", "True"])

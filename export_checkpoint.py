@@ -1,16 +1,21 @@
-"""Turn a training checkpoint into a small release file.
+"""Turn a training checkpoint into a small release file that carries its flags.
 
     python export_checkpoint.py --checkpoint outputs/train/checkpoint_0005000.pt --out checkpoints/mine.pt
+    python export_checkpoint.py --checkpoint outputs/train/checkpoint_0005000.pt --out checkpoints/mine.safetensors
     python export_checkpoint.py --checkpoint outputs/syncnet128/syncnet_best.pt --out checkpoints/syncnet.pt
 
-A train.py checkpoint (weights, EMA weights, optimizer, discriminator, random states) becomes the
-released format: a plain state_dict of the EMA weights (`--weights ema`, the ones to sample with)
-or of the raw ones, which generate.py loads with the same flags as the training. A train_syncnet.py
-checkpoint becomes `{"kind": ..., "model": ...}`, which train.py's --sync_expert loads. With
-`--half True` floating-point tensors are stored in float16 (half the size; the networks cast them
-back to float32 on loading). The file is written atomically and loads with weights_only=True.
-train_distill.py exports its students through `export(..., flags=...)` as `{"model": state_dict,
-"flags": {...}}`: the flags (network, diffusion, `timestep_respacing`, `use_ddim`) that sample them.
+A train.py checkpoint (weights, EMA weights, optimizer, discriminator, random states) becomes a
+network file: the EMA weights (`--weights ema`, the ones to sample with) or the raw ones, with the
+network and diffusion flags of the training and what it was trained on (guided_diffusion/
+checkpoint_format.py): `{"model", "flags", "trained_on"}` in a `.pt` file, or a `.safetensors` file
+whose metadata holds them. `generate.py --model_path FILE` then needs no architecture flags.
+`--plain True` writes a plain state_dict instead (the released checkpoint.pt's format, for the
+release's own code; generate.py then needs the training's flags). A train_syncnet.py checkpoint
+becomes `{"kind": ..., "model": ...}`, which train.py's --sync_expert loads. With `--half True`
+floating-point tensors are stored in float16 (half the size; the networks cast them back to
+float32 on loading). The file is written atomically and loads with weights_only=True.
+train_distill.py exports its students through `export(..., flags=...)`: the flags (network,
+diffusion, `timestep_respacing`, `use_ddim`) that sample them.
 """
 
 import os
@@ -19,20 +24,24 @@ from typing import Dict, List, Optional
 
 import torch
 
+from guided_diffusion.checkpoint_format import is_safetensors, network_flags, read_metadata, save_network
 from guided_diffusion.errors import CheckpointError, Diff2LipError
 from guided_diffusion.script_util import create_argparser
 from guided_diffusion.train_util import atomic_save
 
 
 def export_defaults() -> dict:
-    return dict(checkpoint="", out="", weights="ema", half=False)
+    return dict(checkpoint="", out="", weights="ema", half=False, plain=False, note="")
 
 
 EXPORT_HELP = {
     "checkpoint": "a train.py (checkpoint_STEP.pt) or train_syncnet.py (syncnet_STEP.pt, syncnet_best.pt) checkpoint",
-    "out": "the file to write",
+    "out": "the file to write: .pt, or .safetensors (the flags in its metadata)",
     "weights": "train.py checkpoints: ema (the averaged weights, for sampling) or model (the raw ones)",
     "half": "store floating-point tensors as float16 (half the size)",
+    "plain": "write a plain state_dict without flags (the released checkpoint.pt format, for the release's own code)",
+    "note": "one line on what the network knows, stored with it and shown by generate.py and the web app (empty: the "
+    "note of the network it was fine-tuned or distilled from, if any)",
 }
 
 
@@ -40,9 +49,19 @@ def _cast(state: Dict[str, torch.Tensor], half: bool) -> Dict[str, torch.Tensor]
     return {k: v.half() if half and v.is_floating_point() else v for k, v in state.items()}
 
 
-def export(checkpoint: str, out: str, weights: str = "ema", half: bool = False, flags: Optional[dict] = None) -> dict:
-    """Write the release file of `checkpoint` to `out`; returns what was written. With `flags`
-    (train.py-format checkpoints only), `{"model": weights, "flags": flags}`."""
+def export(
+    checkpoint: str,
+    out: str,
+    weights: str = "ema",
+    half: bool = False,
+    flags: Optional[dict] = None,
+    plain: bool = False,
+    trained_on: Optional[dict] = None,
+    note: str = "",
+) -> dict:
+    """Write the network file of `checkpoint` to `out`; returns what was written (for a
+    `.safetensors` file, `{"model", "flags", "trained_on"}` as stored in it). The flags are
+    `flags` when given (a distilled student's), otherwise the training's own (its "args")."""
     if weights not in ("ema", "model"):
         raise Diff2LipError(f"--weights {weights!r} is not one of ema, model")
     if not os.path.isfile(checkpoint):
@@ -53,19 +72,33 @@ def export(checkpoint: str, out: str, weights: str = "ema", half: bool = False, 
         raise CheckpointError(f"could not read '{checkpoint}' ({type(exc).__name__}: {exc})") from exc
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise CheckpointError(f"'{checkpoint}' is not a train.py or train_syncnet.py checkpoint (no 'model' weights)")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     if "kind" in ckpt:  # train_syncnet.py: keep the kind, so load_sync_expert builds the right network
         if flags is not None:
             raise Diff2LipError(f"'{checkpoint}' is a SyncNet checkpoint: it takes no Diff2Lip flags")
+        if is_safetensors(out):
+            raise Diff2LipError(f"--out '{out}': SyncNet checkpoints are exported as .pt (train.py's --sync_expert reads those)")
         result = {"kind": ckpt["kind"], "model": _cast(ckpt.get("ema") or ckpt["model"], half)}
-    else:
-        if weights == "ema" and not isinstance(ckpt.get("ema"), dict):
-            raise CheckpointError(f"'{checkpoint}' has no EMA weights; pass --weights model")
-        result = _cast(ckpt[weights], half)
-        if flags is not None:
-            result = {"model": result, "flags": dict(flags)}
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    atomic_save(result, out)
-    return result
+        atomic_save(result, out)
+        return result
+    if weights == "ema" and not isinstance(ckpt.get("ema"), dict):
+        raise CheckpointError(f"'{checkpoint}' has no EMA weights; pass --weights model")
+    state = _cast(ckpt[weights], half)
+    if plain:
+        save_network(out, state, None)
+        return state
+    args = ckpt.get("args") if isinstance(ckpt.get("args"), dict) else {}
+    if flags is None:
+        flags = network_flags(args)
+    if trained_on is None:
+        trained_on = {k: v for k, v in (("data_root", args.get("data_root")), ("steps", ckpt.get("step")),
+                                          ("init_from", args.get("init_from"))) if v not in (None, "")}
+        # A fine-tune or a student knows what the network it started from knows.
+        note = note or (read_metadata(args["init_from"])[1].get("note", "") if args.get("init_from") else "")
+    if note:
+        trained_on = {**trained_on, "note": note}
+    save_network(out, state, dict(flags), trained_on)
+    return {"model": state, "flags": dict(flags), "trained_on": trained_on}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -73,7 +106,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         args = create_argparser(export_defaults(), description=__doc__, help_dict=EXPORT_HELP).parse_args(argv)
         if not args.checkpoint or not args.out:
             raise Diff2LipError("--checkpoint and --out are required")
-        export(args.checkpoint, args.out, args.weights, args.half)
+        export(args.checkpoint, args.out, args.weights, args.half, plain=args.plain, note=args.note)
     except Diff2LipError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

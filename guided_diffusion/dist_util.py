@@ -222,7 +222,8 @@ def _broadcast_bytes(data: bytearray | None, size: int) -> bytearray:
 def load_state_dict(path: str | os.PathLike[str], map_location: Any = "cpu", **kwargs: Any) -> Any:
     """Load a checkpoint that rank 0 alone reads, then broadcasts to the other ranks.
 
-    Loads with `weights_only=True` unless the caller overrides it in `kwargs`. Raises
+    Loads with `weights_only=True` unless the caller overrides it in `kwargs` (a `.safetensors`
+    file with safetensors, to CPU tensors). Raises
     `CheckpointError` on every rank when the file is missing, unreadable or not a checkpoint.
     """
     path = str(path)
@@ -247,6 +248,10 @@ def load_state_dict(path: str | os.PathLike[str], map_location: Any = "cpu", **k
         raise CheckpointError(error)
     if world_size() > 1 and size > 0:
         data = _broadcast_bytes(data, size)
+    if path.endswith(".safetensors"):
+        from .checkpoint_format import load_safetensors_bytes
+
+        return load_safetensors_bytes(data or b"", path)
     kwargs.setdefault("weights_only", True)
     stream = io.BytesIO(data or b"")
     del data  # the stream holds a copy; don't keep a third one alive while tensors are built

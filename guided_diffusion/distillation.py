@@ -25,7 +25,8 @@ import torch
 from .errors import Diff2LipError
 from .gaussian_diffusion import ModelMeanType, masked_mean_flat, precompute_conditioning
 from .respace import SpacedDiffusion
-from .script_util import create_gaussian_diffusion, tfg_model_and_diffusion_defaults
+from .checkpoint_format import network_flags
+from .script_util import create_gaussian_diffusion
 from .tfg_data_util import tfg_process_batch
 from .tfg_losses import DistillationLoss, L2Loss, PredictedSequences, weighted_sum
 from .train_util import autocast
@@ -92,11 +93,9 @@ def diffusion_from_flags(flags: dict, timestep_respacing: str) -> SpacedDiffusio
 
 
 def student_flags(flags: dict, student_steps: int) -> dict:
-    """What generate.py needs to sample the student: every model and diffusion flag, its
-    `timestep_respacing` and `use_ddim`."""
-    out = {k: flags[k] for k in tfg_model_and_diffusion_defaults()}
-    out.update(timestep_respacing=respacing(student_steps), use_ddim=True)
-    return out
+    """What generate.py needs to sample the student: its network and diffusion flags
+    (`checkpoint_format.network_flags`), its `timestep_respacing` and `use_ddim`."""
+    return {**network_flags(flags), "timestep_respacing": respacing(student_steps), "use_ddim": True}
 
 
 def _column(values: np.ndarray, index: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import torch as th
 
 from . import gaussian_diffusion as gd
+from .checkpoint_format import RUNTIME_FLAGS, SAMPLING_FLAGS, read_metadata, shape_mismatch_hint
 from .errors import CheckpointError, Diff2LipError
 from .respace import SpacedDiffusion, ddim_strides, nearest_ddim_count, space_timesteps
 from .unet import TFGModel
@@ -659,36 +660,13 @@ def tfg_create_model_and_diffusion(**kwargs) -> Tuple[TFGModel, SpacedDiffusion]
 # Loading weights
 
 
-def _likely_flags(missing: Sequence[str], unexpected: Sequence[str], mismatched: Sequence[str]) -> list:
-    """Which flags most likely differ between the checkpoint and the model, from the key differences."""
-    names = list(missing) + list(unexpected) + list(mismatched)
-    hints = []
-
-    def hint(flag: str, cond: bool) -> None:
-        if cond and flag not in hints:
-            hints.append(flag)
-
-    hint("--use_audio/--audio_as_style", any(n.startswith("audio_encoder") for n in names))
-    hint("--use_ref/--nrefer", any(n.startswith("input_blocks.0.0.") for n in mismatched))
-    hint("--learn_sigma", any(n.startswith("out.2.") for n in mismatched))
-    hint("--num_channels", any(n.startswith("time_embed.") for n in mismatched))
-    hint("--class_cond", any(n.startswith("label_emb") for n in names))
-    hint("--attention_resolutions", any(".qkv." in n or ".proj_out." in n for n in missing + unexpected))
-    hint("--resblock_updown", any(".op." in n for n in names))
-    hint("--use_scale_shift_norm", any("emb_layers" in n for n in mismatched))
-    hint(
-        "--image_size/--channel_mult/--num_res_blocks",
-        any(n.startswith(("input_blocks", "output_blocks", "middle_block")) for n in names),
-    )
-    return hints
-
-
 def load_model_weights(model: th.nn.Module, path: str) -> None:
     """Load a checkpoint (a plain state_dict, or a training checkpoint holding one under "model"
     or "ema") into `model`; rank 0 reads it and broadcasts it when several processes run.
 
     A checkpoint that does not fit raises `CheckpointError` with one line listing missing,
-    unexpected and mis-shaped keys and the flags that likely differ.
+    unexpected and mis-shaped keys and the network flags whose values its tensor shapes give
+    (`checkpoint_format.shape_mismatch_hint`). `.safetensors` files load too.
     """
     from . import dist_util
 
@@ -711,10 +689,10 @@ def load_model_weights(model: th.nn.Module, path: str) -> None:
         parts = [
             p for p in (listing(missing, "missing"), listing(unexpected, "unexpected"), listing(shapes, "mis-shaped")) if p
         ]
-        flags = _likely_flags(missing, unexpected, mismatched)
+        differ = shape_mismatch_hint(own, state, getattr(model, "image_size", None))
         raise CheckpointError(
             f"checkpoint '{path}' does not match the model built from the flags: {'; '.join(parts)}"
-            + (f"; flags that likely differ: {', '.join(flags)}" if flags else "")
+            + (f"; its tensor shapes say {differ}" if differ else "")
         )
     model.load_state_dict(state)
 
@@ -722,23 +700,17 @@ def load_model_weights(model: th.nn.Module, path: str) -> None:
 # ----------------------------------------------------------------------------------------------
 # Flags stored in checkpoints
 #
-# Our exported checkpoints may hold `{"model": state_dict, "flags": {...}}`: the network and
-# diffusion flags they were trained with and the sampling flags that suit them (a distilled
-# student's `timestep_respacing`). The released `checkpoint.pt` is a plain state_dict and holds none.
+# Our network files carry the network and diffusion flags they were trained with and the
+# sampling flags that suit them (a distilled student's `timestep_respacing`); see
+# checkpoint_format.py. The released `checkpoint.pt` is a plain state_dict and holds none.
 
-SAMPLING_FLAGS_IN_CHECKPOINTS = ("timestep_respacing", "use_ddim", "sampler", "sampling_steps")
+SAMPLING_FLAGS_IN_CHECKPOINTS = SAMPLING_FLAGS
 
 
 def read_checkpoint_flags(path: str) -> dict:
-    """The "flags" dict stored in checkpoint `path`, or {} (none stored, or the file cannot be
-    read: `load_model_weights` reports that with its own message). Memory-maps the file, so
-    the weights are not read."""
-    try:
-        state = th.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - any unreadable file is reported later, by the weight loader
-        return {}
-    flags = state.get("flags") if isinstance(state, dict) else None
-    return dict(flags) if isinstance(flags, dict) else {}
+    """The flags stored in checkpoint `path` (`checkpoint_format.read_metadata`), or {} (none
+    stored, or the file cannot be read: `load_model_weights` reports that with its own message)."""
+    return read_metadata(path)[0]
 
 
 def given_flags(argv: Sequence[str]) -> set:
@@ -757,6 +729,8 @@ def apply_checkpoint_flags(args: argparse.Namespace, argv: Sequence[str], stored
     taken = []
     for key, value in stored.items():
         if not hasattr(args, key):
+            continue
+        if key in RUNTIME_FLAGS:
             continue
         if key in given:
             if key not in SAMPLING_FLAGS_IN_CHECKPOINTS and getattr(args, key) != value:

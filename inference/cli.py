@@ -6,6 +6,7 @@ the ranks item by item; a failing item is reported and the others go on, and the
 a summary and a non-zero exit code if anything failed.
 """
 
+import argparse
 import os
 import sys
 import time
@@ -19,6 +20,7 @@ from face_detection import BatchedDetector, ClipScan, make_detector, parse_box, 
 from guided_diffusion import dist_util
 from guided_diffusion.command import Interrupted, check_output_folder, run_command
 from guided_diffusion.errors import Diff2LipError, MediaError
+from guided_diffusion.checkpoint_format import read_metadata
 from guided_diffusion.inference_util import prepare_for_inference, resolve_precision
 from guided_diffusion.progress import Progress
 from guided_diffusion.script_util import (
@@ -27,7 +29,6 @@ from guided_diffusion.script_util import (
     args_to_dict,
     create_argparser,
     load_model_weights,
-    read_checkpoint_flags,
     tfg_create_model_and_diffusion,
     tfg_data_defaults,
     tfg_model_and_diffusion_defaults,
@@ -371,22 +372,35 @@ def run_filelist(gen: Generator, items: List[FilelistItem], problems: List[str])
     return 1 if any(t[2] for t in totals) else 0
 
 
+def parse_args(argv: Sequence[str]) -> Tuple[argparse.Namespace, List[str], dict]:
+    """generate.py's flags with the checkpoint's own filled in: `(args, flags taken from the
+    file, what the file says it was trained on)`. The command line, the web app and the Python
+    API all start here.
+
+    Our network files carry their flags (a student its step count): the command line needs only
+    what it wants to change, and a network flag that contradicts the file is an error. What the
+    file sets is validated like a typed flag.
+    """
+    parser = create_parser()
+    args = parser.parse_args(list(argv))
+    stored, trained_on = read_metadata(args.model_path)
+    taken = apply_checkpoint_flags(args, argv, stored, args.model_path)
+    if taken:
+        validate_flags(args, parser.flag_checks, parser.flag_rules)
+    return args, taken, trained_on
+
+
 def main(argv: Optional[List[str]] = None, distributed: bool = False) -> int:
     def body() -> int:
-        parser = create_parser()
-        args = parser.parse_args(argv)
-        # Our exported checkpoints carry their flags (a student its step count): the command line
-        # needs only what it wants to change. What the file sets is checked like a typed flag.
-        stored = apply_checkpoint_flags(args, sys.argv[1:] if argv is None else argv,
-                                        read_checkpoint_flags(args.model_path), args.model_path)
-        if stored:
-            validate_flags(args, parser.flag_checks, parser.flag_rules)
+        args, taken, trained_on = parse_args(sys.argv[1:] if argv is None else argv)
         # Everything that can be checked without the network is, before it is loaded.
         work = check_filelist_run(args) if args.generate_from_filelist else check_single(args)
         if distributed:
             dist_util.setup_dist()
-        if stored:
-            dist_util.print0(f"flags from {args.model_path}: {' '.join(stored)}")
+        if taken:
+            dist_util.print0(f"flags from {args.model_path}: {' '.join(taken)}")
+        if trained_on.get("note"):
+            dist_util.print0(f"note on {args.model_path}: {trained_on['note']}")
         gen = Generator(args)
         return run_filelist(gen, *work) if args.generate_from_filelist else run_single(gen, distributed)
 

@@ -23,7 +23,11 @@ def test_committed_checkpoints_fit_the_demo_flags_and_the_size_limit():
     flags = {**tfg_model_and_diffusion_defaults(), **demo.DEMO_MODEL}
     model, _ = tfg_create_model_and_diffusion(**flags)
     load_model_weights(model, str(checkpoint))
-    state = torch.load(checkpoint, weights_only=True)
+    saved = torch.load(checkpoint, weights_only=True)
+    state = saved["model"]
+    # The file carries its flags and what it knows: generate.py needs no architecture flags.
+    assert {k: saved["flags"][k] for k in demo.DEMO_MODEL} == demo.DEMO_MODEL
+    assert saved["trained_on"]["note"] == demo.DEMO_NOTE
     # Trained weights, not an initialisation: the zero-initialised output conv has learned values.
     assert float(state["out.2.weight"].float().abs().max()) > 1e-3
     assert all(torch.isfinite(v.float()).all() for v in state.values())

@@ -81,7 +81,7 @@ def test_committed_eps_network_fits_its_flags_and_differs_from_the_x0_network():
     assert os.path.getsize(path) <= 8 * 2**20
     model, _ = tfg_create_model_and_diffusion(**{**tfg_model_and_diffusion_defaults(), **demo.DEMO_MODEL_EPS})
     load_model_weights(model, str(path))
-    eps, x0 = (torch.load(REPO_ROOT / p, weights_only=True) for p in (demo.DEMO_CHECKPOINT_EPS, demo.DEMO_CHECKPOINT))
+    eps, x0 = (torch.load(REPO_ROOT / p, weights_only=True)["model"] for p in (demo.DEMO_CHECKPOINT_EPS, demo.DEMO_CHECKPOINT))
     assert eps["out.2.weight"].dtype == torch.float16
     assert all(torch.isfinite(v.float()).all() for v in eps.values())
     # Fine-tuned, not a copy: the head that now predicts the noise has moved from the x0 head.

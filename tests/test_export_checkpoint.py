@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import export_checkpoint
-from guided_diffusion.script_util import load_model_weights, tfg_create_model_and_diffusion
+from guided_diffusion.checkpoint_format import network_flags, read_metadata
+from guided_diffusion.script_util import load_model_weights, tfg_create_model_and_diffusion, tfg_model_and_diffusion_defaults
 from guided_diffusion.syncnet import SyncNet64, load_sync_expert, save_syncnet_checkpoint
 from helpers import TINY_FLAGS, randomize_zero_init
 
@@ -24,8 +25,54 @@ def train_checkpoint(tmp_path):
     """A train.py-style checkpoint whose EMA and raw weights differ."""
     model, ema = tiny_model(0), tiny_model(1)
     path = tmp_path / "checkpoint_0000010.pt"
-    torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": {}, "step": 10}, path)
+    torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": {}, "step": 10, "args": TRAIN_ARGS}, path)
     return path, model, ema
+
+
+TRAIN_ARGS = {**tfg_model_and_diffusion_defaults(), **TINY_FLAGS, "data_root": "data/vox_pre", "init_from": "",
+              "timestep_respacing": "", "lr": 1e-4}
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_a_network_file_carries_the_training_flags(train_checkpoint, tmp_path, suffix):
+    path, _, ema = train_checkpoint
+    out = tmp_path / f"mine{suffix}"
+    assert export_checkpoint.main(["--checkpoint", str(path), "--out", str(out)]) == 0
+    flags, trained_on = read_metadata(str(out))
+    assert flags == network_flags(TRAIN_ARGS) and flags["num_channels"] == 32 and flags["image_size"] == 32
+    assert trained_on == {"data_root": "data/vox_pre", "steps": 10}
+    if suffix == ".pt":
+        assert set(torch.load(out, weights_only=True)) == {"model", "flags", "trained_on"}
+    fresh = tiny_model(5)
+    load_model_weights(fresh, str(out))
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in ema.state_dict().items())
+
+
+def test_generate_needs_no_architecture_flags_for_an_exported_file(train_checkpoint, tmp_path, capsys):
+    """The tiny network (32 px, 32 channels, ...) sampled from a .safetensors export with only
+    the media and sampling flags on the command line."""
+    from audio.audio import save_wav
+    from dataset.synthetic import speech_like
+    from dataset.video_io import probe_video
+    from helpers import render_clip
+    from inference.cli import main
+
+    path, _, _ = train_checkpoint
+    out = tmp_path / "mine.safetensors"
+    assert export_checkpoint.main(["--checkpoint", str(path), "--out", str(out)]) == 0
+    video, audio, result = tmp_path / "face.mp4", tmp_path / "speech.wav", tmp_path / "result.mp4"
+    render_clip(video, n_frames=6)
+    save_wav(speech_like(1.0), audio, 16000)  # longer than the video: the video's 6 frames
+    assert main(["--model_path", str(out), "--timestep_respacing", "ddim2", "--generate_from_filelist", "0",
+                 "--video_path", str(video), "--audio_path", str(audio), "--out_path", str(result),
+                 "--is_voxceleb2", "False", "--box", "40,200,50,174", "--progress", "False"]) == 0
+    assert probe_video(str(result)).num_frames == 6
+    # a contradicting architecture flag names both values
+    capsys.readouterr()
+    assert main(["--model_path", str(out), "--num_channels", "64", "--generate_from_filelist", "0", "--video_path", str(video),
+                 "--audio_path", str(audio), "--out_path", str(tmp_path / "other.mp4")]) != 0
+    error = capsys.readouterr().err.strip()
+    assert "--num_channels 64 contradicts" in error and "--num_channels 32" in error and "\n" not in error
 
 
 @pytest.mark.parametrize("weights", ["ema", "model"])
@@ -33,7 +80,7 @@ def test_train_checkpoint_to_a_plain_state_dict(train_checkpoint, tmp_path, weig
     path, model, ema = train_checkpoint
     source = ema if weights == "ema" else model
     out = tmp_path / "release" / "mine.pt"
-    assert export_checkpoint.main(["--checkpoint", str(path), "--out", str(out), "--weights", weights]) == 0
+    assert export_checkpoint.main(["--checkpoint", str(path), "--out", str(out), "--weights", weights, "--plain", "True"]) == 0
     state = torch.load(out, weights_only=True)
     assert list(state) == list(source.state_dict())
     for k, v in source.state_dict().items():
@@ -51,7 +98,7 @@ def test_half_precision_halves_the_size_and_loads_into_float32(train_checkpoint,
     assert export_checkpoint.main(["--checkpoint", str(path), "--out", str(full)]) == 0
     assert export_checkpoint.main(["--checkpoint", str(path), "--out", str(half), "--half", "True"]) == 0
     assert os.path.getsize(half) < 0.55 * os.path.getsize(full)
-    state = torch.load(half, weights_only=True)
+    state = torch.load(half, weights_only=True)["model"]
     assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
     fresh = tiny_model(5)
     load_model_weights(fresh, str(half))

@@ -12,6 +12,7 @@ import torch
 
 import train_distill
 from guided_diffusion import logger
+from guided_diffusion.checkpoint_format import network_flags
 from guided_diffusion.distillation import ProgressiveDistillation, respacing, round_schedule, step_plan, x0_matching_step
 from guided_diffusion.errors import Diff2LipError
 from guided_diffusion.respace import space_timesteps
@@ -260,7 +261,8 @@ def test_one_round_runs_for_real_and_exports_a_student_that_loads_and_samples(da
     saved = torch.load(exported, weights_only=True)
     flags = saved["flags"]
     assert flags["timestep_respacing"] == "ddim2" and flags["use_ddim"] is True
-    assert set(flags) == set(tfg_model_and_diffusion_defaults()) | {"use_ddim"}
+    assert set(flags) == set(network_flags(tfg_model_and_diffusion_defaults())) | {"timestep_respacing", "use_ddim"}
+    assert saved["trained_on"]["init_from"] == str(teacher) and saved["trained_on"]["steps"] == 3
     assert flags["image_size"] == 32 and flags["num_channels"] == 32 and flags["learn_sigma"] is True
     assert all(v.dtype == torch.float16 for v in saved["model"].values() if v.is_floating_point())
     round_dir = out / "round1_ddim2"
