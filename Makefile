@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install weights demo demo-train demo-train-eps demo-student demo-ablation test test-fast bench bench-sampling-quality clean-venv
+.PHONY: install weights demo demo-train demo-train-eps demo-student demo-ablation app browser test test-fast bench bench-sampling-quality clean-venv
 
 $(INSTALLED): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,7 +41,20 @@ demo-train-eps: $(INSTALLED)
 demo-ablation: $(INSTALLED)
 	$(PY) demo_train.py --ablation True
 
-test: $(INSTALLED)
+# The web app (app.py) on http://127.0.0.1:7860.
+app: $(INSTALLED)
+	$(PY) app.py
+
+# Debian's chromium and its driver, which the web app's browser test drives headless
+# (tests/test_app_browser.py); installed only when missing, with sudo when not root.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y --no-install-recommends chromium chromium-driver; \
+	fi
+
+test: $(INSTALLED) browser
 	$(PY) -m pytest
 
 # Everything but the cases marked slow (CI runs them all).

@@ -1,0 +1,453 @@
+"""The web app: lip-sync a face video or photo to speech in the browser (Gradio).
+
+    python app.py [--host 127.0.0.1] [--port 7860] [--share False] [--out_root outputs/app]   (make app)
+
+Upload a face video or photo and speech (or record it), choose the checkpoint, the mode, the
+sampler and its steps, the face options and the precision, and press Generate. A progress bar
+follows the network passes; then the page shows the result video, a before/after sheet and the
+`python generate.py ...` command that makes the same video from the command line.
+
+The app runs generate.py's own pipeline: the page's values become generate.py flags (the shown
+command), parsed by generate.py's parser with the checkpoint's stored flags applied as generate.py
+applies them, and `inference.cli.Generator` lip-syncs the clip. One job runs at a time per process;
+the network stays loaded while the settings do not change. Each job writes into a folder of its own
+under --out_root: its inputs (video/, audio/), result.mp4, result_orig.mp4 (the source frames under
+the driving audio, generate.py's --save_orig), sheet.png and command.txt. Bad input (an unreadable
+upload, a wrong flag value) is one line in the page, as generate.py would print it; the failed
+job's folder is removed.
+
+Nothing leaves the machine: it listens on 127.0.0.1 unless told otherwise, Gradio's analytics are
+off, and --share stays False unless asked.
+"""
+
+import argparse
+import os
+import re
+import shlex
+import shutil
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+
+import demo
+from dataset.video_io import IMAGE_EXTENSIONS, iter_frames, probe_video
+from evaluation.sheets import labelled_sheet, write_png
+from face_detection.crop import PASTE_MODES
+from face_detection.detector import FACE_DETECTORS
+from face_detection.pipeline import NO_FACE_MODES
+from guided_diffusion.checkpoint_format import is_safetensors, read_metadata
+from guided_diffusion.errors import Diff2LipError
+from guided_diffusion.inference_util import PRECISIONS
+from guided_diffusion.script_util import FLAG_HELP, SAMPLER_CHOICES, as_flags, create_argparser
+from guided_diffusion.train_util import atomic_write_text
+from inference.cli import Generator, check_single, create_parser, parse_args, single_outputs
+from inference.lipsync import FPS
+
+REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
+
+# generate.py's defaults (one source: guided_diffusion/script_util.py).
+DEFAULTS = create_parser().parse_args([])
+
+# The two modes of generate.py (its --help): the sampling input and reference frames.
+MODES = {
+    "cross (dubbing: the lips follow another speech)": ("gt", "gt"),
+    "reconstruction (first frame as input and reference)": ("first_frame", "first_frame"),
+}
+
+# Where the face is: the detector (--is_voxceleb2 False), the fixed VoxCeleb2 crop of the paper's
+# test set and of the synthetic heads (--is_voxceleb2 True), or one fixed box (--box).
+FACE_CROPS = {"detect": "face detector", "voxceleb2": "fixed VoxCeleb2 crop", "box": "fixed box (--box)"}
+
+# The flags that name one job's files; every other flag decides how the network runs.
+JOB_FLAGS = ("video_path", "audio_path", "out_path")
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def is_diff2lip_network(path: str) -> bool:
+    """True for a Diff2Lip network file (not a SyncNet expert or a face detector): a .safetensors
+    file with its flags, or a .pt / .pth state_dict of the TFG network, bare or under "model" /
+    "ema". Memory-maps the file, so no weights are read."""
+    import torch
+
+    if is_safetensors(path):
+        return bool(read_metadata(path)[0])
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - an unreadable file is simply not offered
+        return False
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state.get("ema") or state["model"]
+    return isinstance(state, dict) and "time_embed.0.weight" in state
+
+
+def released_checkpoint(root: str) -> str:
+    """Where the released checkpoint goes: generate.py's default --model_path, under `root`."""
+    return os.path.join(root, os.path.basename(DEFAULTS.model_path))
+
+
+def demo_student(root: str) -> str:
+    return os.path.join(root, os.path.relpath(demo.DEMO_STUDENT, "checkpoints"))
+
+
+def find_checkpoints(root: str) -> List[str]:
+    """The Diff2Lip networks under `root` (any depth): the released checkpoint first, then the demo
+    student, then the rest by name."""
+    found = sorted(
+        os.path.join(folder, name)
+        for folder, _, names in os.walk(root)
+        for name in names
+        if name.endswith((".pt", ".pth", ".safetensors")) and is_diff2lip_network(os.path.join(folder, name))
+    )
+    first = [p for p in (released_checkpoint(root), demo_student(root)) if p in found]
+    return first + [p for p in found if p not in first]
+
+
+def default_checkpoint(root: str, found: Sequence[str]) -> Optional[str]:
+    """The released checkpoint when present, else the demo student (else the first found)."""
+    for path in (released_checkpoint(root), demo_student(root)):
+        if path in found:
+            return path
+    return found[0] if found else None
+
+
+def is_demo_network(path: str) -> bool:
+    """A network of `make demo`: it lives in the demo folder (checkpoints/demo/, or demo/ under
+    another root), like the demo student."""
+    return os.path.basename(os.path.dirname(os.path.abspath(path))) == os.path.basename(os.path.dirname(demo.DEMO_STUDENT))
+
+
+def network_note(path: Optional[str]) -> str:
+    """The note a network file carries on what it knows (the demo networks': synthetic heads only), or ""."""
+    return read_metadata(path)[1].get("note", "") if path else ""
+
+
+def note_text(path: Optional[str]) -> str:
+    """The page's note above the controls: the chosen network's own note."""
+    note = network_note(path)
+    return f"**Note on {os.path.basename(path)}:** {note}" if note else ""
+
+
+# ----------------------------------------------------------------------------------------------
+# From the page's values to generate.py's flags
+
+
+@dataclass
+class Settings:
+    """The page's values (each names the generate.py flag it sets)."""
+
+    checkpoint: str = ""
+    mode: str = next(m for m, types in MODES.items() if types == (DEFAULTS.sampling_input_type, DEFAULTS.sampling_ref_type))
+    sampler: str = DEFAULTS.sampler
+    steps: int = 0  # 0: the checkpoint's own (see default_steps)
+    cache_interval: int = DEFAULTS.cache_interval
+    face_crop: str = "detect"
+    box: str = DEFAULTS.box
+    face_detector: str = DEFAULTS.face_detector
+    face_select: str = DEFAULTS.face_select
+    no_face: str = DEFAULTS.no_face
+    paste: str = DEFAULTS.paste
+    pads: str = DEFAULTS.pads
+    loop_video: bool = DEFAULTS.loop_video
+    precision: str = DEFAULTS.precision
+    seed: int = DEFAULTS.sampling_seed
+
+
+def checkpoint_defaults(checkpoint: str) -> argparse.Namespace:
+    """generate.py's defaults for `checkpoint`: the parser's, with what the file stores."""
+    return parse_args(["--model_path", checkpoint])[0]
+
+
+def default_steps(defaults: argparse.Namespace, sampler: str) -> int:
+    """Network passes per frame by default: --timestep_respacing ddimN's N for ddim (the parser's
+    count when the respacing is not ddimN), --sampling_steps for the dpm++ samplers."""
+    if sampler != "ddim":
+        return defaults.sampling_steps
+    match = re.fullmatch(r"ddim(\d+)", defaults.timestep_respacing)
+    return int(match.group(1)) if match else int(DEFAULTS.timestep_respacing[len("ddim"):])
+
+
+def default_face_crop(checkpoint: str) -> str:
+    """The synthetic heads sit in the VoxCeleb2 crop; real videos need the detector."""
+    return "voxceleb2" if is_demo_network(checkpoint) else "detect"
+
+
+def build_argv(s: Settings, video: str, audio: str, out_path: str) -> List[str]:
+    """generate.py's command line for one job: the job's files, the checkpoint and each setting that
+    differs from the checkpoint's default (`checkpoint_defaults`)."""
+    if s.face_crop == "box" and not s.box.strip():
+        raise Diff2LipError("face crop 'fixed box' needs a box: top,bottom,left,right in pixels")
+    argv = ["--generate_from_filelist", "False", "--video_path", video, "--audio_path", audio,
+            "--out_path", out_path, "--save_orig", "True", "--model_path", s.checkpoint]
+    defaults = checkpoint_defaults(s.checkpoint)
+    input_type, ref_type = MODES[s.mode]
+    steps = int(s.steps) or default_steps(defaults, s.sampler)
+    wanted = dict(
+        sampling_input_type=input_type,
+        sampling_ref_type=ref_type,
+        sampler=s.sampler,
+        **({"timestep_respacing": f"ddim{steps}"} if s.sampler == "ddim" else {"sampling_steps": steps}),
+        cache_interval=int(s.cache_interval),
+        is_voxceleb2=s.face_crop == "voxceleb2",
+        box=s.box.strip() if s.face_crop == "box" else "",
+        face_detector=s.face_detector,
+        face_select=s.face_select,
+        no_face=s.no_face,
+        paste=s.paste,
+        pads=s.pads,
+        loop_video=bool(s.loop_video),
+        precision=s.precision,
+        sampling_seed=int(s.seed),
+    )
+    return argv + as_flags({k: v for k, v in wanted.items() if getattr(defaults, k) != v})
+
+
+def shown_path(path: str) -> str:
+    """`path` relative to the current folder when inside it (as a user types it), else absolute."""
+    rel = os.path.relpath(os.path.abspath(path))
+    return os.path.abspath(path) if rel == ".." or rel.startswith(".." + os.sep) else rel
+
+
+def command_line(argv: Sequence[str]) -> str:
+    return "python generate.py " + shlex.join(argv)
+
+
+# ----------------------------------------------------------------------------------------------
+# The before/after sheet
+
+
+SHEET_ROWS = 4  # frames spread over the clip
+SHEET_CELL = 256  # px: the height of each frame in the sheet
+
+
+def write_sheet(path: str, before_video: str, after_video: str) -> None:
+    """The PNG sheet of SHEET_ROWS frames spread over the clip: before | after, each row naming its
+    frame's index and time (the two videos are frame-aligned: generate.py's output and --save_orig)."""
+    n = probe_video(after_video, FPS).num_frames
+    picks = sorted(set(np.linspace(0, n - 1, num=min(SHEET_ROWS, n)).round().astype(int).tolist()))
+
+    def frames(video: str) -> List[np.ndarray]:
+        return [f for i, f in enumerate(iter_frames(video, FPS, stop=picks[-1] + 1)) if i in picks]
+
+    rows = list(zip(frames(before_video), frames(after_video)))
+    labels = [f"frame {i}\n{i / FPS:.2f} s" for i in picks]
+    write_png(path, labelled_sheet(rows, ["before (source)", "after (lip-synced)"], labels, SHEET_CELL))
+
+
+# ----------------------------------------------------------------------------------------------
+# Jobs
+
+
+@dataclass
+class JobResult:
+    folder: str
+    video: str
+    source: str  # the source frames under the driving audio (--save_orig)
+    sheet: str
+    command: str
+    frames: int
+    seconds: float
+    stored_flags: List[str]  # the flags taken from the checkpoint
+
+    def summary(self) -> str:
+        stored = f"; from the checkpoint: `{' '.join(self.stored_flags)}`" if self.stored_flags else ""
+        return (f"**{self.frames} frames** in {self.seconds:.1f} s{stored}. "
+                f"Files in `{shown_path(self.folder)}`: result.mp4, result_orig.mp4 (the source), sheet.png, command.txt.")
+
+
+def new_job_folder(out_root: str) -> str:
+    """A fresh folder under `out_root`: <date-time>-<random>."""
+    folder = os.path.join(out_root, f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+    os.makedirs(folder)
+    return folder
+
+
+def keep_upload(upload: Optional[str], folder: str, kind: str, what: str) -> str:
+    """Copy an uploaded file into the job's `folder`/`kind`/ (its own name kept), so the job's
+    command keeps working after the upload cache is cleaned; a missing upload is a one-line error."""
+    if not upload:
+        raise Diff2LipError(f"no {kind}: upload {what}")
+    if not os.path.isfile(upload):
+        raise Diff2LipError(f"the uploaded {kind} '{os.path.basename(upload)}' is gone; upload it again")
+    target = os.path.join(folder, kind, os.path.basename(upload) or kind)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.copyfile(upload, target)
+    return target
+
+
+class Runner:
+    """Runs jobs one at a time, keeping the network of the last job loaded while its settings stay."""
+
+    def __init__(self, out_root: str):
+        self.out_root = out_root
+        self._lock = threading.Lock()
+        self._key: Optional[tuple] = None
+        self._generator: Optional[Generator] = None
+
+    def generator(self, args: argparse.Namespace) -> Generator:
+        key = tuple(sorted((k, v) for k, v in vars(args).items() if k not in JOB_FLAGS))
+        if key != self._key:
+            self._generator = self._key = None  # the old network goes before the new one loads
+            self._generator, self._key = Generator(args), key
+        return self._generator
+
+    def run(self, settings: Settings, video: Optional[str], audio: Optional[str],
+            on_progress: Optional[Callable[[float, float], None]] = None) -> JobResult:
+        """Lip-sync the uploads `video` and `audio` with `settings` into a new job folder."""
+        if not settings.checkpoint:
+            raise Diff2LipError("no checkpoint: put the released checkpoint.pt in checkpoints/ or run `make demo-train`")
+        with self._lock:
+            started = time.perf_counter()
+            folder = new_job_folder(self.out_root)
+            try:
+                video = shown_path(keep_upload(video, folder, "video", "a face video or photo"))
+                audio = shown_path(keep_upload(audio, folder, "audio", "speech or record it"))
+                argv = build_argv(settings, video, audio, shown_path(os.path.join(folder, "result.mp4")))
+                args, stored, _ = parse_args(argv)
+                check_single(args)
+                out, orig = single_outputs(args)
+                frames = self.generator(args).clip(args.video_path, args.audio_path, out, orig, on_progress=on_progress)
+                sheet = os.path.join(folder, "sheet.png")
+                write_sheet(sheet, orig, out)
+                command = command_line(argv)
+                atomic_write_text(os.path.join(folder, "command.txt"), command + "\n")
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            return JobResult(folder, out, orig, sheet, command, frames, time.perf_counter() - started, stored)
+
+
+# ----------------------------------------------------------------------------------------------
+# The page
+
+
+def build_app(runner: Runner, checkpoint_root: str):
+    """The Gradio Blocks of the app (launch it with `.launch`)."""
+    import gradio as gr
+
+    root = shown_path(checkpoint_root)
+    found = find_checkpoints(root)
+    first = default_checkpoint(root, found)
+    first_defaults = checkpoint_defaults(first) if first else DEFAULTS
+    s = Settings(checkpoint=first or "", face_crop=default_face_crop(first or ""))
+
+    def help_of(flag: str) -> str:
+        return f"--{flag}: {FLAG_HELP[flag]}"
+
+    with gr.Blocks(title="Diff2Lip", analytics_enabled=False) as page:
+        gr.Markdown("# Diff2Lip: lip-sync a face to speech")
+        note = gr.Markdown(note_text(first), visible=bool(note_text(first)), elem_id="network-note")
+        with gr.Row():
+            with gr.Column():
+                video = gr.File(label="Face video or photo", file_types=["video", *IMAGE_EXTENSIONS], elem_id="video-upload")
+                audio = gr.Audio(label="Speech (upload or record)", sources=["upload", "microphone"], type="filepath",
+                                 elem_id="audio-upload")
+                widgets = dict(
+                    checkpoint=gr.Dropdown([(shown_path(p), p) for p in found], value=s.checkpoint, label="Checkpoint", elem_id="checkpoint",
+                                           info=help_of("model_path")),
+                    mode=gr.Radio(list(MODES), value=s.mode, label="Mode", info=FLAG_HELP["sampling_input_type"]),
+                )
+                with gr.Row():
+                    widgets.update(
+                        sampler=gr.Dropdown(list(SAMPLER_CHOICES), value=s.sampler, label="Sampler", info=help_of("sampler")),
+                        steps=gr.Number(default_steps(first_defaults, s.sampler), precision=0, minimum=1, label="Steps",
+                                        info="network passes per frame: --timestep_respacing ddimN for ddim, "
+                                        "--sampling_steps for dpm++"),
+                        cache_interval=gr.Number(s.cache_interval, precision=0, minimum=1, label="Cache interval",
+                                                 info=help_of("cache_interval")),
+                    )
+                with gr.Accordion("Face", open=False):
+                    widgets.update(
+                        face_crop=gr.Radio([(label, key) for key, label in FACE_CROPS.items()], value=s.face_crop,
+                                           label="Face crop", info=help_of("is_voxceleb2")),
+                        box=gr.Textbox(s.box, label="Box", info=help_of("box")),
+                        face_detector=gr.Dropdown(list(FACE_DETECTORS), value=s.face_detector, label="Face detector",
+                                                  info=help_of("face_detector")),
+                        face_select=gr.Textbox(s.face_select, label="Face select", info=help_of("face_select")),
+                        no_face=gr.Dropdown(list(NO_FACE_MODES), value=s.no_face, label="No face", info=help_of("no_face")),
+                        paste=gr.Dropdown(list(PASTE_MODES), value=s.paste, label="Paste", info=help_of("paste")),
+                        pads=gr.Textbox(s.pads, label="Pads", info=help_of("pads")),
+                        loop_video=gr.Checkbox(s.loop_video, label="Loop video", info=help_of("loop_video")),
+                    )
+                with gr.Row():
+                    widgets.update(
+                        precision=gr.Dropdown([("auto", ""), *((p, p) for p in PRECISIONS)], value=s.precision,
+                                              label="Precision", info=help_of("precision")),
+                        seed=gr.Number(s.seed, precision=0, minimum=0, label="Seed", info=help_of("sampling_seed")),
+                    )
+                start = gr.Button("Generate", variant="primary", elem_id="generate")
+            with gr.Column():
+                result = gr.Video(label="Result", elem_id="result-video", interactive=False)
+                sheet = gr.Image(label="Before / after", type="filepath", format="png", interactive=False, elem_id="sheet")
+                command = gr.Textbox(label="The same run from the command line (from the repository root)", lines=3,
+                                     buttons=["copy"], interactive=False, elem_id="command")
+                summary = gr.Markdown(elem_id="summary")
+
+        def on_checkpoint(checkpoint: str, sampler: str):
+            text = note_text(checkpoint)
+            steps = default_steps(checkpoint_defaults(checkpoint), sampler)
+            return gr.update(value=text, visible=bool(text)), steps, default_face_crop(checkpoint)
+
+        def on_sampler(checkpoint: str, sampler: str):
+            return default_steps(checkpoint_defaults(checkpoint), sampler)
+
+        def generate(values: dict, progress=gr.Progress()):
+            # A cleared field takes its default (Settings).
+            settings = Settings(**{name: values[w] for name, w in widgets.items() if values[w] is not None})
+
+            def on_progress(done: float, total: float) -> None:
+                progress(done / total if total else 1.0, desc=f"{done:.0f}/{total:.0f} frames")
+
+            progress(0.0, desc="loading")
+            try:
+                job = runner.run(settings, values[video], values[audio], on_progress)
+            except Diff2LipError as exc:
+                raise gr.Error(str(exc), duration=None, print_exception=False) from None
+            return job.video, job.sheet, job.command, job.summary()
+
+        pick = [widgets["checkpoint"], widgets["sampler"]]
+        widgets["checkpoint"].change(on_checkpoint, pick, [note, widgets["steps"], widgets["face_crop"]])
+        widgets["sampler"].change(on_sampler, pick, widgets["steps"])
+        start.click(generate, {video, audio, *widgets.values()}, [result, sheet, command, summary], concurrency_limit=1)
+    return page
+
+
+def app_defaults() -> dict:
+    return dict(host="127.0.0.1", port=7860, share=False, out_root="outputs/app",
+                checkpoint_root=os.path.join(REPO_ROOT, "checkpoints"))
+
+
+APP_HELP = {
+    "host": "address to listen on (127.0.0.1: this machine only; 0.0.0.0: every network interface)",
+    "port": "port to listen on",
+    "share": "also open a public gradio.live link (sends the page through Gradio's servers)",
+    "out_root": "each job writes into a new folder under this one",
+    "checkpoint_root": "the Diff2Lip networks offered are the .pt, .pth and .safetensors files under this folder",
+}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    parser = create_argparser(app_defaults(), description=__doc__, help_dict=APP_HELP)
+    try:
+        args = parser.parse_args(argv)
+    except Diff2LipError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    os.makedirs(args.out_root, exist_ok=True)
+    page = build_app(Runner(args.out_root), args.checkpoint_root)
+    page.queue().launch(server_name=args.host, server_port=args.port, share=args.share,
+                        allowed_paths=[os.path.abspath(args.out_root)])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
