@@ -33,7 +33,6 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 from audio.audio import load_wav, melspectrogram, num_full_windows  # noqa: E402
 from dataset.preprocessed import clip_dir, write_clip, write_split  # noqa: E402
@@ -49,6 +48,7 @@ from face_detection import (  # noqa: E402
 )
 from guided_diffusion.command import Interrupted, check_output_folder, run_command, sigterm_unwinds, worker_signals  # noqa: E402
 from guided_diffusion.errors import CheckpointError, Diff2LipError, MediaError  # noqa: E402
+from guided_diffusion.progress import track  # noqa: E402
 from guided_diffusion.script_util import FLAG_HELP, FlagCheck, at_least, between, create_argparser, one_of, str2bool  # noqa: E402
 from guided_diffusion.train_util import atomic_write_json  # noqa: E402
 
@@ -388,7 +388,7 @@ def _pool_job(job: Job) -> Tuple[str, Optional[str]]:
 def run_jobs(jobs: Sequence[Job], opts: Options, num_workers: int, progress: bool) -> Iterator[Tuple[str, Optional[str]]]:
     """Preprocess `jobs` in this process or in `num_workers` spawned ones; yields (name, skip
     reason or None) as each clip finishes, so a run stopped midway knows what it finished."""
-    bar = functools.partial(tqdm, total=len(jobs), desc="preprocess", unit="clip", disable=not progress)
+    bar = functools.partial(track, total=len(jobs), desc="preprocess", unit="clip", enabled=progress)
     if num_workers == 1 or len(jobs) <= 1:
         yield from bar(map(_ClipWorker(opts), jobs))
         return

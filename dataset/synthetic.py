@@ -58,7 +58,6 @@ if __package__ in (None, ""):
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import signal  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 from dataset.lipmeter import (  # noqa: E402
     INTERIOR_RGB,
@@ -69,6 +68,7 @@ from dataset.lipmeter import (  # noqa: E402
     implied_opening_from_audio,
 )
 from dataset.video_io import PathLike, VideoWriter  # noqa: E402
+from guided_diffusion.progress import track  # noqa: E402
 from face_detection import voxceleb2_box  # noqa: E402
 from guided_diffusion.errors import Diff2LipError  # noqa: E402
 from guided_diffusion.script_util import FLAG_HELP, create_argparser  # noqa: E402
@@ -612,7 +612,7 @@ def render_dataset(
 
     first_test = identities - test_identities
     jobs = [(i, c) for i in range(first_test if test_only else 0, identities) for c in range(clips_per_identity)]
-    for i, c in tqdm(jobs, desc="rendering", unit="clip", disable=not progress):
+    for i, c in track(jobs, len(jobs), "rendering", "clip", progress):
         folder = os.path.join(out_root, *clip_name(i, c).split("/")[:-1])
         os.makedirs(folder, exist_ok=True)
         video = os.path.join(folder, f"{VIDEO_NAME}.mp4")

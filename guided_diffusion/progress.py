@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable, Optional, TextIO
+from typing import Callable, Iterable, Iterator, Optional, TextIO, TypeVar
+
+T = TypeVar("T")
 
 # The shortest gap between two plain lines (the last line is always printed).
 PLAIN_LINE_SECONDS = 2.0
@@ -112,3 +114,11 @@ def _is_terminal(stream) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def track(items: Iterable[T], total: int, desc: str, unit: str, enabled: bool = True) -> Iterator[T]:
+    """Yield `items`, counting one `unit` per item (a `Progress` over an iterable)."""
+    with Progress(total, desc, unit, enabled) as bar:
+        for item in items:
+            yield item
+            bar.update(1)

@@ -87,3 +87,12 @@ def test_generate_reports_every_network_pass_in_plain_lines(tmp_path, capsys, mo
     assert [d for d, _ in seen] == pytest.approx([2.5, 5, 7.5, 10, 11, 12])
     lines = [line for line in err.splitlines() if line.startswith("out.mp4: ")]
     assert len(lines) == 6 and lines[-1].startswith("out.mp4: 12/12 frames (100%)") and "frames/s" in lines[0]
+
+
+def test_track_yields_every_item_and_counts_them(capsys):
+    from guided_diffusion.progress import track
+
+    assert list(track(iter("abc"), 3, "render", "clip")) == ["a", "b", "c"]
+    lines = capsys.readouterr().err.splitlines()  # pytest's stderr is not a terminal: plain lines
+    assert lines[0].startswith("render: 1/3 clips (33%)") and lines[-1].startswith("render: 3/3 clips (100%)")
+    assert list(track([1, 2], 2, "render", "clip", enabled=False)) == [1, 2] and capsys.readouterr().err == ""
