@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
+import torch
 
 import demo
 from dataset.video_io import IMAGE_EXTENSIONS, iter_frames, probe_video
@@ -75,8 +76,6 @@ def is_diff2lip_network(path: str) -> bool:
     """True for a Diff2Lip network file (not a SyncNet expert or a face detector): a .safetensors
     file with its flags, or a .pt / .pth state_dict of the TFG network, bare or under "model" /
     "ema". Memory-maps the file, so no weights are read."""
-    import torch
-
     if is_safetensors(path):
         return bool(read_metadata(path)[0])
     try:
