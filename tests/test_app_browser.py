@@ -54,10 +54,11 @@ def server(tmp_path):
     os.symlink(REPO_ROOT / demo.DEMO_STUDENT, root / os.path.basename(demo.DEMO_STUDENT))
     port, out_root = free_port(), tmp_path / "jobs"
     log = open(tmp_path / "app.log", "w+")
+    env = {**child_env(), "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}  # the uploads' cache goes with the test
     proc = subprocess.Popen(
         [sys.executable, "app.py", "--port", str(port), "--out_root", str(out_root),
          "--checkpoint_root", str(tmp_path / "checkpoints")],
-        cwd=REPO_ROOT, env=child_env(), stdout=log, stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/"
     try:
