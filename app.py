@@ -46,7 +46,7 @@ from guided_diffusion.errors import Diff2LipError
 from guided_diffusion.inference_util import PRECISIONS
 from guided_diffusion.script_util import FLAG_HELP, SAMPLER_CHOICES, as_flags, create_argparser
 from guided_diffusion.train_util import atomic_write_text
-from inference.cli import Generator, check_single, create_parser, parse_args, single_outputs
+from inference.cli import Generator, check_single, create_parser, network_key, parse_args, single_outputs
 from inference.lipsync import FPS
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -63,9 +63,6 @@ MODES = {
 # Where the face is: the detector (--is_voxceleb2 False), the fixed VoxCeleb2 crop of the paper's
 # test set and of the synthetic heads (--is_voxceleb2 True), or one fixed box (--box).
 FACE_CROPS = {"detect": "face detector", "voxceleb2": "fixed VoxCeleb2 crop", "box": "fixed box (--box)"}
-
-# The flags that name one job's files; every other flag decides how the network runs.
-JOB_FLAGS = ("video_path", "audio_path", "out_path")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -282,19 +279,19 @@ def keep_upload(upload: Optional[str], folder: str, kind: str, what: str) -> str
 
 
 class Runner:
-    """Runs jobs one at a time, keeping the network of the last job loaded while its settings stay."""
+    """Runs jobs one at a time, keeping the network of the last job loaded while its network flags
+    stay (a new sampler, step count or face option does not load it again)."""
 
     def __init__(self, out_root: str):
         self.out_root = out_root
         self._lock = threading.Lock()
-        self._key: Optional[tuple] = None
         self._generator: Optional[Generator] = None
 
     def generator(self, args: argparse.Namespace) -> Generator:
-        key = tuple(sorted((k, v) for k, v in vars(args).items() if k not in JOB_FLAGS))
-        if key != self._key:
-            self._generator = self._key = None  # the old network goes before the new one loads
-            self._generator, self._key = Generator(args), key
+        """A Generator for `args`, taking the last job's loaded network when its flags are the same."""
+        if self._generator is not None and self._generator.network_key != network_key(args):
+            self._generator = None  # the old network goes before the new one loads
+        self._generator = Generator(args, reuse=self._generator)
         return self._generator
 
     def run(self, settings: Settings, video: Optional[str], audio: Optional[str],

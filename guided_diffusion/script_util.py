@@ -12,9 +12,14 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import torch as th
 
+from face_detection.crop import PASTE_MODES
+from face_detection.detector import FACE_DETECTORS
+from face_detection.pipeline import NO_FACE_MODES
+
 from . import gaussian_diffusion as gd
 from .checkpoint_format import RUNTIME_FLAGS, SAMPLING_FLAGS, read_metadata, shape_mismatch_hint
 from .errors import CheckpointError, Diff2LipError
+from .inference_util import PRECISIONS
 from .respace import SpacedDiffusion, ddim_strides, nearest_ddim_count, space_timesteps
 from .unet import TFGModel
 
@@ -332,12 +337,12 @@ FLAG_CHECKS: Dict[str, FlagCheck] = {
     "cache_depth": at_least(1),
     "face_det_batch_size": at_least(1),
     "face_det_scale": between(0, 1, low_open=True),
-    "paste": one_of("full", "lower", "feather"),
-    "face_detector": one_of("s3fd", "centerface", "auto"),
-    "no_face": one_of("passthrough", "nearest", "fail"),
+    "paste": one_of(*PASTE_MODES),
+    "face_detector": one_of(*FACE_DETECTORS),
+    "no_face": one_of(*NO_FACE_MODES),
     "max_fill_gap": at_least(0),
     "cut_threshold": between(0, 1),
-    "precision": one_of("", "fp32", "bf16", "fp16"),
+    "precision": one_of("", *PRECISIONS),
     "device": check_device,
     "channel_order": one_of("rgb", "bgr"),
 }
@@ -639,6 +644,12 @@ _DIFFUSION_ARG_NAMES = {
 }
 
 
+def tfg_create_diffusion(**kwargs) -> SpacedDiffusion:
+    """The diffusion alone, from the same flags as `tfg_create_model_and_diffusion` (others ignored)."""
+    flags = {**tfg_model_and_diffusion_defaults(), **kwargs}
+    return create_gaussian_diffusion(**{_DIFFUSION_ARG_NAMES[k]: flags[k] for k in _DIFFUSION_ARG_NAMES})
+
+
 def tfg_create_model_and_diffusion(**kwargs) -> Tuple[TFGModel, SpacedDiffusion]:
     """`(model, diffusion)` from flags; missing flags take `tfg_model_and_diffusion_defaults()`.
 
@@ -651,9 +662,7 @@ def tfg_create_model_and_diffusion(**kwargs) -> Tuple[TFGModel, SpacedDiffusion]
     flags.update(kwargs)
     model_flags = {k: flags[k] for k in tfg_model_defaults()}
     model_flags["learn_sigma"] = flags["learn_sigma"]
-    model = create_tfg_model(**model_flags)
-    diffusion = create_gaussian_diffusion(**{_DIFFUSION_ARG_NAMES[k]: flags[k] for k in _DIFFUSION_ARG_NAMES})
-    return model, diffusion
+    return create_tfg_model(**model_flags), tfg_create_diffusion(**flags)
 
 
 # ----------------------------------------------------------------------------------------------

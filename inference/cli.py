@@ -29,9 +29,11 @@ from guided_diffusion.script_util import (
     args_to_dict,
     create_argparser,
     load_model_weights,
+    tfg_create_diffusion,
     tfg_create_model_and_diffusion,
     tfg_data_defaults,
     tfg_model_and_diffusion_defaults,
+    tfg_model_defaults,
     tfg_sampling_defaults,
     validate_flags,
 )
@@ -137,22 +139,43 @@ def sampling_options(args) -> SamplingOptions:
     )
 
 
-class Generator:
-    """Loads the network once and lip-syncs clips with it."""
+def network_key(args) -> tuple:
+    """What the loaded network depends on: its file, its flags, the device and how it runs."""
+    keys = ("model_path", "device", "precision", "use_fp16", "compile", "learn_sigma", *tfg_model_defaults())
+    return tuple((k, getattr(args, k)) for k in sorted(set(keys)))
 
-    def __init__(self, args):
+
+def detector_key(args) -> tuple:
+    return tuple((k, getattr(args, k)) for k in ("face_detector", "device", "face_det_batch_size", "face_det_scale"))
+
+
+class Generator:
+    """Loads the network once and lip-syncs clips with it.
+
+    :param reuse: a Generator whose loaded network (and face detector) this one takes when they
+        were built from the same flags (`network_key`, `detector_key`), so that changing only
+        sampling or face options (the web app's controls) does not load the network again.
+    """
+
+    def __init__(self, args, reuse: Optional["Generator"] = None):
         self.args = args
         self.device = torch.device(args.device) if args.device else dist_util.dev()
         precision = resolve_precision(args.precision, self.device, args.use_fp16)
         if args.use_fp16 and precision != "fp16":
             dist_util.print0(f"--use_fp16 True on {self.device.type}: running {precision} instead of float16")
+        key = network_key(args)  # before the resolved precision replaces an automatic one
         args.precision = precision
         self.opts = sampling_options(args)
-        model, diffusion = tfg_create_model_and_diffusion(**args_to_dict(args, tfg_model_and_diffusion_defaults()))
-        load_model_weights(model, args.model_path)
-        model = prepare_for_inference(model, self.device, precision, compile=args.compile)
+        flags = args_to_dict(args, tfg_model_and_diffusion_defaults())
+        if reuse is not None and reuse.network_key == key:
+            model, diffusion = reuse.syncer.model, tfg_create_diffusion(**flags)
+        else:
+            model, diffusion = tfg_create_model_and_diffusion(**flags)
+            load_model_weights(model, args.model_path)
+            model = prepare_for_inference(model, self.device, precision, compile=args.compile)
+        self.network_key = key
         self.syncer = LipSyncer(model, diffusion, self.opts, self.device)
-        self._detector = None
+        self._detector = reuse._detector if reuse is not None and detector_key(reuse.args) == detector_key(args) else None
         dist_util.print0(
             f"model {args.model_path}: {sum(p.numel() for p in model.parameters()):,} parameters on {self.device}, "
             f"{precision}, {args.timestep_respacing or 'all'} steps"

@@ -147,9 +147,13 @@ def test_a_job_writes_the_video_sheet_and_a_command_that_makes_the_same_video(tm
     assert seen[-1] == (12, 12) and all(b >= a for (a, _), (b, _) in zip(seen, seen[1:]))
     assert os.path.dirname(job.folder) == str(tmp_path / "out") and os.path.isfile(job.sheet)
     assert open(os.path.join(job.folder, "command.txt")).read() == job.command + "\n"
-    # The network stays loaded for a second job with the same settings.
-    generator = runner.generator(parse_args(shlex.split(job.command)[2:])[0])
-    assert runner.generator(parse_args(shlex.split(job.command)[2:])[0]) is generator
+    # The network stays loaded for a job with another sampler and step count, not for another network.
+    argv = shlex.split(job.command)[2:]
+    generator = runner.generator(parse_args(argv)[0])
+    other_sampler = runner.generator(parse_args(argv + ["--sampler", "dpm++2m", "--sampling_steps", "3"])[0])
+    assert other_sampler.syncer.model is generator.syncer.model and other_sampler.syncer.passes_per_chunk() == 3
+    other_network = runner.generator(parse_args(argv + ["--model_path", demo.DEMO_CHECKPOINT])[0])
+    assert other_network.syncer.model is not generator.syncer.model
     # The shown command, run as generate.py, makes the same frames.
     argv = shlex.split(job.command)[2:]
     again = str(tmp_path / "again.mp4")
