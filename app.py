@@ -1,6 +1,7 @@
 """The web app: lip-sync a face video or photo to speech in the browser (Gradio).
 
-    python app.py [--host 127.0.0.1] [--port 7860] [--share False] [--out_root outputs/app]   (make app)
+    python app.py [--host 127.0.0.1] [--port 7860] [--share False] [--out_root outputs/app] [--checkpoint_root checkpoints]
+    make app
 
 Upload a face video or photo and speech (or record it), choose the checkpoint, the mode, the
 sampler and its steps, the face options and the precision, and press Generate. A progress bar
@@ -382,7 +383,7 @@ def build_app(runner: Runner, checkpoint_root: str):
             with gr.Column():
                 result = gr.Video(label="Result", elem_id="result-video", interactive=False)
                 sheet = gr.Image(label="Before / after", type="filepath", format="png", interactive=False, elem_id="sheet")
-                command = gr.Textbox(label="The same run from the command line (from the repository root)", lines=3,
+                command = gr.Textbox(label="The same run from the command line (from the folder the app was started in)", lines=3,
                                      buttons=["copy"], interactive=False, elem_id="command")
                 summary = gr.Markdown(elem_id="summary")
 

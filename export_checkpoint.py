@@ -24,7 +24,16 @@ from typing import Dict, List, Optional
 
 import torch
 
-from guided_diffusion.checkpoint_format import is_safetensors, network_flags, read_metadata, save_network
+from guided_diffusion import dist_util
+from guided_diffusion.checkpoint_format import (
+    is_safetensors,
+    is_training_checkpoint,
+    network_flags,
+    read_metadata,
+    save_network,
+    split_network_file,
+)
+from guided_diffusion.command import check_outputs
 from guided_diffusion.errors import CheckpointError, Diff2LipError
 from guided_diffusion.script_util import create_argparser
 from guided_diffusion.train_util import atomic_save
@@ -61,44 +70,51 @@ def export(
 ) -> dict:
     """Write the network file of `checkpoint` to `out`; returns what was written (for a
     `.safetensors` file, `{"model", "flags", "trained_on"}` as stored in it). The flags are
-    `flags` when given (a distilled student's), otherwise the training's own (its "args")."""
+    `flags` when given (a distilled student's), otherwise the training's own (its "args"), or,
+    for a network file (re-exported to another format or to float16), the ones it carries."""
     if weights not in ("ema", "model"):
         raise Diff2LipError(f"--weights {weights!r} is not one of ema, model")
     if not os.path.isfile(checkpoint):
         raise Diff2LipError(f"--checkpoint '{checkpoint}' not found")
-    try:
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"could not read '{checkpoint}' ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
-        raise CheckpointError(f"'{checkpoint}' is not a train.py or train_syncnet.py checkpoint (no 'model' weights)")
+    check_outputs([out], [checkpoint])
+    ckpt = dist_util.load_state_dict(checkpoint, map_location="cpu")  # one-line errors, weights_only
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"'{checkpoint}' is not a network or training checkpoint (no weights)")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     if "kind" in ckpt:  # train_syncnet.py: keep the kind, so load_sync_expert builds the right network
-        if flags is not None:
-            raise Diff2LipError(f"'{checkpoint}' is a SyncNet checkpoint: it takes no Diff2Lip flags")
+        if flags is not None or note:
+            raise Diff2LipError(f"'{checkpoint}' is a SyncNet checkpoint: it takes no Diff2Lip flags or --note")
         if is_safetensors(out):
             raise Diff2LipError(f"--out '{out}': SyncNet checkpoints are exported as .pt (train.py's --sync_expert reads those)")
         result = {"kind": ckpt["kind"], "model": _cast(ckpt.get("ema") or ckpt["model"], half)}
         atomic_save(result, out)
         return result
-    if weights == "ema" and not isinstance(ckpt.get("ema"), dict):
-        raise CheckpointError(f"'{checkpoint}' has no EMA weights; pass --weights model")
-    state = _cast(ckpt[weights], half)
+    if is_training_checkpoint(ckpt):
+        if weights == "ema" and not isinstance(ckpt.get("ema"), dict):
+            raise CheckpointError(f"'{checkpoint}' has no EMA weights; pass --weights model")
+        state = ckpt[weights]
+        args = ckpt.get("args") if isinstance(ckpt.get("args"), dict) else {}
+        stored = network_flags(args)
+        if trained_on is None:
+            trained_on = {k: v for k, v in (("data_root", args.get("data_root")), ("steps", ckpt.get("step")),
+                                              ("init_from", args.get("init_from"))) if v not in (None, "")}
+            # A fine-tune or a student knows what the network it started from knows.
+            note = note or (read_metadata(args["init_from"])[1].get("note", "") if args.get("init_from") else "")
+    else:  # a network file already (.pt with or without flags, .safetensors): another format, or float16
+        state, stored, kept = split_network_file(ckpt)
+        if is_safetensors(checkpoint):  # its flags live in the header, not among the tensors
+            stored, kept = read_metadata(checkpoint)
+        trained_on = kept if trained_on is None else trained_on
+        if not state:
+            raise CheckpointError(f"'{checkpoint}' holds no network weights")
+    state = _cast(state, half)
     if plain:
         save_network(out, state, None)
         return state
-    args = ckpt.get("args") if isinstance(ckpt.get("args"), dict) else {}
-    if flags is None:
-        flags = network_flags(args)
-    if trained_on is None:
-        trained_on = {k: v for k, v in (("data_root", args.get("data_root")), ("steps", ckpt.get("step")),
-                                          ("init_from", args.get("init_from"))) if v not in (None, "")}
-        # A fine-tune or a student knows what the network it started from knows.
-        note = note or (read_metadata(args["init_from"])[1].get("note", "") if args.get("init_from") else "")
-    if note:
-        trained_on = {**trained_on, "note": note}
-    save_network(out, state, dict(flags), trained_on)
-    return {"model": state, "flags": dict(flags), "trained_on": trained_on}
+    flags = dict(stored if flags is None else flags)
+    trained_on = {**trained_on, "note": note} if note else dict(trained_on)
+    save_network(out, state, flags, trained_on)
+    return {"model": state, "flags": flags, "trained_on": trained_on}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from dataset.tfg_dataset import StepSampler, TFGDataset, collate
 from guided_diffusion import dist_util, logger
+from guided_diffusion.checkpoint_format import load_model_weights
 from guided_diffusion.errors import CheckpointError, Diff2LipError
 from guided_diffusion.inference_util import resolve_precision
 from guided_diffusion.nn import update_ema
@@ -32,7 +33,6 @@ from guided_diffusion.samplers import solver_sample
 from guided_diffusion.script_util import (
     args_to_dict,
     create_argparser,
-    load_model_weights,
     tfg_create_model_and_diffusion,
     tfg_data_defaults,
     tfg_model_and_diffusion_defaults,

@@ -20,11 +20,15 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+import argparse
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from . import dist_util
 from .errors import CheckpointError
+from .script_util import CHANNEL_MULT_BY_SIZE, tfg_model_and_diffusion_defaults
+from .train_util import atomic_save, atomic_write
 
 # Flags that change how a network runs, not what its weights are: never stored, never contradicted.
 RUNTIME_FLAGS = ("use_fp16", "use_checkpoint", "fused_attention", "dropout")
@@ -39,8 +43,6 @@ SAFETENSORS_FORMAT = "diff2lip"
 def network_flags(settings: Mapping) -> dict:
     """The flags a network file stores: every network and diffusion flag of `settings` (a dict
     or an argparse namespace's `vars`) except the runtime ones and the training-time respacing."""
-    from .script_util import tfg_model_and_diffusion_defaults
-
     keys = [k for k in tfg_model_and_diffusion_defaults() if k not in RUNTIME_FLAGS and k != "timestep_respacing"]
     return {k: settings[k] for k in keys if k in settings}
 
@@ -52,8 +54,6 @@ def is_safetensors(path: str) -> bool:
 def save_network(path: str, state: Dict[str, torch.Tensor], flags: Optional[dict], trained_on: Optional[dict] = None) -> None:
     """Write a network file, atomically: `.safetensors` with the flags in its metadata, otherwise a
     `.pt` dict; `flags=None` writes a plain state_dict (the released format)."""
-    from .train_util import atomic_save, atomic_write
-
     if is_safetensors(path):
         from safetensors.torch import save_file
 
@@ -64,6 +64,25 @@ def save_network(path: str, state: Dict[str, torch.Tensor], flags: Optional[dict
         atomic_save(state, path)
     else:
         atomic_save({"model": state, "flags": dict(flags), "trained_on": dict(trained_on or {})}, path)
+
+
+def is_training_checkpoint(ckpt: dict) -> bool:
+    """A train.py / train_distill.py checkpoint (weights, EMA, optimizer, step, its command line)."""
+    return isinstance(ckpt.get("model"), dict) and ("opt" in ckpt or "step" in ckpt or "args" in ckpt)
+
+
+def split_network_file(ckpt: Mapping) -> Tuple[Dict[str, torch.Tensor], dict, dict]:
+    """`(state_dict, flags, trained_on)` of a loaded network file: `{"model", "flags",
+    "trained_on"}`, a training checkpoint (its EMA weights, else its raw ones, and its command
+    line's flags) or a plain state_dict (no flags)."""
+    if isinstance(ckpt.get("model"), dict):
+        state = ckpt.get("ema") or ckpt["model"]
+        if isinstance(ckpt.get("flags"), dict):
+            return state, dict(ckpt["flags"]), dict(ckpt.get("trained_on") or {})
+        args = ckpt.get("args") if isinstance(ckpt.get("args"), dict) else {}
+        trained_on = {"data_root": args.get("data_root", ""), "steps": ckpt.get("step")} if args else {}
+        return state, network_flags(args), trained_on
+    return dict(ckpt), {}, {}
 
 
 def read_metadata(path: str) -> Tuple[dict, dict]:
@@ -82,22 +101,7 @@ def read_metadata(path: str) -> Tuple[dict, dict]:
         return {}, {}
     if not isinstance(state, dict):
         return {}, {}
-    if isinstance(state.get("flags"), dict):
-        return dict(state["flags"]), dict(state.get("trained_on") or {})
-    if isinstance(state.get("args"), dict) and isinstance(state.get("model"), dict):
-        # a train.py checkpoint: its command line
-        args = state["args"]
-        return network_flags(args), {"data_root": args.get("data_root", ""), "steps": state.get("step")}
-    return {}, {}
-
-
-def load_safetensors_bytes(data: bytes, path: str) -> Dict[str, torch.Tensor]:
-    from safetensors.torch import load
-
-    try:
-        return load(bytes(data))
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"checkpoint {path!r} is not a readable .safetensors file ({exc}); download it again") from exc
+    return split_network_file(state)[1:]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -120,8 +124,6 @@ def infer_flags_from_shapes(shapes: Mapping[str, Sequence[int]], image_size: Opt
     `audio_as_style`, `class_cond`. `image_size` is not in the shapes: when the multipliers are the
     released ones of exactly one size, that size (and `channel_mult` ""), otherwise the given one.
     """
-    from .script_util import CHANNEL_MULT_BY_SIZE
-
     first = _shape(shapes, "input_blocks.0.0.weight")
     if first is None or len(first) != 4:
         return {}
@@ -178,8 +180,6 @@ def _same(a, b) -> bool:
 def shape_mismatch_hint(own: Mapping[str, torch.Tensor], theirs: Mapping[str, torch.Tensor], image_size: int) -> str:
     """`--flag X (the flags give Y)` for every network flag on which the checkpoint's shapes and
     the model's (built at `image_size`) differ, or "" when the shapes tell nothing."""
-    from .script_util import CHANNEL_MULT_BY_SIZE
-
     ours = infer_flags_from_shapes({k: tuple(v.shape) for k, v in own.items()}, image_size)
     found = infer_flags_from_shapes({k: tuple(v.shape) for k, v in theirs.items()}, image_size)
     ours["image_size"] = image_size
@@ -189,4 +189,82 @@ def shape_mismatch_hint(own: Mapping[str, torch.Tensor], theirs: Mapping[str, to
     differ = [
         f"--{key} {found[key]} (the flags give {ours[key]})" for key in found if key in ours and not _same(found[key], ours[key])
     ]
+    if differ and "image_size" not in found:
+        # Only the released multipliers tell the size; attention levels are then read at the flags' size.
+        differ.append(f"and --image_size is not in the shapes (--attention_resolutions assumes {image_size})")
     return ", ".join(differ)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading weights
+
+
+def load_model_weights(model: torch.nn.Module, path: str) -> None:
+    """Load a checkpoint (a plain state_dict, or a training checkpoint holding one under "model"
+    or "ema") into `model`; rank 0 reads it and broadcasts it when several processes run.
+
+    A checkpoint that does not fit raises `CheckpointError` with one line listing missing,
+    unexpected and mis-shaped keys and the network flags whose values its tensor shapes give
+    (`checkpoint_format.shape_mismatch_hint`). `.safetensors` files load too.
+    """
+    state = dist_util.load_state_dict(path, map_location="cpu")
+    if isinstance(state, dict):
+        state = split_network_file(state)[0]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"checkpoint '{path}' does not hold a state_dict of tensors")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or mismatched:
+
+        def listing(keys: Sequence[str], label: str) -> str:
+            shown = ", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "")
+            return f"{len(keys)} {label} ({shown})" if keys else ""
+
+        shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched]
+        parts = [
+            p for p in (listing(missing, "missing"), listing(unexpected, "unexpected"), listing(shapes, "mis-shaped")) if p
+        ]
+        differ = shape_mismatch_hint(own, state, getattr(model, "image_size", None))
+        raise CheckpointError(
+            f"checkpoint '{path}' does not match the model built from the flags: {'; '.join(parts)}"
+            + (f"; its tensor shapes say {differ}" if differ else "")
+        )
+    model.load_state_dict(state)
+
+
+# ----------------------------------------------------------------------------------------------
+# Stored flags on the command line
+
+
+def given_flags(argv: Sequence[str]) -> set:
+    """The flag names on a command line (`--name value` or `--name=value`; abbreviations are off)."""
+    return {arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--")}
+
+
+def apply_checkpoint_flags(args: argparse.Namespace, argv: Sequence[str], stored: dict, path: str) -> List[str]:
+    """Take the flags a checkpoint stores for every flag the command line did not give.
+
+    A network or diffusion flag given with another value than the stored one is an error naming
+    both (the weights fit only the stored one); a sampling flag given on the command line wins
+    (e.g. more steps for a student). Returns the flags taken from the checkpoint.
+    """
+    given = given_flags(argv)
+    taken = []
+    for key, value in stored.items():
+        if not hasattr(args, key):
+            continue
+        if key in RUNTIME_FLAGS:
+            continue
+        if key in given:
+            if key not in SAMPLING_FLAGS and not _same(getattr(args, key), value):
+                raise CheckpointError(
+                    f"--{key} {getattr(args, key)!r} contradicts the checkpoint '{path}', which was trained with "
+                    f"--{key} {value!r}; drop the flag (the checkpoint sets it)"
+                )
+            continue
+        if getattr(args, key) != value:
+            setattr(args, key, value)
+            taken.append(f"--{key} {value}")
+    return taken

@@ -13,7 +13,7 @@ import signal
 import sys
 import tempfile
 import threading
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from .errors import Diff2LipError
 
@@ -95,6 +95,22 @@ def sigterm_unwinds() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def check_outputs(outputs: Sequence[str], inputs: Sequence[str]) -> None:
+    """Refuse an output that is a folder or one of the inputs (writing it would destroy the input)."""
+    for out in outputs:
+        if os.path.isdir(out):
+            raise Diff2LipError(f"output '{out}' is a folder; give a file name such as '{os.path.join(out, 'result.mp4')}'")
+        for source in inputs:
+            if _same_file(out, source):
+                raise Diff2LipError(f"output '{out}' is the input '{source}'; writing it would destroy the input, give another name")
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
 
 
 def check_output_folder(folder: str, flag: str) -> None:

@@ -234,9 +234,11 @@ def load_state_dict(path: str | os.PathLike[str], map_location: Any = "cpu", **k
             data = _read_bytes(path)
             header = (len(data), None)
         except FileNotFoundError:
+            released = os.path.basename(path) == "checkpoint.pt"
             header = (0, (
                 f"checkpoint {path!r} not found; download the released checkpoint.pt into "
                 "checkpoints/ (`python -m scripts.fetch_weights diff2lip` says from where) or pass the right --model_path"
+                if released else f"checkpoint {path!r} not found; check the path"
             ))
         except Exception as exc:  # any read failure must reach the other ranks, not strand them
             header = (0, f"checkpoint {path!r} could not be read ({exc}); check the path and its permissions")
@@ -249,9 +251,7 @@ def load_state_dict(path: str | os.PathLike[str], map_location: Any = "cpu", **k
     if world_size() > 1 and size > 0:
         data = _broadcast_bytes(data, size)
     if path.endswith(".safetensors"):
-        from .checkpoint_format import load_safetensors_bytes
-
-        return load_safetensors_bytes(data or b"", path)
+        return _load_safetensors(data or b"", path)
     kwargs.setdefault("weights_only", True)
     stream = io.BytesIO(data or b"")
     del data  # the stream holds a copy; don't keep a third one alive while tensors are built
@@ -288,3 +288,12 @@ def sync_params(params: Iterable[torch.Tensor]) -> None:
     for p in params:
         with torch.no_grad():
             dist.broadcast(p, src=0)
+
+
+def _load_safetensors(data: bytes, path: str) -> dict:
+    from safetensors.torch import load  # only for .safetensors files
+
+    try:
+        return load(bytes(data))
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"checkpoint {path!r} is not a readable .safetensors file ({exc}); download it again") from exc

@@ -4,7 +4,7 @@ A bar that redraws with carriage returns is unreadable in a log file or a CI con
 stream is not a terminal, `Progress` prints a plain line instead (at most one per `PLAIN_LINE_SECONDS`,
 and always the last one), each with the count, the rate and the time left:
 
-    result.mp4: 64/250 frames (26%), 1.3 frames/s, 2:23 left
+    result.mp4: 64/250 frames (26%), 1.30 frames/s, 2:23 left
 
 Counts may be fractional: the generator reports each network pass as its share of a batch's frames,
 so the figure moves with every pass, not once per 32-frame batch.

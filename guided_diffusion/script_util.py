@@ -17,8 +17,7 @@ from face_detection.detector import FACE_DETECTORS
 from face_detection.pipeline import NO_FACE_MODES
 
 from . import gaussian_diffusion as gd
-from .checkpoint_format import RUNTIME_FLAGS, SAMPLING_FLAGS, read_metadata, shape_mismatch_hint
-from .errors import CheckpointError, Diff2LipError
+from .errors import Diff2LipError
 from .inference_util import PRECISIONS
 from .respace import SpacedDiffusion, ddim_strides, nearest_ddim_count, space_timesteps
 from .unet import TFGModel
@@ -186,7 +185,8 @@ FLAG_HELP: Dict[str, str] = {
     "the shallowest --cache_depth blocks at each end of the UNet (1 = off, the released behaviour)",
     "cache_depth": "encoder (and mirror decoder) blocks recomputed on the reusing steps; the rest is reused",
     "compile": "torch.compile the network (the first batch compiles for a minute; pays on long clips)",
-    "model_path": "Diff2Lip checkpoint (a state_dict), e.g. checkpoints/checkpoint.pt",
+    "model_path": "Diff2Lip network file, e.g. checkpoints/checkpoint.pt (the released plain state_dict: the released "
+    "flags build it) or one of ours (.pt or .safetensors), which carries its flags: then no network flag is needed",
     "sampling_seed": "seed of the shared initial noise; same seed, same output",
     "sampling_input_type": "input frames: gt (each frame itself, cross) or first_frame (reconstruction)",
     "sampling_ref_type": "reference frames: gt, first_frame or random",
@@ -663,92 +663,3 @@ def tfg_create_model_and_diffusion(**kwargs) -> Tuple[TFGModel, SpacedDiffusion]
     model_flags = {k: flags[k] for k in tfg_model_defaults()}
     model_flags["learn_sigma"] = flags["learn_sigma"]
     return create_tfg_model(**model_flags), tfg_create_diffusion(**flags)
-
-
-# ----------------------------------------------------------------------------------------------
-# Loading weights
-
-
-def load_model_weights(model: th.nn.Module, path: str) -> None:
-    """Load a checkpoint (a plain state_dict, or a training checkpoint holding one under "model"
-    or "ema") into `model`; rank 0 reads it and broadcasts it when several processes run.
-
-    A checkpoint that does not fit raises `CheckpointError` with one line listing missing,
-    unexpected and mis-shaped keys and the network flags whose values its tensor shapes give
-    (`checkpoint_format.shape_mismatch_hint`). `.safetensors` files load too.
-    """
-    from . import dist_util
-
-    state = dist_util.load_state_dict(path, map_location="cpu")
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state.get("ema") or state["model"]
-    if not isinstance(state, dict) or not all(isinstance(v, th.Tensor) for v in state.values()):
-        raise CheckpointError(f"checkpoint '{path}' does not hold a state_dict of tensors")
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or mismatched:
-
-        def listing(keys: Sequence[str], label: str) -> str:
-            shown = ", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "")
-            return f"{len(keys)} {label} ({shown})" if keys else ""
-
-        shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched]
-        parts = [
-            p for p in (listing(missing, "missing"), listing(unexpected, "unexpected"), listing(shapes, "mis-shaped")) if p
-        ]
-        differ = shape_mismatch_hint(own, state, getattr(model, "image_size", None))
-        raise CheckpointError(
-            f"checkpoint '{path}' does not match the model built from the flags: {'; '.join(parts)}"
-            + (f"; its tensor shapes say {differ}" if differ else "")
-        )
-    model.load_state_dict(state)
-
-
-# ----------------------------------------------------------------------------------------------
-# Flags stored in checkpoints
-#
-# Our network files carry the network and diffusion flags they were trained with and the
-# sampling flags that suit them (a distilled student's `timestep_respacing`); see
-# checkpoint_format.py. The released `checkpoint.pt` is a plain state_dict and holds none.
-
-SAMPLING_FLAGS_IN_CHECKPOINTS = SAMPLING_FLAGS
-
-
-def read_checkpoint_flags(path: str) -> dict:
-    """The flags stored in checkpoint `path` (`checkpoint_format.read_metadata`), or {} (none
-    stored, or the file cannot be read: `load_model_weights` reports that with its own message)."""
-    return read_metadata(path)[0]
-
-
-def given_flags(argv: Sequence[str]) -> set:
-    """The flag names on a command line (`--name value` or `--name=value`; abbreviations are off)."""
-    return {arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--")}
-
-
-def apply_checkpoint_flags(args: argparse.Namespace, argv: Sequence[str], stored: dict, path: str) -> List[str]:
-    """Take the flags a checkpoint stores for every flag the command line did not give.
-
-    A network or diffusion flag given with another value than the stored one is an error naming
-    both (the weights fit only the stored one); a sampling flag given on the command line wins
-    (e.g. more steps for a student). Returns the flags taken from the checkpoint.
-    """
-    given = given_flags(argv)
-    taken = []
-    for key, value in stored.items():
-        if not hasattr(args, key):
-            continue
-        if key in RUNTIME_FLAGS:
-            continue
-        if key in given:
-            if key not in SAMPLING_FLAGS_IN_CHECKPOINTS and getattr(args, key) != value:
-                raise CheckpointError(
-                    f"--{key} {getattr(args, key)!r} contradicts the checkpoint '{path}', which was trained with "
-                    f"--{key} {value!r}; drop the flag (the checkpoint sets it)"
-                )
-            continue
-        if getattr(args, key) != value:
-            setattr(args, key, value)
-            taken.append(f"--{key} {value}")
-    return taken

@@ -18,17 +18,15 @@ import torch
 from dataset.video_io import check_video_output, iter_frames, probe_video
 from face_detection import BatchedDetector, ClipScan, make_detector, parse_box, parse_face_select, parse_pads
 from guided_diffusion import dist_util
-from guided_diffusion.command import Interrupted, check_output_folder, run_command
+from guided_diffusion.command import Interrupted, check_output_folder, check_outputs, run_command
 from guided_diffusion.errors import Diff2LipError, MediaError
-from guided_diffusion.checkpoint_format import read_metadata
+from guided_diffusion.checkpoint_format import apply_checkpoint_flags, load_model_weights, read_metadata
 from guided_diffusion.inference_util import prepare_for_inference, resolve_precision
 from guided_diffusion.progress import Progress
 from guided_diffusion.script_util import (
     FlagRule,
-    apply_checkpoint_flags,
     args_to_dict,
     create_argparser,
-    load_model_weights,
     tfg_create_diffusion,
     tfg_create_model_and_diffusion,
     tfg_data_defaults,
@@ -142,7 +140,9 @@ def sampling_options(args) -> SamplingOptions:
 def network_key(args) -> tuple:
     """What the loaded network depends on: its file, its flags, the device and how it runs."""
     keys = ("model_path", "device", "precision", "use_fp16", "compile", "learn_sigma", *tfg_model_defaults())
-    return tuple((k, getattr(args, k)) for k in sorted(set(keys)))
+    # the file's time too: a network re-exported under the same name is loaded again
+    mtime = os.path.getmtime(args.model_path) if os.path.exists(args.model_path) else None
+    return (*((k, getattr(args, k)) for k in sorted(set(keys))), ("mtime", mtime))
 
 
 def detector_key(args) -> tuple:
@@ -274,22 +274,6 @@ class Generator:
 def _part_path(out_path: str, rank: int) -> str:
     folder, name = os.path.split(os.path.abspath(out_path))
     return os.path.join(folder, f".{name}.rank{rank}.npy")
-
-
-def check_outputs(outputs: Sequence[str], inputs: Sequence[str]) -> None:
-    """Refuse an output that is a folder or one of the inputs (writing it would destroy the input)."""
-    for out in outputs:
-        if os.path.isdir(out):
-            raise Diff2LipError(f"output '{out}' is a folder; give a file name such as '{os.path.join(out, 'result.mp4')}'")
-        for source in inputs:
-            if _same_file(out, source):
-                raise Diff2LipError(f"output '{out}' is the input '{source}'; writing it would destroy the input, give another name")
-
-
-def _same_file(a: str, b: str) -> bool:
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
 
 
 def _check_input(path: str, flag: str) -> None:

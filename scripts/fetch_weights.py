@@ -396,7 +396,7 @@ def list_table(catalogue: Sequence[Weight]) -> str:
 
 
 def fetch_all(weights: Sequence[Weight], force: bool, timeout: float) -> int:
-    done, failed = [], []
+    done, failed, by_hand = [], [], []
     for weight in weights:
         try:
             ok, line = fetch(weight, force, timeout)
@@ -411,13 +411,17 @@ def fetch_all(weights: Sequence[Weight], force: bool, timeout: float) -> int:
         if ok:
             done.append(weight.name)
             print(line, flush=True)
+        elif not weight.urls:  # nothing to download: a step for the user, not a failure of this run
+            by_hand.append(weight.name)
+            print(f"by hand: {line}", file=sys.stderr, flush=True)
         else:
             failed.append(weight.name)
             print(f"error: {line}", file=sys.stderr, flush=True)
+    hand = f"; to put in place by hand: {', '.join(by_hand)}" if by_hand else ""
     if failed:
-        print(f"{len(done)} of {len(weights)} files in place; not fetched: {', '.join(failed)}", file=sys.stderr)
+        print(f"{len(done)} of {len(weights)} files in place; not fetched: {', '.join(failed)}{hand}", file=sys.stderr)
         return 1
-    print(f"all {len(weights)} files in place")
+    print(f"{len(done)} of {len(weights)} files in place{hand}" if by_hand else f"all {len(weights)} files in place")
     return 0
 
 

@@ -11,8 +11,9 @@ import torch
 
 import demo
 import demo_train
+from guided_diffusion.checkpoint_format import load_model_weights
 from guided_diffusion.errors import Diff2LipError
-from guided_diffusion.script_util import load_model_weights, tfg_create_model_and_diffusion, tfg_model_and_diffusion_defaults
+from guided_diffusion.script_util import tfg_create_model_and_diffusion, tfg_model_and_diffusion_defaults
 from guided_diffusion.syncnet import load_sync_expert
 from launchers import REPO_ROOT
 

@@ -9,10 +9,10 @@ import torch
 import demo
 import demo_train
 import train
+from guided_diffusion.checkpoint_format import load_model_weights
 from guided_diffusion.errors import Diff2LipError
 from guided_diffusion.script_util import (
     create_argparser,
-    load_model_weights,
     tfg_create_model_and_diffusion,
     tfg_model_and_diffusion_defaults,
 )

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import export_checkpoint
-from guided_diffusion.checkpoint_format import network_flags, read_metadata
-from guided_diffusion.script_util import load_model_weights, tfg_create_model_and_diffusion, tfg_model_and_diffusion_defaults
+from guided_diffusion.checkpoint_format import load_model_weights, network_flags, read_metadata
+from guided_diffusion.script_util import tfg_create_model_and_diffusion, tfg_model_and_diffusion_defaults
 from guided_diffusion.syncnet import SyncNet64, load_sync_expert, save_syncnet_checkpoint
 from helpers import TINY_FLAGS, randomize_zero_init
 
@@ -123,17 +123,36 @@ def test_syncnet_checkpoint_keeps_its_kind(tmp_path):
 
 
 def test_errors_are_one_line(tmp_path, capsys):
-    torch.save({"model": tiny_model(0).state_dict()}, tmp_path / "no_ema.pt")
-    torch.save(tiny_model(0).state_dict(), tmp_path / "plain.pt")
+    torch.save({"model": tiny_model(0).state_dict(), "step": 3}, tmp_path / "no_ema.pt")
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG not a checkpoint")
+    torch.save({"kind": "syncnet64", "model": {}}, tmp_path / "syncnet.pt")
     cases = [
         ([], "--checkpoint and --out are required"),
         (["--checkpoint", str(tmp_path / "missing.pt"), "--out", "x.pt"], "not found"),
-        (["--checkpoint", str(tmp_path / "plain.pt"), "--out", "x.pt"], "is not a train.py or train_syncnet.py"),
+        (["--checkpoint", str(tmp_path / "photo.png"), "--out", "x.pt"], "photo.png"),
         (["--checkpoint", str(tmp_path / "no_ema.pt"), "--out", "x.pt"], "has no EMA weights; pass --weights model"),
         (["--checkpoint", str(tmp_path / "no_ema.pt"), "--out", "x.pt", "--weights", "best"], "--weights 'best'"),
+        (["--checkpoint", str(tmp_path / "no_ema.pt"), "--out", str(tmp_path)], "is a folder"),
+        (["--checkpoint", str(tmp_path / "no_ema.pt"), "--out", str(tmp_path / "no_ema.pt")], "would destroy the input"),
+        (["--checkpoint", str(tmp_path / "syncnet.pt"), "--out", "x.pt", "--note", "hi"], "takes no Diff2Lip flags or --note"),
     ]
     for argv, message in cases:
         assert export_checkpoint.main(argv) == 1
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and "\n" not in err, err
+        assert "weights_only=False" not in err
     assert not os.path.exists("x.pt")
+
+
+@pytest.mark.parametrize("source_suffix, out_suffix", [(".pt", ".safetensors"), (".safetensors", ".pt")])
+def test_a_network_file_re_exports_with_its_flags_and_note(train_checkpoint, tmp_path, source_suffix, out_suffix):
+    """Another format or float16: the flags and what it was trained on go along."""
+    path, _, ema = train_checkpoint
+    first, second = tmp_path / f"first{source_suffix}", tmp_path / f"second{out_suffix}"
+    assert export_checkpoint.main(["--checkpoint", str(path), "--out", str(first), "--note", "synthetic heads only"]) == 0
+    assert export_checkpoint.main(["--checkpoint", str(first), "--out", str(second), "--half", "True"]) == 0
+    assert read_metadata(str(second)) == read_metadata(str(first))
+    assert read_metadata(str(second))[1]["note"] == "synthetic heads only"
+    fresh = tiny_model(5)
+    load_model_weights(fresh, str(second))
+    assert all(torch.equal(fresh.state_dict()[k], v.half().float()) for k, v in ema.state_dict().items() if v.is_floating_point())

@@ -12,13 +12,12 @@ import torch
 
 import train_distill
 from guided_diffusion import logger
-from guided_diffusion.checkpoint_format import network_flags
+from guided_diffusion.checkpoint_format import load_model_weights, network_flags
 from guided_diffusion.distillation import ProgressiveDistillation, respacing, round_schedule, step_plan, x0_matching_step
 from guided_diffusion.errors import Diff2LipError
 from guided_diffusion.respace import space_timesteps
 from guided_diffusion.script_util import (
     create_argparser,
-    load_model_weights,
     tfg_create_model_and_diffusion,
     tfg_model_and_diffusion_defaults,
 )

@@ -3,27 +3,35 @@
 import pytest
 import torch
 
-from guided_diffusion.errors import CheckpointError
-from guided_diffusion.script_util import (
+from guided_diffusion.checkpoint_format import (
     apply_checkpoint_flags,
     given_flags,
-    read_checkpoint_flags,
-    tfg_create_model_and_diffusion,
+    infer_flags_from_shapes,
+    load_model_weights,
+    network_flags,
+    read_metadata,
+    save_network,
 )
-from helpers import TINY_CLI_FLAGS, TINY_FLAGS
+from guided_diffusion.errors import CheckpointError
+from guided_diffusion.script_util import tfg_create_model_and_diffusion, tfg_model_and_diffusion_defaults
+from helpers import TINY_CLI_FLAGS, TINY_FLAGS, read_manifest
 from inference.cli import create_parser
 
 STUDENT_FLAGS = {**TINY_FLAGS, "predict_xstart": True, "learn_sigma": False, "timestep_respacing": "ddim2", "use_ddim": True}
+
+
+def read_flags(path):
+    return read_metadata(path)[0]
 
 
 def test_flags_round_trip_through_a_saved_checkpoint(tmp_path):
     model, _ = tfg_create_model_and_diffusion(**TINY_FLAGS, predict_xstart=True, learn_sigma=False)
     path = tmp_path / "student.pt"
     torch.save({"model": model.state_dict(), "flags": STUDENT_FLAGS}, path)
-    assert read_checkpoint_flags(str(path)) == STUDENT_FLAGS
+    assert read_flags(str(path)) == STUDENT_FLAGS
     torch.save(model.state_dict(), tmp_path / "plain.pt")  # the released format holds no flags
-    assert read_checkpoint_flags(str(tmp_path / "plain.pt")) == {}
-    assert read_checkpoint_flags(str(tmp_path / "missing.pt")) == {}
+    assert read_flags(str(tmp_path / "plain.pt")) == {}
+    assert read_flags(str(tmp_path / "missing.pt")) == {}
 
 
 def test_given_flags_reads_both_spellings():
@@ -56,28 +64,11 @@ def test_a_given_sampling_flag_wins_and_agreeing_flags_pass():
 # ----------------------------------------------------------------------------------------------
 # Network files in both formats, and the architecture read off tensor shapes
 
-import ast  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from guided_diffusion.checkpoint_format import (  # noqa: E402
-    infer_flags_from_shapes,
-    network_flags,
-    read_metadata,
-    save_network,
-)
-from guided_diffusion.script_util import load_model_weights, tfg_model_and_diffusion_defaults  # noqa: E402
-
-MANIFEST = Path(__file__).resolve().parents[1] / "data" / "diff2lip_official_tfgmodel.tsv"
 RELEASED = tfg_model_and_diffusion_defaults()
 
 
-def manifest_shapes():
-    rows = (line.rstrip("\n").split("\t") for line in MANIFEST.read_text().splitlines())
-    return {name: ast.literal_eval(shape) for name, shape in rows}
-
-
 def test_the_released_manifest_gives_the_released_flags():
-    flags = infer_flags_from_shapes(manifest_shapes())
+    flags = infer_flags_from_shapes(dict(read_manifest("diff2lip_official_tfgmodel.tsv")))
     expected = {k: RELEASED[k] for k in ("num_channels", "num_res_blocks", "learn_sigma", "resblock_updown", "image_size",
                                           "channel_mult", "attention_resolutions", "use_scale_shift_norm", "use_ref",
                                           "nrefer", "use_audio", "audio_as_style", "class_cond")}
@@ -114,7 +105,9 @@ def test_a_plain_file_that_does_not_fit_names_the_flags_its_shapes_give(tmp_path
     assert "\n" not in message
     assert "its tensor shapes say --num_channels 64 (the flags give 32), --learn_sigma False (the flags give True)" in message
     # nothing that the shapes agree on is named
-    assert "--use_audio" not in message and "--attention_resolutions" not in message
+    hint = message.split("its tensor shapes say ")[1]
+    assert hint == ("--num_channels 64 (the flags give 32), --learn_sigma False (the flags give True), and --image_size "
+                    "is not in the shapes (--attention_resolutions assumes 32)")
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
@@ -126,7 +119,7 @@ def test_network_files_round_trip_weights_flags_and_what_they_were_trained_on(tm
     path = tmp_path / f"net{suffix}"
     save_network(str(path), model.state_dict(), flags, {"data_root": "data/x", "steps": 10})
     assert read_metadata(str(path)) == (flags, {"data_root": "data/x", "steps": 10})
-    assert read_checkpoint_flags(str(path)) == flags
+    assert read_flags(str(path)) == flags
     fresh, _ = tfg_create_model_and_diffusion(**dict(TINY_FLAGS, num_head_channels=8))
     torch.manual_seed(3)
     for p in fresh.parameters():
@@ -153,3 +146,20 @@ def test_a_damaged_safetensors_file_is_one_line(tmp_path):
         load_model_weights(model, str(path))
     assert "\n" not in str(err.value)
     assert read_metadata(str(path)) == ({}, {})
+
+
+def test_an_equal_value_spelled_differently_is_no_contradiction():
+    argv = ["--model_path", "student.pt", "--channel_mult", "1, 2"]
+    args = create_parser().parse_args(argv)
+    apply_checkpoint_flags(args, argv, STUDENT_FLAGS, "student.pt")  # "1, 2" is the stored "1,2"
+
+
+def test_the_hint_says_when_the_shapes_cannot_give_the_image_size(tmp_path):
+    # non-released multipliers: the size is unknown, so a 64 px network fits 128 px flags by shape
+    path = tmp_path / "plain.pt"
+    torch.save(tfg_create_model_and_diffusion(**dict(TINY_FLAGS, image_size=64, channel_mult="1,2,2", attention_resolutions="32"))[0].state_dict(), path)
+    model, _ = tfg_create_model_and_diffusion(**dict(TINY_FLAGS, image_size=128, channel_mult="1,2,2", attention_resolutions="32"))
+    with pytest.raises(CheckpointError) as err:
+        load_model_weights(model, str(path))
+    assert ("--attention_resolutions 64 (the flags give 32), and --image_size is not in the shapes "
+            "(--attention_resolutions assumes 128)") in str(err.value)

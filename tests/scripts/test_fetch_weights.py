@@ -320,3 +320,14 @@ def test_builtin_catalogue_points_where_the_code_loads_from():
     for w in weights.values():
         assert w.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", w.sha256)
         assert all(u.startswith("https://") for u in w.urls)
+
+
+def test_a_file_with_no_direct_download_is_a_step_by_hand_not_a_failure(server, tmp_path, capsys):
+    data = blob(2000, 9)
+    manual = {**entry("released", tmp_path / "checkpoint.pt", []), "manual": "https://drive.example/folder"}
+    served = entry("net", tmp_path / "net.pth", [server.add("/net2.pth", data)], data)
+    assert fetch_weights.main(["--catalogue", catalogue(tmp_path, manual, served)]) == 0
+    err = capsys.readouterr().err
+    assert (f"by hand: checkpoint.pt: no direct download; get it from https://drive.example/folder; put it by hand at "
+            f"{tmp_path / 'checkpoint.pt'}") in err
+    assert "error:" not in err and (tmp_path / "net.pth").read_bytes() == data
