@@ -30,38 +30,55 @@ def format_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def plain_line(desc: str, done: float, total: float, unit: str, elapsed: float) -> str:
-    """One progress line: count, share, rate since the start and the time left at that rate."""
-    rate = done / elapsed if elapsed > 0 else 0.0
-    share = 100.0 * done / total if total else 100.0
-    line = f"{desc}: {done:.0f}/{total:.0f} {unit}s ({share:.0f}%)"
+def plain_line(desc: str, done: float, total: Optional[float], unit: str, elapsed: float, counted: Optional[float] = None,
+               decimals: int = 0) -> str:
+    """One progress line: count, share, rate since the start and the time left at that rate.
+    `counted`: the units done by this run (a resumed download starts past 0), `done` by default."""
+    counted = done if counted is None else counted
+    rate = counted / elapsed if elapsed > 0 else 0.0
+    units = unit + "s" if unit.isalpha() and unit.islower() else unit  # frames, clips; MiB
+    if total is None:
+        line = f"{desc}: {done:.{decimals}f} {units}"
+    else:
+        share = 100.0 * done / total if total else 100.0
+        line = f"{desc}: {done:.{decimals}f}/{total:.{decimals}f} {units} ({share:.0f}%)"
     if rate > 0:
-        line += f", {rate:.2f} {unit}s/s, {format_duration((total - done) / rate)} left"
+        line += f", {rate:.2f} {units}/s"
+        if total is not None:
+            line += f", {format_duration((total - done) / rate)} left"
     return line
 
 
 class Progress:
     """Counts `unit`s of a job towards `total`; see the module docstring.
 
+    :param total: None when unknown (no share, no time left).
     :param enabled: False shows nothing (the callback still runs).
     :param stream: where to write (stderr by default); a terminal gets a tqdm bar.
     :param callback: called as `callback(done, total)` after every update (the web app's bar).
+    :param scale: `total`, `initial` and updates come in units of 1/scale (bytes for unit "MiB"
+        with scale 2**20); counts are then shown with one decimal.
+    :param initial: already done before this run (a resumed download); not counted in the rate.
     """
 
     def __init__(
         self,
-        total: float,
+        total: Optional[float],
         desc: str,
         unit: str = "frame",
         enabled: bool = True,
         stream: Optional[TextIO] = None,
         callback: Optional[Callable[[float, float], None]] = None,
         clock: Callable[[], float] = time.perf_counter,
+        scale: float = 1.0,
+        initial: float = 0.0,
     ):
-        self.total = total
+        self.scale = scale
+        self.total = None if total is None else total / scale
         self.desc = desc
         self.unit = unit
-        self.done = 0.0
+        self.done = self.initial = initial / scale
+        self.decimals = 0 if scale == 1 else 1
         self.callback = callback
         self.stream = stream if stream is not None else sys.stderr
         self.clock = clock
@@ -74,20 +91,23 @@ class Progress:
             if _is_terminal(self.stream):
                 from tqdm import tqdm
 
+                count = f"{{n:.{self.decimals}f}}/{{total:.{self.decimals}f}}" if self.total is not None else f"{{n:.{self.decimals}f}}"
                 self._bar = tqdm(
-                    total=total, desc=desc, unit=unit, leave=False, file=self.stream,
-                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}, {rate_fmt}]",
+                    total=self.total, initial=self.done, desc=desc, unit=unit, leave=False, file=self.stream,
+                    bar_format="{desc}: {percentage:3.0f}%|{bar}| " + count + " [{elapsed}<{remaining}, {rate_fmt}]"
+                    if self.total is not None else "{desc}: " + count + " [{elapsed}, {rate_fmt}]",
                 )
             else:
                 self._plain = True
 
     def update(self, n: float) -> None:
-        self.done = min(self.total, self.done + n)
+        n = n / self.scale
+        self.done = self.done + n if self.total is None else min(self.total, self.done + n)
         if self._bar is not None:
             self._bar.update(n)
         elif self._plain and not self._finished:
             now = self.clock()
-            self._finished = self.done >= self.total
+            self._finished = self.total is not None and self.done >= self.total
             if self._finished or self._last_line is None or now - self._last_line >= PLAIN_LINE_SECONDS:
                 self._write_line(now)
         if self.callback is not None:
@@ -95,7 +115,8 @@ class Progress:
 
     def _write_line(self, now: float) -> None:
         self._last_line = now
-        print(plain_line(self.desc, self.done, self.total, self.unit, now - self.started), file=self.stream, flush=True)
+        line = plain_line(self.desc, self.done, self.total, self.unit, now - self.started, self.done - self.initial, self.decimals)
+        print(line, file=self.stream, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:

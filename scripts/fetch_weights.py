@@ -30,6 +30,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from guided_diffusion.command import Interrupted, run_command
 from guided_diffusion.errors import Diff2LipError
+from guided_diffusion.progress import Progress
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHUNK = 1 << 20
@@ -237,30 +238,9 @@ class FetchError(Exception):
     """One URL did not give the file (unreachable, HTTP error, cut connection, a web page)."""
 
 
-class _Lines:
-    """Progress for a log (stderr is not a terminal): a plain line at each quarter."""
-
-    def __init__(self, total: Optional[int], initial: int, label: str):
-        self.total, self.done, self.label = total, initial, label
-        self.quarter = 4 * initial // total if total else 0
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if self.total and 4 * self.done // self.total > self.quarter:
-            self.quarter = 4 * self.done // self.total
-            print(f"{self.label}: {min(25 * self.quarter, 100)}% of {mib(self.total)}", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        pass
-
-
-def progress(total: Optional[int], initial: int, label: str):
-    """A tqdm bar on a terminal, plain lines otherwise."""
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=label, file=sys.stderr)
-    return _Lines(total, initial, label)
+def progress(total: Optional[int], initial: int, label: str) -> Progress:
+    """Bytes fetched, shown in MiB: a tqdm bar on a terminal, plain lines otherwise."""
+    return Progress(total, label, "MiB", scale=2**20, initial=initial)
 
 
 def _reason(exc: BaseException) -> str:

@@ -96,3 +96,19 @@ def test_track_yields_every_item_and_counts_them(capsys):
     lines = capsys.readouterr().err.splitlines()  # pytest's stderr is not a terminal: plain lines
     assert lines[0].startswith("render: 1/3 clips (33%)") and lines[-1].startswith("render: 3/3 clips (100%)")
     assert list(track([1, 2], 2, "render", "clip", enabled=False)) == [1, 2] and capsys.readouterr().err == ""
+
+
+def test_scaled_units_and_a_resumed_start_count_only_this_runs_rate():
+    clock, stream = Clock(), io.StringIO()
+    bar = Progress(4 * 2**20, "w.pth", "MiB", True, stream, clock=clock, scale=2**20, initial=2**20)  # 1 MiB already there
+    clock.now += 2.0
+    bar.update(2**20)
+    clock.now += 2.0
+    bar.update(2 * 2**20)
+    assert stream.getvalue().splitlines() == [
+        "w.pth: 2.0/4.0 MiB (50%), 0.50 MiB/s, 0:04 left",  # 1 MiB in 2 s; 2 MiB left
+        "w.pth: 4.0/4.0 MiB (100%), 0.75 MiB/s, 0:00 left",
+    ]
+    unknown = io.StringIO()
+    Progress(None, "w.pth", "MiB", True, unknown, clock=clock, scale=2**20).update(2**19)
+    assert unknown.getvalue().startswith("w.pth: 0.5 MiB")

@@ -137,7 +137,7 @@ def test_download_with_matching_checksum_lands_at_destination(server, tmp_path, 
     out = capsys.readouterr()
     assert "net: fetched to" in out.out and "sha256 matches" in out.out and "all 1 files in place" in out.out
     # No terminal here: progress comes as plain lines, not a redrawn bar.
-    assert "net: 100% of" in out.err and "\r" not in out.err
+    assert "net: 0.3/0.3 MiB (100%)" in out.err and "\r" not in out.err
 
 
 def test_checksum_mismatch_is_one_line_and_leaves_nothing_behind(server, tmp_path):
