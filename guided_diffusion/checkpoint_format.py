@@ -27,7 +27,7 @@ import torch
 
 from . import dist_util
 from .errors import CheckpointError
-from .script_util import CHANNEL_MULT_BY_SIZE, tfg_model_and_diffusion_defaults
+from .script_util import CHANNEL_MULT_BY_SIZE, tfg_create_model_and_diffusion, tfg_model_and_diffusion_defaults
 from .train_util import atomic_save, atomic_write
 
 # Flags that change how a network runs, not what its weights are: never stored, never contradicted.
@@ -268,3 +268,17 @@ def apply_checkpoint_flags(args: argparse.Namespace, argv: Sequence[str], stored
             setattr(args, key, value)
             taken.append(f"--{key} {value}")
     return taken
+
+
+def load_network(path: str, **flags) -> tuple:
+    """`(model, diffusion)` of the network file `path`, for Python callers: built from the flags
+    the file carries (the released flags for a plain state_dict such as checkpoint.pt), with
+    `flags` on top (e.g. `timestep_respacing="ddim8"`); a network flag that contradicts the file
+    is a `CheckpointError` naming both values, as on the command line. The model is in eval mode."""
+    stored = {k: v for k, v in read_metadata(path)[0].items() if k in tfg_model_and_diffusion_defaults()}
+    for key, value in flags.items():
+        if key in stored and key not in SAMPLING_FLAGS and key not in RUNTIME_FLAGS and not _same(value, stored[key]):
+            raise CheckpointError(f"{key}={value!r} contradicts the checkpoint '{path}', which was trained with {key}={stored[key]!r}")
+    model, diffusion = tfg_create_model_and_diffusion(**{**stored, **flags})
+    load_model_weights(model, path)
+    return model.eval(), diffusion

@@ -163,3 +163,17 @@ def test_the_hint_says_when_the_shapes_cannot_give_the_image_size(tmp_path):
         load_model_weights(model, str(path))
     assert ("--attention_resolutions 64 (the flags give 32), and --image_size is not in the shapes "
             "(--attention_resolutions assumes 128)") in str(err.value)
+
+
+def test_load_network_builds_a_file_from_its_own_flags(tmp_path):
+    from guided_diffusion.checkpoint_format import load_network
+
+    model, _ = tfg_create_model_and_diffusion(**{k: v for k, v in STUDENT_FLAGS.items() if k != "use_ddim"})
+    path = tmp_path / "student.safetensors"
+    save_network(str(path), model.state_dict(), STUDENT_FLAGS)
+    loaded, diffusion = load_network(str(path))
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items()) and not loaded.training
+    assert diffusion.num_timesteps == 2  # the stored ddim2
+    assert load_network(str(path), timestep_respacing="ddim4")[1].num_timesteps == 4  # a sampling flag wins
+    with pytest.raises(CheckpointError, match=r"num_channels=64 contradicts .* num_channels=32"):
+        load_network(str(path), num_channels=64)
