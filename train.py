@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from dataset.tfg_dataset import StepSampler, TFGDataset, collate
 from guided_diffusion import dist_util, logger
-from guided_diffusion.checkpoint_format import load_model_weights
+from guided_diffusion.checkpoint_format import load_model_weights, take_network_flags
 from guided_diffusion.errors import CheckpointError, Diff2LipError
 from guided_diffusion.inference_util import resolve_precision
 from guided_diffusion.nn import update_ema
@@ -462,7 +462,9 @@ def _save(args, step, model, ema, opt, discriminator, disc_opt, scaler, generato
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    return run_training(train, create_parser(), argv)
+    parser = create_parser()
+    # Fine-tuning one of our network files needs no network flags: the file carries them.
+    return run_training(train, parser, argv, lambda args, given: take_network_flags(args, given, args.init_from, parser))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import torch
 import train
 from export_checkpoint import export
 from guided_diffusion import dist_util, logger
+from guided_diffusion.checkpoint_format import take_network_flags
 from guided_diffusion.distillation import ProgressiveDistillation, respacing, round_schedule, student_flags
 from guided_diffusion.errors import Diff2LipError
 from guided_diffusion.script_util import args_to_dict, create_argparser, tfg_data_defaults, tfg_model_and_diffusion_defaults
@@ -129,7 +130,9 @@ def distill(args) -> Optional[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    return run_training(distill, create_parser(), argv)
+    parser = create_parser()
+    # A teacher that is one of our network files needs no network flags: the file carries them.
+    return run_training(distill, parser, argv, lambda args, given: take_network_flags(args, given, args.teacher, parser))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,12 @@ import torch
 
 from . import dist_util
 from .errors import CheckpointError
-from .script_util import CHANNEL_MULT_BY_SIZE, tfg_create_model_and_diffusion, tfg_model_and_diffusion_defaults
+from .script_util import (
+    CHANNEL_MULT_BY_SIZE,
+    tfg_create_model_and_diffusion,
+    tfg_model_and_diffusion_defaults,
+    validate_flags,
+)
 from .train_util import atomic_save, atomic_write
 
 # Flags that change how a network runs, not what its weights are: never stored, never contradicted.
@@ -282,3 +287,16 @@ def load_network(path: str, **flags) -> tuple:
     model, diffusion = tfg_create_model_and_diffusion(**{**stored, **flags})
     load_model_weights(model, path)
     return model.eval(), diffusion
+
+
+def take_network_flags(args: argparse.Namespace, argv: Sequence[str], path: str, parser) -> List[str]:
+    """For training from the network file `path` (train.py --init_from, train_distill.py
+    --teacher): its network and diffusion flags where the command line is silent (not its sampling
+    flags: training uses every step), a contradicting one an error naming both values; the taken
+    values are validated like typed flags. Returns the flags taken, for the log."""
+    stored = network_flags(read_metadata(path)[0]) if path else {}
+    taken = apply_checkpoint_flags(args, argv, stored, path)
+    if taken:
+        validate_flags(args, parser.flag_checks, parser.flag_rules)
+        dist_util.print0(f"flags from {path}: {' '.join(taken)}")
+    return taken

@@ -139,17 +139,27 @@ class StopSignal:
             signal.signal(sig, handler)
 
 
-def run_training(run: Callable[[Any], Any], parser, argv: Optional[List[str]] = None) -> int:
-    """The `main` of a training command: parse `argv`, `run(args)`, exit 0; a `Diff2LipError` is
-    one `error:` line and exit 1. The logger and the process group are closed either way (a stop
-    signal is the training loop's own: it saves a checkpoint and returns)."""
+def run_training(
+    run: Callable[[Any], Any],
+    parser,
+    argv: Optional[List[str]] = None,
+    prepare: Optional[Callable[[Any, List[str]], None]] = None,
+) -> int:
+    """The `main` of a training command: parse `argv`, `prepare(args, argv)` (e.g. take the flags
+    that the --init_from file carries), `run(args)`, exit 0; a `Diff2LipError` is one `error:` line
+    and exit 1. The logger and the process group are closed either way (a stop signal is the
+    training loop's own: it saves a checkpoint and returns)."""
     import sys
 
     from . import logger
     from .errors import Diff2LipError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        run(parser.parse_args(argv))
+        args = parser.parse_args(argv)
+        if prepare is not None:
+            prepare(args, argv)
+        run(args)
         return 0
     except Diff2LipError as exc:
         print(f"error: {exc}", file=sys.stderr)

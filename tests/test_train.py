@@ -13,10 +13,10 @@ import torch
 import train as train_script
 from guided_diffusion import logger
 from guided_diffusion.errors import CheckpointError, Diff2LipError
-from guided_diffusion.script_util import create_gaussian_diffusion
+from guided_diffusion.script_util import create_gaussian_diffusion, tfg_create_model_and_diffusion
 from guided_diffusion.tfg_losses import L2Loss, PredictedSequences, SequenceGANLoss, SequencePatchGAN, weighted_sum
 from guided_diffusion.train_util import list_checkpoints
-from helpers import TINY_CLI_FLAGS, make_preprocessed_root, save_tiny_checkpoint
+from helpers import TINY_CLI_FLAGS, TINY_FLAGS, make_preprocessed_root, save_tiny_checkpoint
 from launchers import REPO_ROOT, child_env, run, torchrun
 
 
@@ -299,3 +299,26 @@ def test_all_five_losses_with_either_expert_and_a_preview(data_root, tmp_path, e
 
     preview = cv2.imread(str(out / "preview_0000002.png"))
     assert preview.shape == (2 * 32, 2 * 5 * 32, 3)  # real over generated, 2 sequences of 5 frames
+
+
+def test_fine_tuning_a_network_file_takes_its_flags(data_root, tmp_path, capsys):
+    """train.py --init_from one of our files, with no network flags: the file's flags build the
+    network (and a contradicting one is a one-line error naming both values)."""
+    from guided_diffusion.checkpoint_format import network_flags, save_network
+    from guided_diffusion.script_util import tfg_model_and_diffusion_defaults
+
+    flags = network_flags({**tfg_model_and_diffusion_defaults(), **TINY_FLAGS, "predict_xstart": True})
+    model, _ = tfg_create_model_and_diffusion(**flags)
+    init = tmp_path / "mine.safetensors"
+    save_network(str(init), model.state_dict(), flags, {"note": "tiny"})
+    no_network_flags = train_args(data_root, tmp_path / "run")[len(TINY_CLI_FLAGS):]
+    assert no_network_flags[0] == "--data_root"
+    argv = [*no_network_flags, "--init_from", str(init), "--max_steps", "1", "--lr", "0"]
+    assert train_script.main(argv) == 0
+    saved = torch.load(tmp_path / "run" / "checkpoint_0000001.pt", weights_only=True)
+    assert {k: saved["args"][k] for k in ("image_size", "num_channels", "channel_mult", "predict_xstart")} == {
+        "image_size": 32, "num_channels": 32, "channel_mult": "1,2", "predict_xstart": True}
+    assert all(torch.equal(saved["model"][k], v) for k, v in model.state_dict().items())  # lr 0
+    assert "flags from" in capsys.readouterr().out
+    assert train_script.main([*argv, "--num_channels", "64"]) == 1
+    assert "--num_channels 64 contradicts" in capsys.readouterr().err
