@@ -61,7 +61,7 @@ def test_a_terminal_gets_a_bar_and_disabled_progress_only_calls_back():
 
 
 def test_generate_reports_every_network_pass_in_plain_lines(tmp_path, capsys, monkeypatch):
-    """generate.py off a terminal: one update per network pass (2 per 5-frame chunk), plain lines only."""
+    """The generator off a terminal: one update per network pass (2 per 5-frame chunk), plain lines only."""
     from audio.audio import save_wav
     from dataset.synthetic import speech_like
     from helpers import TINY_CLI_FLAGS, render_clip, save_tiny_checkpoint
@@ -72,13 +72,12 @@ def test_generate_reports_every_network_pass_in_plain_lines(tmp_path, capsys, mo
     render_clip(video, n_frames=12)
     save_wav(speech_like(0.6), audio, 16000)
     monkeypatch.setattr("guided_diffusion.progress.PLAIN_LINE_SECONDS", 0.0)  # every update a line
-    seen = []
-    original = cli.Generator.clip
-    monkeypatch.setattr(cli.Generator, "clip", lambda self, *a, **k: original(self, *a, on_progress=lambda d, t: seen.append((d, t)), **k))
     argv = [*TINY_CLI_FLAGS, "--model_path", str(checkpoint), "--sampling_batch_size", "5", "--generate_from_filelist", "0",
             "--video_path", str(video), "--audio_path", str(audio), "--out_path", str(tmp_path / "out.mp4"),
             "--is_voxceleb2", "False", "--box", "40,200,50,174"]
-    assert cli.main(argv) == 0
+    args = cli.parse_args(argv)[0]
+    seen = []
+    assert cli.Generator(args).clip(args.video_path, args.audio_path, args.out_path, on_progress=lambda d, t: seen.append((d, t))) == 12
     err = capsys.readouterr().err
     assert "\r" not in err and "\x1b" not in err
     total = seen[-1][1]
