@@ -12,7 +12,8 @@ other files are still fetched, and the command ends with a summary and exit stat
 SIGTERM stop it (exit 130 / 143) and keep the `.part` file for the next run.
 
 The released Diff2Lip checkpoint is shared only as a Google Drive folder, which cannot be
-downloaded without a browser: its line says where to get it and where to put it.
+downloaded without a browser: its `by hand:` line says where to get it and where to put it, a
+step for the user rather than a failure (exit status 0 when every other file is in place).
 """
 
 import argparse
