@@ -77,7 +77,8 @@ def export(
     if not os.path.isfile(checkpoint):
         raise Diff2LipError(f"--checkpoint '{checkpoint}' not found")
     check_outputs([out], [checkpoint])
-    ckpt = dist_util.load_state_dict(checkpoint, map_location="cpu")  # one-line errors, weights_only
+    # One-line errors and weights_only; read here alone (train_distill.py exports on rank 0 only).
+    ckpt = dist_util.load_state_dict(checkpoint, map_location="cpu", shared=False)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"'{checkpoint}' is not a network or training checkpoint (no weights)")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

@@ -219,17 +219,20 @@ def _broadcast_bytes(data: bytearray | None, size: int) -> bytearray:
     return data
 
 
-def load_state_dict(path: str | os.PathLike[str], map_location: Any = "cpu", **kwargs: Any) -> Any:
+def load_state_dict(path: str | os.PathLike[str], map_location: Any = "cpu", shared: bool = True, **kwargs: Any) -> Any:
     """Load a checkpoint that rank 0 alone reads, then broadcasts to the other ranks.
 
     Loads with `weights_only=True` unless the caller overrides it in `kwargs` (a `.safetensors`
     file with safetensors, to CPU tensors). Raises
     `CheckpointError` on every rank when the file is missing, unreadable or not a checkpoint.
+    With `shared=False` this process reads the file itself and no other rank takes part (for
+    work that one rank does alone, such as exporting).
     """
     path = str(path)
+    shared = shared and world_size() > 1
     data: bytearray | None = None
     header: tuple[int, str | None] = (0, None)
-    if rank() == 0:
+    if rank() == 0 or not shared:
         try:
             data = _read_bytes(path)
             header = (len(data), None)
@@ -242,13 +245,13 @@ def load_state_dict(path: str | os.PathLike[str], map_location: Any = "cpu", **k
             ))
         except Exception as exc:  # any read failure must reach the other ranks, not strand them
             header = (0, f"checkpoint {path!r} could not be read ({exc}); check the path and its permissions")
-    if world_size() > 1:
+    if shared:
         # The error travels with the size so that every rank raises instead of waiting for bytes.
         header = broadcast_object(header)
     size, error = header
     if error is not None:
         raise CheckpointError(error)
-    if world_size() > 1 and size > 0:
+    if shared and size > 0:
         data = _broadcast_bytes(data, size)
     if path.endswith(".safetensors"):
         return _load_safetensors(data or b"", path)
