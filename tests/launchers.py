@@ -1,5 +1,6 @@
 """Launch real multi-process runs (torchrun / mpiexec) from tests, with a hard timeout."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -49,7 +50,30 @@ def run(command: Sequence[str], timeout: float = 120) -> Tuple[int, str]:
     try:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        # torchrun starts its workers in sessions of their own: end every descendant, or their
+        # open pipe keeps `communicate` waiting after the launcher is gone.
+        for pid in [*_descendants(proc.pid), proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         output, _ = proc.communicate()
         pytest.fail(f"{' '.join(command)} hung for {timeout} s; output:\n{output[-4000:]}")
     return proc.returncode, output
+
+
+def _descendants(root: int) -> List[int]:
+    """Every process below `root`, from /proc's parent ids (Linux)."""
+    children: Dict[int, List[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
