@@ -44,7 +44,8 @@ def export_defaults() -> dict:
 
 
 EXPORT_HELP = {
-    "checkpoint": "a train.py (checkpoint_STEP.pt) or train_syncnet.py (syncnet_STEP.pt, syncnet_best.pt) checkpoint",
+    "checkpoint": "a train.py (checkpoint_STEP.pt) or train_syncnet.py (syncnet_STEP.pt, syncnet_best.pt) checkpoint, "
+    "or a network file (re-exported to the other format or float16 with its flags)",
     "out": "the file to write: .pt, or .safetensors (the flags in its metadata)",
     "weights": "train.py checkpoints: ema (the averaged weights, for sampling) or model (the raw ones)",
     "half": "store floating-point tensors as float16 (half the size)",
