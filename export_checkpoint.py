@@ -32,6 +32,7 @@ from guided_diffusion.checkpoint_format import (
     read_metadata,
     save_network,
     split_network_file,
+    training_record,
 )
 from guided_diffusion.command import check_outputs
 from guided_diffusion.errors import CheckpointError, Diff2LipError
@@ -98,8 +99,7 @@ def export(
         args = ckpt.get("args") if isinstance(ckpt.get("args"), dict) else {}
         stored = network_flags(args)
         if trained_on is None:
-            trained_on = {k: v for k, v in (("data_root", args.get("data_root")), ("steps", ckpt.get("step")),
-                                              ("init_from", args.get("init_from"))) if v not in (None, "")}
+            trained_on = training_record(ckpt)
             # A fine-tune or a student knows what the network it started from knows.
             note = note or (read_metadata(args["init_from"])[1].get("note", "") if args.get("init_from") else "")
     else:  # a network file already (.pt with or without flags, .safetensors): another format, or float16

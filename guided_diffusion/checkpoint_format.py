@@ -39,8 +39,6 @@ from .train_util import atomic_save, atomic_write
 RUNTIME_FLAGS = ("use_fp16", "use_checkpoint", "fused_attention", "dropout")
 # The sampling flags a file may suggest (a distilled student's step count); the command line wins.
 SAMPLING_FLAGS = ("timestep_respacing", "use_ddim", "sampler", "sampling_steps")
-# What the tensor shapes cannot tell (same shapes either way), with the released values.
-NOT_IN_SHAPES = ("num_head_channels", "num_heads", "predict_xstart", "noise_schedule", "diffusion_steps")
 
 SAFETENSORS_FORMAT = "diff2lip"
 
@@ -76,6 +74,13 @@ def is_training_checkpoint(ckpt: dict) -> bool:
     return isinstance(ckpt.get("model"), dict) and ("opt" in ckpt or "step" in ckpt or "args" in ckpt)
 
 
+def training_record(ckpt: Mapping) -> dict:
+    """What a training checkpoint says it was trained on: its data, step count and starting weights."""
+    args = ckpt.get("args") if isinstance(ckpt.get("args"), dict) else {}
+    record = (("data_root", args.get("data_root")), ("steps", ckpt.get("step")), ("init_from", args.get("init_from")))
+    return {k: v for k, v in record if v not in (None, "")}
+
+
 def split_network_file(ckpt: Mapping) -> Tuple[Dict[str, torch.Tensor], dict, dict]:
     """`(state_dict, flags, trained_on)` of a loaded network file: `{"model", "flags",
     "trained_on"}`, a training checkpoint (its EMA weights, else its raw ones, and its command
@@ -85,8 +90,7 @@ def split_network_file(ckpt: Mapping) -> Tuple[Dict[str, torch.Tensor], dict, di
         if isinstance(ckpt.get("flags"), dict):
             return state, dict(ckpt["flags"]), dict(ckpt.get("trained_on") or {})
         args = ckpt.get("args") if isinstance(ckpt.get("args"), dict) else {}
-        trained_on = {"data_root": args.get("data_root", ""), "steps": ckpt.get("step")} if args else {}
-        return state, network_flags(args), trained_on
+        return state, network_flags(args), training_record(ckpt)
     return dict(ckpt), {}, {}
 
 
