@@ -18,9 +18,9 @@ import torch
 from dataset.video_io import check_video_output, iter_frames, probe_video
 from face_detection import BatchedDetector, ClipScan, make_detector, parse_box, parse_face_select, parse_pads
 from guided_diffusion import dist_util
+from guided_diffusion.checkpoint_format import apply_checkpoint_flags, load_model_weights, read_metadata
 from guided_diffusion.command import Interrupted, check_output_folder, check_outputs, run_command
 from guided_diffusion.errors import Diff2LipError, MediaError
-from guided_diffusion.checkpoint_format import apply_checkpoint_flags, load_model_weights, read_metadata
 from guided_diffusion.inference_util import prepare_for_inference, resolve_precision
 from guided_diffusion.progress import Progress
 from guided_diffusion.script_util import (
