@@ -42,7 +42,7 @@ from evaluation.sheets import labelled_sheet, write_png
 from face_detection.crop import PASTE_MODES
 from face_detection.detector import FACE_DETECTORS
 from face_detection.pipeline import NO_FACE_MODES
-from guided_diffusion.checkpoint_format import is_safetensors, read_metadata
+from guided_diffusion.checkpoint_format import is_safetensors, read_metadata, split_network_file
 from guided_diffusion.errors import Diff2LipError
 from guided_diffusion.inference_util import PRECISIONS
 from guided_diffusion.script_util import FLAG_HELP, SAMPLER_CHOICES, as_flags, create_argparser
@@ -80,9 +80,7 @@ def is_diff2lip_network(path: str) -> bool:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - an unreadable file is simply not offered
         return False
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state.get("ema") or state["model"]
-    return isinstance(state, dict) and "time_embed.0.weight" in state
+    return isinstance(state, dict) and "time_embed.0.weight" in split_network_file(state)[0]
 
 
 def released_checkpoint(root: str) -> str:

@@ -341,8 +341,7 @@ class LipSyncer:
         x_t = batch.noise.contiguous()
         model_kwargs = dict(batch.model_kwargs)
         if opts.cache_interval > 1:
-            steps = opts.sampling_steps if opts.sampler != "ddim" else self.diffusion.num_timesteps
-            model_kwargs["feature_cache"] = DeepFeatureCache(opts.cache_interval, opts.cache_depth, steps)
+            model_kwargs["feature_cache"] = DeepFeatureCache(opts.cache_interval, opts.cache_depth, self.passes_per_chunk())
         with torch.no_grad(), autocast(self.device, opts.precision):
             if opts.sampler != "ddim":
                 return solver_sample(
