@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install weights demo demo-train demo-train-eps demo-student demo-ablation app browser test test-fast bench bench-sampling-quality clean-venv
+.PHONY: install weights demo demo-train demo-train-eps demo-student demo-ablation app docs docs-build browser test test-fast bench bench-sampling-quality clean-venv
 
 $(INSTALLED): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,14 @@ demo-ablation: $(INSTALLED)
 # The web app (app.py) on http://127.0.0.1:7860.
 app: $(INSTALLED)
 	$(PY) app.py
+
+# The documentation site (mkdocs.yml, docs/) on http://127.0.0.1:8000; docs-build writes it to
+# site/ with --strict, as the test suite does.
+docs: $(INSTALLED)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve -a 127.0.0.1:8000
+
+docs-build: $(INSTALLED)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 # Debian's chromium and its driver, which the web app's browser test drives headless
 # (tests/test_app_browser.py); installed only when missing, with sudo when not root. Where apt

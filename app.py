@@ -43,12 +43,13 @@ from face_detection.crop import PASTE_MODES
 from face_detection.detector import FACE_DETECTORS
 from face_detection.pipeline import NO_FACE_MODES
 from guided_diffusion.checkpoint_format import is_safetensors, read_metadata, split_network_file
-from guided_diffusion.errors import Diff2LipError
-from guided_diffusion.inference_util import PRECISIONS
-from guided_diffusion.script_util import FLAG_HELP, SAMPLER_CHOICES, as_flags, create_argparser
-from guided_diffusion.train_util import atomic_write_text
+from common.errors import Diff2LipError
+from guided_diffusion.precision import PRECISIONS
+from common.flags import Option, Options, as_flags, create_argparser
+from common.files import atomic_write_text
 from inference.cli import Generator, check_single, create_parser, network_key, parse_args, single_outputs
 from inference.lipsync import FPS
+from inference.options import GENERATE_OPTIONS
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -334,7 +335,7 @@ def build_app(runner: Runner, checkpoint_root: str):
     s = Settings(checkpoint=first or "", face_crop=default_face_crop(first or ""))
 
     def help_of(flag: str) -> str:
-        return f"--{flag}: {FLAG_HELP[flag]}"
+        return f"--{flag}: {GENERATE_OPTIONS[flag].help}"
 
     with gr.Blocks(title="Diff2Lip", analytics_enabled=False) as page:
         gr.Markdown("# Diff2Lip: lip-sync a face to speech")
@@ -347,11 +348,11 @@ def build_app(runner: Runner, checkpoint_root: str):
                 widgets = dict(
                     checkpoint=gr.Dropdown([(shown_path(p), p) for p in found], value=s.checkpoint, label="Checkpoint", elem_id="checkpoint",
                                            info=help_of("model_path")),
-                    mode=gr.Radio(list(MODES), value=s.mode, label="Mode", info=FLAG_HELP["sampling_input_type"]),
+                    mode=gr.Radio(list(MODES), value=s.mode, label="Mode", info=GENERATE_OPTIONS["sampling_input_type"].help),
                 )
                 with gr.Row():
                     widgets.update(
-                        sampler=gr.Dropdown(list(SAMPLER_CHOICES), value=s.sampler, label="Sampler", info=help_of("sampler")),
+                        sampler=gr.Dropdown(list(GENERATE_OPTIONS["sampler"].choices), value=s.sampler, label="Sampler", info=help_of("sampler")),
                         steps=gr.Number(default_steps(first_defaults, s.sampler), precision=0, minimum=1, label="Steps",
                                         info="network passes per frame: --timestep_respacing ddimN for ddim, "
                                         "--sampling_steps for dpm++"),
@@ -415,23 +416,22 @@ def build_app(runner: Runner, checkpoint_root: str):
 
 
 def app_defaults() -> dict:
-    return dict(host="127.0.0.1", port=7860, share=False, out_root="outputs/app",
-                checkpoint_root=os.path.join(REPO_ROOT, "checkpoints"))
+    return APP_OPTIONS.defaults()
 
 
-APP_HELP = {
-    "host": "address to listen on (127.0.0.1: this machine only; 0.0.0.0: every network interface)",
-    "port": "port to listen on",
-    "share": "also open a public gradio.live link (sends the page through Gradio's servers)",
-    "out_root": "each job writes into a new folder under this one",
-    "checkpoint_root": "the Diff2Lip networks offered are the .pt, .pth and .safetensors files under this folder",
-}
+APP_OPTIONS = Options(
+    Option("host", "127.0.0.1", "address to listen on (127.0.0.1: this machine only; 0.0.0.0: every network interface)"),
+    Option("port", 7860, "port to listen on"),
+    Option("share", False, "also open a public gradio.live link (sends the page through Gradio's servers)"),
+    Option("out_root", "outputs/app", "each job writes into a new folder under this one"),
+    Option("checkpoint_root", os.path.join(REPO_ROOT, "checkpoints"), "the Diff2Lip networks offered are the .pt, .pth and .safetensors files under this folder"),
+)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    parser = create_argparser(app_defaults(), description=__doc__, help_dict=APP_HELP)
+    parser = create_argparser(APP_OPTIONS, description=__doc__)
     try:
         args = parser.parse_args(argv)
     except Diff2LipError as exc:

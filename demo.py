@@ -25,9 +25,11 @@ import sys
 import time
 from typing import List, Optional
 
-from guided_diffusion.errors import Diff2LipError
-from guided_diffusion.script_util import FLAG_HELP, as_flags, create_argparser
-from guided_diffusion.train_util import atomic_write_json
+from common.errors import Diff2LipError
+from common.flags import PROGRESS, Option, Options, as_flags, create_argparser
+from guided_diffusion.precision import PRECISION
+from inference.options import SAMPLING_OPTIONS
+from common.files import atomic_write_json
 
 # The demo network: the released TFG design (same code and layer names) at 64 px and 32 channels.
 # It predicts the clean frame instead of the noise (guided-diffusion's --predict_xstart), which
@@ -72,25 +74,24 @@ def sampler_flags(args) -> List[str]:
 
 
 def demo_defaults() -> dict:
-    return dict(out_dir="outputs/demo", checkpoint=DEMO_STUDENT, sync_expert=DEMO_SYNC_EXPERT,
-                timestep_respacing="ddim2", sampler="ddim", sampling_steps=10, solver_spacing="ddim", cache_interval=1, cache_depth=3, precision="bf16",
-                seconds=DEMO_DATA["seconds"], parameterization="x0", progress=True)
+    return DEMO_OPTIONS.defaults()
 
 
-DEMO_HELP = {
-    "out_dir": "where the rendered clips, the generated videos, the sheets and scores.json go",
-    "checkpoint": "the Diff2Lip checkpoint (the demo network's flags): the 2-step student by default, or "
-    f"{DEMO_CHECKPOINT} (the network it was distilled from, e.g. with --timestep_respacing ddim10); "
-    "`make demo-train` writes both",
-    "sync_expert": "the SyncNet checkpoint whose accuracy is measured",
-    "timestep_respacing": "sampling steps of generate.py (ddimN)",
-    **{k: FLAG_HELP[k] for k in SAMPLER_FLAGS},
-    "precision": "generate.py's --precision: bf16 (fast on CPUs with AVX-512 bf16 / AMX and on GPUs) or fp32",
-    "seconds": "length of each rendered clip",
-    "parameterization": "the --checkpoint's network: x0 (the demo network, predicts the clean frame) or eps (the "
-    f"released parameterization: predicts the noise, learned sigma; {DEMO_CHECKPOINT_EPS})",
-    "progress": FLAG_HELP["progress"],
-}
+DEMO_OPTIONS = Options(
+    Option("out_dir", "outputs/demo", "where the rendered clips, the generated videos, the sheets and scores.json go"),
+    Option("checkpoint", DEMO_STUDENT, "the Diff2Lip checkpoint (the demo network's flags): the 2-step student by default, or "
+        f"{DEMO_CHECKPOINT} (the network it was distilled from, e.g. with --timestep_respacing ddim10); "
+        "`make demo-train` writes both"),
+    Option("sync_expert", DEMO_SYNC_EXPERT, "the SyncNet checkpoint whose accuracy is measured"),
+    Option("timestep_respacing", "ddim2", "sampling steps of generate.py (ddimN)"),
+    SAMPLING_OPTIONS.only(*SAMPLER_FLAGS),
+    Option("precision", "bf16", "generate.py's --precision: bf16 (fast on CPUs with AVX-512 bf16 / AMX and on GPUs) or fp32",
+           PRECISION.check),
+    Option("seconds", DEMO_DATA["seconds"], "length of each rendered clip"),
+    Option("parameterization", "x0", "the --checkpoint's network: x0 (the demo network, predicts the clean frame) or eps (the "
+        f"released parameterization: predicts the noise, learned sigma; {DEMO_CHECKPOINT_EPS})"),
+    PROGRESS,
+)
 
 
 def render(data_dir: str, seconds: float, progress: bool) -> None:
@@ -104,7 +105,7 @@ def syncnet_accuracy(expert_path: str, data_dir: str, work_dir: str, pairs: int 
     import torch
 
     from dataset import preprocess
-    from guided_diffusion.syncnet import load_sync_expert
+    from training.syncnet import load_sync_expert
     from train_syncnet import VAL_SEED, SyncPairs, evaluate
 
     crops = os.path.join(work_dir, "crops64")
@@ -194,7 +195,7 @@ def run(args) -> dict:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = create_argparser(demo_defaults(), description=__doc__, help_dict=DEMO_HELP)
+    parser = create_argparser(DEMO_OPTIONS, description=__doc__)
     try:
         run(parser.parse_args(argv))
     except Diff2LipError as exc:

@@ -40,9 +40,9 @@ import time
 from typing import Dict, List, Optional
 
 import demo
-from guided_diffusion.errors import Diff2LipError
-from guided_diffusion.script_util import FLAG_HELP, as_flags, create_argparser
-from guided_diffusion.train_util import atomic_write_json
+from common.errors import Diff2LipError
+from common.flags import PROGRESS, Option, Options, as_flags, create_argparser
+from common.files import atomic_write_json
 
 TRAIN_DATA = dict(identities=54, clips_per_identity=3, seconds=8.0, test_identities=6, seed=0)
 SYNCNET_TRAINING = dict(kind="syncnet64", batch_size=64, lr=3e-4, val_every=250, val_pairs=512, save_every=250,
@@ -78,26 +78,24 @@ ABLATION = {
 
 
 def demo_train_defaults() -> dict:
-    return dict(work_dir="outputs/demo_train", export_dir="checkpoints/demo", syncnet_steps=1500,
-                steps=0, parameterization="x0", ablation=False, ablation_steps=500, timestep_respacing="ddim10",
-                student_only=False, progress=True)
+    return DEMO_TRAIN_OPTIONS.defaults()
 
 
-DEMO_TRAIN_HELP = {
-    "work_dir": "data, preprocessed crops, training runs and evaluation outputs go here",
-    "export_dir": "where the exported demo checkpoints go (the paths demo.py reads by default)",
-    "syncnet_steps": "optimizer steps of the SyncNet64 expert (batch 64)",
-    "steps": "optimizer steps of the demo network (batch 4 sequences of 5 frames); 0: the network's own (NETWORKS)",
-    "parameterization": "x0: the demo network (predicts the clean frame, trained from scratch with its own expert); "
-    "eps: the released parameterization (predicts the noise, learned sigma), fine-tuned from the exported x0 "
-    "network with the exported expert",
-    "ablation": "instead of the demo network, train and score the four ablation rows",
-    "ablation_steps": "optimizer steps of each ablation row",
-    "timestep_respacing": "sampling steps of the evaluation (ddimN)",
-    "student_only": "run only step 5: distil the exported x0 network (in --export_dir) into the 2-step student, "
-    "export and evaluate it",
-    "progress": FLAG_HELP["progress"],
-}
+DEMO_TRAIN_OPTIONS = Options(
+    Option("work_dir", "outputs/demo_train", "data, preprocessed crops, training runs and evaluation outputs go here"),
+    Option("export_dir", "checkpoints/demo", "where the exported demo checkpoints go (the paths demo.py reads by default)"),
+    Option("syncnet_steps", 1500, "optimizer steps of the SyncNet64 expert (batch 64)"),
+    Option("steps", 0, "optimizer steps of the demo network (batch 4 sequences of 5 frames); 0: the network's own (NETWORKS)"),
+    Option("parameterization", "x0", "x0: the demo network (predicts the clean frame, trained from scratch with its own expert); "
+        "eps: the released parameterization (predicts the noise, learned sigma), fine-tuned from the exported x0 "
+        "network with the exported expert"),
+    Option("ablation", False, "instead of the demo network, train and score the four ablation rows"),
+    Option("ablation_steps", 500, "optimizer steps of each ablation row"),
+    Option("timestep_respacing", "ddim10", "sampling steps of the evaluation (ddimN)"),
+    Option("student_only", False, "run only step 5: distil the exported x0 network (in --export_dir) into the 2-step student, "
+        "export and evaluate it"),
+    PROGRESS,
+)
 
 
 def step(title: str, argv: List[str]) -> None:
@@ -247,7 +245,7 @@ def run(args) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = create_argparser(demo_train_defaults(), description=__doc__, help_dict=DEMO_TRAIN_HELP)
+    parser = create_argparser(DEMO_TRAIN_OPTIONS, description=__doc__)
     try:
         run(parser.parse_args(argv))
     except Diff2LipError as exc:

@@ -18,43 +18,14 @@ import numpy as np
 from evaluation.lse import FACE_TRACKS
 from evaluation.runner import METRICS, Metrics, cache_path, clip_paths, per_clip_rows, save_cache, summarise, table, write_outputs
 from guided_diffusion import dist_util
-from guided_diffusion.command import Interrupted, check_output_folder, run_command
-from guided_diffusion.errors import Diff2LipError
-from guided_diffusion.script_util import at_least, create_argparser, one_of
+from common.command import Interrupted, check_output_folder, run_command
+from common.errors import Diff2LipError
+from common.flags import DEVICE, PROGRESS, Option, Options, at_least, create_argparser, one_of
 from inference.filelist import for_each_item, read_filelist, unique_items
 
 
 def evaluate_defaults() -> dict:
-    return dict(
-        mode="reconstruction",
-        filelist="",
-        real_root="",
-        generated_root="",
-        output_dir="outputs/eval",
-        metrics=",".join(METRICS),
-        device="",
-        batch_size=32,
-        syncnet_model="checkpoints/syncnet_v2.model",
-        face_track="s3fd",
-        is_voxceleb2=True,
-        progress=True,
-    )
-
-
-EVALUATE_HELP = {
-    "mode": "reconstruction (SSIM/PSNR/LMD against the clip itself) or cross",
-    "filelist": "the filelist given to generate.py ('AUDIO_REL VIDEO_REL' lines)",
-    "real_root": "root of the real videos (generate.py's --test_video_dir)",
-    "generated_root": "generate.py's --sample_path (outputs named AUDIO.REL_VIDEO.REL.mp4)",
-    "output_dir": "per_clip.csv/json, summary.json, table.md and the per-clip cache go here",
-    "metrics": "comma list of fid, ssim, psnr, lmd, lse (ssim and psnr only in reconstruction)",
-    "device": "cpu, cuda, cuda:1, ...; '' = this process's GPU if any, else cpu",
-    "batch_size": "frames per network call for the feature extractors",
-    "syncnet_model": "syncnet_python's syncnet_v2.model for LSE-C / LSE-D",
-    "face_track": "LSE face track: s3fd (the reference protocol), voxceleb2 (fixed crop) or none (already a face track)",
-    "is_voxceleb2": "mouth crops and landmarks use the fixed VoxCeleb2 face box instead of S3FD",
-    "progress": "show a progress bar",
-}
+    return EVALUATE_OPTIONS.defaults()
 
 
 def _metric_list(value: str) -> List[str]:
@@ -68,16 +39,24 @@ def _check_metrics(value: str) -> Optional[str]:
     return None
 
 
-EVALUATE_CHECKS = {
-    "mode": one_of("reconstruction", "cross"),
-    "metrics": _check_metrics,
-    "batch_size": at_least(1),
-    "face_track": one_of(*(t for t in FACE_TRACKS if t != "box")),
-}
+EVALUATE_OPTIONS = Options(
+    Option("mode", "reconstruction", "reconstruction (SSIM/PSNR/LMD against the clip itself) or cross", one_of("reconstruction", "cross")),
+    Option("filelist", "", "the filelist given to generate.py ('AUDIO_REL VIDEO_REL' lines)"),
+    Option("real_root", "", "root of the real videos (generate.py's --test_video_dir)"),
+    Option("generated_root", "", "generate.py's --sample_path (outputs named AUDIO.REL_VIDEO.REL.mp4)"),
+    Option("output_dir", "outputs/eval", "per_clip.csv/json, summary.json, table.md and the per-clip cache go here"),
+    Option("metrics", ",".join(METRICS), "comma list of fid, ssim, psnr, lmd, lse (ssim and psnr only in reconstruction)", _check_metrics),
+    DEVICE,
+    Option("batch_size", 32, "frames per network call for the feature extractors", at_least(1)),
+    Option("syncnet_model", "checkpoints/syncnet_v2.model", "syncnet_python's syncnet_v2.model for LSE-C / LSE-D"),
+    Option("face_track", "s3fd", "LSE face track: s3fd (the reference protocol), voxceleb2 (fixed crop) or none (already a face track)", one_of(*(t for t in FACE_TRACKS if t != "box"))),
+    Option("is_voxceleb2", True, "mouth crops and landmarks use the fixed VoxCeleb2 face box instead of S3FD"),
+    PROGRESS,
+)
 
 
 def create_parser():
-    return create_argparser(evaluate_defaults(), description=__doc__, help_dict=EVALUATE_HELP, checks=EVALUATE_CHECKS)
+    return create_argparser(EVALUATE_OPTIONS, description=__doc__)
 
 
 def check_paths(args) -> None:

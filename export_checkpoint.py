@@ -34,26 +34,26 @@ from guided_diffusion.checkpoint_format import (
     split_network_file,
     training_record,
 )
-from guided_diffusion.command import check_outputs
-from guided_diffusion.errors import CheckpointError, Diff2LipError
-from guided_diffusion.script_util import create_argparser
-from guided_diffusion.train_util import atomic_save
+from common.command import check_outputs
+from common.errors import CheckpointError, Diff2LipError
+from common.flags import Option, Options, create_argparser
+from common.files import atomic_save
 
 
 def export_defaults() -> dict:
-    return dict(checkpoint="", out="", weights="ema", half=False, plain=False, note="")
+    return EXPORT_OPTIONS.defaults()
 
 
-EXPORT_HELP = {
-    "checkpoint": "a train.py (checkpoint_STEP.pt) or train_syncnet.py (syncnet_STEP.pt, syncnet_best.pt) checkpoint, "
-    "or a network file (re-exported to the other format or float16 with its flags)",
-    "out": "the file to write: .pt, or .safetensors (the flags in its metadata)",
-    "weights": "train.py checkpoints: ema (the averaged weights, for sampling) or model (the raw ones)",
-    "half": "store floating-point tensors as float16 (half the size)",
-    "plain": "write a plain state_dict without flags (the released checkpoint.pt format, for the release's own code)",
-    "note": "one line on what the network knows, stored with it and shown by generate.py and the web app (empty: the "
-    "note of the network it was fine-tuned or distilled from, if any)",
-}
+EXPORT_OPTIONS = Options(
+    Option("checkpoint", "", "a train.py (checkpoint_STEP.pt) or train_syncnet.py (syncnet_STEP.pt, syncnet_best.pt) checkpoint, "
+        "or a network file (re-exported to the other format or float16 with its flags)"),
+    Option("out", "", "the file to write: .pt, or .safetensors (the flags in its metadata)"),
+    Option("weights", "ema", "train.py checkpoints: ema (the averaged weights, for sampling) or model (the raw ones)"),
+    Option("half", False, "store floating-point tensors as float16 (half the size)"),
+    Option("plain", False, "write a plain state_dict without flags (the released checkpoint.pt format, for the release's own code)"),
+    Option("note", "", "one line on what the network knows, stored with it and shown by generate.py and the web app (empty: the "
+        "note of the network it was fine-tuned or distilled from, if any)"),
+)
 
 
 def _cast(state: Dict[str, torch.Tensor], half: bool) -> Dict[str, torch.Tensor]:
@@ -121,7 +121,7 @@ def export(
 
 def main(argv: Optional[List[str]] = None) -> int:
     try:
-        args = create_argparser(export_defaults(), description=__doc__, help_dict=EXPORT_HELP).parse_args(argv)
+        args = create_argparser(EXPORT_OPTIONS, description=__doc__).parse_args(argv)
         if not args.checkpoint or not args.out:
             raise Diff2LipError("--checkpoint and --out are required")
         export(args.checkpoint, args.out, args.weights, args.half, plain=args.plain, note=args.note)

@@ -26,19 +26,21 @@ from torch.utils.data import DataLoader
 from dataset.tfg_dataset import StepSampler, TFGDataset, collate
 from guided_diffusion import dist_util, logger
 from guided_diffusion.checkpoint_format import load_model_weights, take_network_flags
-from guided_diffusion.errors import CheckpointError, Diff2LipError
-from guided_diffusion.inference_util import resolve_precision
+from common.errors import CheckpointError, Diff2LipError
+from guided_diffusion.precision import resolve_precision
 from guided_diffusion.nn import update_ema
-from guided_diffusion.samplers import solver_sample
+from common.flags import Option, Options, args_to_dict, at_least, create_argparser, one_of
+from guided_diffusion.precision import PRECISION
+from guided_diffusion.samplers import SAMPLERS
 from guided_diffusion.script_util import (
-    args_to_dict,
-    create_argparser,
+    DATA_OPTIONS,
+    MODEL_AND_DIFFUSION_OPTIONS,
     tfg_create_model_and_diffusion,
     tfg_data_defaults,
     tfg_model_and_diffusion_defaults,
 )
 from guided_diffusion.tfg_data_util import tfg_process_batch
-from guided_diffusion.tfg_losses import (
+from training.losses import (
     DiffusionLoss,
     L2Loss,
     LPIPSLoss,
@@ -48,101 +50,59 @@ from guided_diffusion.tfg_losses import (
     SyncLoss,
     weighted_sum,
 )
-from guided_diffusion.train_util import (
-    StopSignal,
-    autocast,
-    latest_checkpoint,
-    rng_state,
-    run_training,
-    save_checkpoint,
-    set_rng_state,
-    warmup_lr,
-)
+from training.loop import StopSignal, autocast, run_training, warmup_lr
+from training.checkpoints import latest_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 LPIPS_VGG_FILE = "vgg16-397923af.pth"
 
 
 def train_defaults() -> dict:
     """Training flags (the network and diffusion flags come from script_util)."""
-    return dict(
-        data_root="",
-        output_dir="outputs/train",
-        batch_size=4,
-        accum_steps=1,
-        lr=1e-4,
-        weight_decay=0.0,
-        warmup_steps=500,
-        grad_clip=1.0,
-        ema_rate=0.9999,
-        max_steps=0,
-        lambda_simple=1.0,
-        lambda_l2=1.0,
-        lambda_sync=0.03,
-        lambda_lpips=0.1,
-        lambda_gan=0.01,
-        lpips_backbone="pretrained",
-        sync_expert="outputs/syncnet128/syncnet_best.pt",
-        disc_lr=1e-4,
-        disc_channels=64,
-        precision="fp32",
-        save_every=5000,
-        preview_every=0,
-        preview_respacing="ddim25",
-        preview_sampler="ddim",
-        preview_sampling_steps=10,
-        keep=3,
-        log_every=100,
-        resume=False,
-        init_from="",
-        seed=0,
-        num_workers=2,
-        max_nonfinite=10,
-        augment=False,
-    )
+    return TRAIN_OPTIONS.defaults()
 
 
-TRAIN_HELP = {
-    "data_root": "preprocessed data (dataset/preprocess.py output: clips/, train.txt)",
-    "output_dir": "checkpoints, progress.csv, log.txt and TensorBoard events go here",
-    "batch_size": "sequences of --nframes frames per process per micro-batch",
-    "accum_steps": "micro-batches accumulated per optimizer step",
-    "lr": "AdamW learning rate of the network",
-    "weight_decay": "AdamW weight decay",
-    "warmup_steps": "linear learning-rate warm-up steps",
-    "grad_clip": "clip the gradient norm to this (0: off)",
-    "ema_rate": "EMA decay of the weights kept for sampling",
-    "max_steps": "stop after this many optimizer steps (0: until stopped)",
-    "lambda_simple": "weight of L_simple (+ the variational term), Eq. 3",
-    "lambda_l2": "weight of the L2 loss on the predicted clean frames, Eq. 5 (0: off)",
-    "lambda_sync": "weight of the lip-sync expert loss, Eq. 6 (0: off)",
-    "lambda_lpips": "weight of LPIPS (VGG), Eq. 7 (0: off)",
-    "lambda_gan": "weight of the sequence PatchGAN loss, Eq. 8 (0: off)",
-    "lpips_backbone": "pretrained: LPIPS as published (torchvision's ImageNet VGG-16, downloaded once); random: "
-    "the same VGG-16 with fixed random weights (seed 0) under lpips' trained linear heads, for machines that "
-    "cannot download (a weaker perceptual loss; the synthetic demo uses it)",
-    "sync_expert": "the frozen lip-sync expert: our train_syncnet.py checkpoint or Wav2Lip's lipsync_expert.pth",
-    "disc_lr": "AdamW learning rate of the discriminator",
-    "disc_channels": "base channel count of the PatchGAN discriminator",
-    "precision": "fp32, bf16 (autocast) or fp16 (autocast with loss scaling, GPU only)",
-    "save_every": "write a checkpoint every N steps",
-    "preview_every": "every N steps, sample the EMA network on a fixed val batch and write preview_STEP.png (0: off)",
-    "preview_respacing": "sampling steps of the previews (ddimN as at inference)",
-    "preview_sampler": "sampler of the previews, as generate.py's --sampler (ddim: over --preview_respacing)",
-    "preview_sampling_steps": "network passes of a dpm++ preview sampler",
-    "keep": "keep the newest N checkpoints",
-    "log_every": "write the averaged loss terms every N steps",
-    "resume": "continue from the newest checkpoint in --output_dir (exactly: data order and RNG included)",
-    "init_from": "start from these network weights (e.g. the released checkpoint.pt) for fine-tuning",
-    "seed": "seed of the initial weights, the data order and the diffusion noise",
-    "num_workers": "data-loading worker processes per training process",
-    "max_nonfinite": "stop with an error after this many non-finite losses in a row (each is skipped)",
-    "augment": "mild brightness/contrast/mirror augmentation (the paper uses none)",
-}
+TRAIN_OPTIONS = Options(
+    Option("data_root", "", "preprocessed data (dataset/preprocess.py output: clips/, train.txt)"),
+    Option("output_dir", "outputs/train", "checkpoints, progress.csv, log.txt and TensorBoard events go here"),
+    Option("batch_size", 4, "sequences of --nframes frames per process per micro-batch"),
+    Option("accum_steps", 1, "micro-batches accumulated per optimizer step"),
+    Option("lr", 1e-4, "AdamW learning rate of the network"),
+    Option("weight_decay", 0.0, "AdamW weight decay"),
+    Option("warmup_steps", 500, "linear learning-rate warm-up steps"),
+    Option("grad_clip", 1.0, "clip the gradient norm to this (0: off)"),
+    Option("ema_rate", 0.9999, "EMA decay of the weights kept for sampling"),
+    Option("max_steps", 0, "stop after this many optimizer steps (0: until stopped)"),
+    Option("lambda_simple", 1.0, "weight of L_simple (+ the variational term), Eq. 3"),
+    Option("lambda_l2", 1.0, "weight of the L2 loss on the predicted clean frames, Eq. 5 (0: off)"),
+    Option("lambda_sync", 0.03, "weight of the lip-sync expert loss, Eq. 6 (0: off)"),
+    Option("lambda_lpips", 0.1, "weight of LPIPS (VGG), Eq. 7 (0: off)"),
+    Option("lambda_gan", 0.01, "weight of the sequence PatchGAN loss, Eq. 8 (0: off)"),
+    Option("lpips_backbone", "pretrained", "pretrained: LPIPS as published (torchvision's ImageNet VGG-16, downloaded once); random: "
+        "the same VGG-16 with fixed random weights (seed 0) under lpips' trained linear heads, for machines that "
+        "cannot download (a weaker perceptual loss; the synthetic demo uses it)"),
+    Option("sync_expert", "outputs/syncnet128/syncnet_best.pt", "the frozen lip-sync expert: our train_syncnet.py checkpoint or Wav2Lip's lipsync_expert.pth"),
+    Option("disc_lr", 1e-4, "AdamW learning rate of the discriminator"),
+    Option("disc_channels", 64, "base channel count of the PatchGAN discriminator"),
+    Option("precision", "fp32", "fp32, bf16 (autocast) or fp16 (autocast with loss scaling, GPU only)", PRECISION.check),
+    Option("save_every", 5000, "write a checkpoint every N steps"),
+    Option("preview_every", 0, "every N steps, sample the EMA network on a fixed val batch and write preview_STEP.png (0: off)"),
+    Option("preview_respacing", "ddim25", "sampling steps of the previews (ddimN as at inference)"),
+    Option("preview_sampler", "ddim", "sampler of the previews, as generate.py's --sampler (ddim: over --preview_respacing)",
+           one_of(*SAMPLERS)),
+    Option("preview_sampling_steps", 10, "network passes of a dpm++ preview sampler", at_least(1)),
+    Option("keep", 3, "keep the newest N checkpoints"),
+    Option("log_every", 100, "write the averaged loss terms every N steps"),
+    Option("resume", False, "continue from the newest checkpoint in --output_dir (exactly: data order and RNG included)"),
+    Option("init_from", "", "start from these network weights (e.g. the released checkpoint.pt) for fine-tuning"),
+    Option("seed", 0, "seed of the initial weights, the data order and the diffusion noise"),
+    Option("num_workers", 2, "data-loading worker processes per training process"),
+    Option("max_nonfinite", 10, "stop with an error after this many non-finite losses in a row (each is skipped)"),
+    Option("augment", False, "mild brightness/contrast/mirror augmentation (the paper uses none)"),
+)
 
 
 def create_parser():
-    model_flags = tfg_model_and_diffusion_defaults()
-    return create_argparser(model_flags, tfg_data_defaults(), train_defaults(), description=__doc__, help_dict=TRAIN_HELP)
+    return create_argparser(MODEL_AND_DIFFUSION_OPTIONS, DATA_OPTIONS, TRAIN_OPTIONS, description=__doc__)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -185,7 +145,7 @@ def build_losses(args, device, base: Optional[dict] = None):
     losses = dict(base) if base is not None else {"simple": DiffusionLoss(), "l2": L2Loss()}
     discriminator = None
     if args.lambda_sync:
-        from guided_diffusion.syncnet import load_sync_expert
+        from training.syncnet import load_sync_expert
 
         if args.nframes != 5:
             raise Diff2LipError(f"the lip-sync expert sees 5 frames; --nframes {args.nframes} needs --lambda_sync 0")
@@ -274,12 +234,8 @@ class Preview:
         )
         was_training = ema.training
         ema.eval()
-        if self.args.preview_sampler == "ddim":
-            sample = self.diffusion.ddim_sample_loop(ema, tuple(inputs.x_start.shape), noise=inputs.noise,
-                                                     model_kwargs=inputs.model_kwargs)
-        else:
-            sample = solver_sample(self.diffusion, ema, inputs.noise, inputs.model_kwargs,
-                                   solver=self.args.preview_sampler, steps=self.args.preview_sampling_steps)
+        sample = SAMPLERS[self.args.preview_sampler](self.diffusion, ema, inputs.noise, inputs.model_kwargs,
+                                                    steps=self.args.preview_sampling_steps)
         ema.train(was_training)
         generated = sample * inputs.mask + inputs.x_start * (1 - inputs.mask)
         grid = torch.cat([torch.cat(list(inputs.x_start), 2), torch.cat(list(generated), 2)], 1)  # [3, 2H, N*W]

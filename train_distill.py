@@ -8,7 +8,7 @@ distillation, Salimans & Ho 2022).
 Pass the teacher's network and diffusion flags (the released ones are the defaults). Rounds halve
 the step count (8 -> 4 -> 2): in each, a student initialised from the teacher learns to do in one
 DDIM step what the teacher does in two (eta 0, x0 clipped as sampling clips it; the details are in
-guided_diffusion/distillation.py), and its EMA weights become the next round's teacher. A round is
+training/distillation.py), and its EMA weights become the next round's teacher. A round is
 train.py's training loop (the same data, DDP, exact resume, atomic checkpoints, logs and stop
 signals) in OUTPUT_DIR/roundR_ddimN, with the distillation loss instead of the diffusion loss and,
 if their lambdas are set, train.py's image-space losses on the student's x0. Each finished round
@@ -27,10 +27,12 @@ import train
 from export_checkpoint import export
 from guided_diffusion import dist_util, logger
 from guided_diffusion.checkpoint_format import take_network_flags
-from guided_diffusion.distillation import ProgressiveDistillation, respacing, round_schedule, student_flags
-from guided_diffusion.errors import Diff2LipError
-from guided_diffusion.script_util import args_to_dict, create_argparser, tfg_data_defaults, tfg_model_and_diffusion_defaults
-from guided_diffusion.train_util import checkpoint_path, latest_checkpoint, run_training
+from training.distillation import ProgressiveDistillation, respacing, round_schedule, student_flags
+from common.errors import Diff2LipError
+from common.flags import Option, Options, args_to_dict, create_argparser
+from guided_diffusion.script_util import DATA_OPTIONS, MODEL_AND_DIFFUSION_OPTIONS, tfg_model_and_diffusion_defaults
+from training.checkpoints import checkpoint_path, latest_checkpoint
+from training.loop import run_training
 
 # train.py's flags that mean the same here (their help is train.py's).
 TRAIN_FLAGS = (
@@ -43,40 +45,41 @@ TRAIN_FLAGS = (
 
 def distill_defaults() -> dict:
     """The distillation's flags (the network and diffusion flags come from script_util)."""
-    shared = {k: train.train_defaults()[k] for k in TRAIN_FLAGS}
-    shared.update(lambda_l2=0.0, lambda_sync=0.0, lambda_lpips=0.0, lambda_gan=0.0, ema_rate=0.999)
-    return dict(teacher="", teacher_steps=8, student_steps=2, steps_per_round=5000, lambda_distill=1.0,
-                output_dir="outputs/distill", export="", export_half=True, **shared)
+    return DISTILL_OPTIONS.defaults()
 
 
-DISTILL_HELP = {
-    "teacher": "the network to distil: a plain state_dict (the released checkpoint.pt), an export or a train.py / "
-    "train_distill.py checkpoint (its EMA weights); the network and diffusion flags must be its own",
-    "teacher_steps": "DDIM steps of the first round's teacher (ddimN); --student_steps times a power of 2",
-    "student_steps": "DDIM steps of the final student; rounds halve --teacher_steps down to it",
-    "steps_per_round": "optimizer steps of each round",
-    "timestep_respacing": "not used: each round's teacher and student sample with ddimN, N from --teacher_steps and "
-    "--student_steps",
-    "lambda_distill": "weight of the distillation loss (the student's output against the two-step teacher target, "
-    "inside the mask)",
-    "lambda_l2": "weight of the L2 loss of the student's clipped x0 against the real frame, inside the mask (0: off)",
-    "lambda_sync": "weight of the lip-sync expert loss on the student's clipped x0 (0: off)",
-    "lambda_lpips": "weight of LPIPS on the student's clipped x0 (0: off)",
-    "lambda_gan": "weight of the sequence PatchGAN loss on the student's clipped x0 (0: off)",
-    "output_dir": "one folder per round (roundR_ddimN: checkpoints, progress.csv, log.txt, TensorBoard events, "
-    "the exported student)",
-    "export": "also write the final student here (empty: only in its round's folder)",
-    "export_half": "store the exported students' weights in float16",
-    "preview_every": "every N steps, sample the student's EMA weights with its own steps on a fixed val batch and "
-    "write preview_STEP.png (0: off)",
-    "resume": "continue from the newest checkpoint of the unfinished round; finished rounds are kept (exactly: data "
-    "order and RNG included)",
-}
+DISTILL_OPTIONS = Options(
+    Option("teacher", "", "the network to distil: a plain state_dict (the released checkpoint.pt), an export or a train.py / "
+           "train_distill.py checkpoint (its EMA weights); the network and diffusion flags must be its own"),
+    Option("teacher_steps", 8, "DDIM steps of the first round's teacher (ddimN); --student_steps times a power of 2"),
+    Option("student_steps", 2, "DDIM steps of the final student; rounds halve --teacher_steps down to it"),
+    Option("steps_per_round", 5000, "optimizer steps of each round"),
+    Option("lambda_distill", 1.0, "weight of the distillation loss (the student's output against the two-step teacher "
+           "target, inside the mask)"),
+    Option("output_dir", "outputs/distill", "one folder per round (roundR_ddimN: checkpoints, progress.csv, log.txt, "
+           "TensorBoard events, the exported student)"),
+    Option("export", "", "also write the final student here (empty: only in its round's folder)"),
+    Option("export_half", True, "store the exported students' weights in float16"),
+    train.TRAIN_OPTIONS.only(*TRAIN_FLAGS).with_defaults(lambda_l2=0.0, lambda_sync=0.0, lambda_lpips=0.0, lambda_gan=0.0,
+                                                         ema_rate=0.999),
+    # train.py's flags whose meaning differs here
+    Option("lambda_l2", 0.0, "weight of the L2 loss of the student's clipped x0 against the real frame, inside the mask "
+           "(0: off)"),
+    Option("lambda_sync", 0.0, "weight of the lip-sync expert loss on the student's clipped x0 (0: off)"),
+    Option("lambda_lpips", 0.0, "weight of LPIPS on the student's clipped x0 (0: off)"),
+    Option("lambda_gan", 0.0, "weight of the sequence PatchGAN loss on the student's clipped x0 (0: off)"),
+    Option("preview_every", 0, "every N steps, sample the student's EMA weights with its own steps on a fixed val batch "
+           "and write preview_STEP.png (0: off)"),
+    Option("resume", False, "continue from the newest checkpoint of the unfinished round; finished rounds are kept "
+           "(exactly: data order and RNG included)"),
+)
 
 
 def create_parser() -> argparse.ArgumentParser:
-    return create_argparser(tfg_model_and_diffusion_defaults(), tfg_data_defaults(), distill_defaults(),
-                            description=__doc__, help_dict={**train.TRAIN_HELP, **DISTILL_HELP})
+    respacing_unused = Option("timestep_respacing", "", "not used: each round's teacher and student sample with ddimN, N "
+                              "from --teacher_steps and --student_steps")
+    return create_argparser(MODEL_AND_DIFFUSION_OPTIONS, respacing_unused, DATA_OPTIONS, DISTILL_OPTIONS,
+                            description=__doc__)
 
 
 def round_args(args, round_dir: str, teacher: str, student_steps: int) -> argparse.Namespace:

@@ -8,7 +8,7 @@ Each sample is 5 consecutive face crops of a random clip and the SyncNet mel win
 start frame s: half the time the frames are s..s+4 (in sync, label 1), otherwise s'..s'+4 with
 |s' - s| >= --min_offset (off sync, label 0). The loss is the binary cross-entropy of the cosine
 similarity of the two embeddings. `python train_syncnet.py --help` lists every flag; the
-checkpoints load with `guided_diffusion.syncnet.load_sync_expert`.
+checkpoints load with `training.syncnet.load_sync_expert`.
 """
 
 from __future__ import annotations
@@ -26,17 +26,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from audio.audio import syncnet_mel_window
 from dataset.preprocessed import Clip, read_split
 from guided_diffusion import dist_util, logger
-from guided_diffusion.errors import CheckpointError, Diff2LipError
-from guided_diffusion.script_util import create_argparser
-from guided_diffusion.train_util import checkpoint_path, latest_checkpoint, prune_checkpoints, run_training
-from guided_diffusion.syncnet import (
-    SYNC_FRAMES,
-    TRAINABLE,
-    SyncExpert,
-    save_syncnet_checkpoint,
-    sync_bce,
-    sync_probability,
-)
+from common.errors import CheckpointError, Diff2LipError
+from common.flags import Option, Options, create_argparser
+from training.checkpoints import checkpoint_path, latest_checkpoint, prune_checkpoints
+from training.loop import run_training
+from training.syncnet import SYNC_FRAMES, TRAINABLE, SyncExpert, save_syncnet_checkpoint, sync_bce, sync_probability
 
 PREFIX = "syncnet"  # checkpoints are syncnet_STEP.pt
 BEST_NAME = "syncnet_best.pt"
@@ -46,50 +40,33 @@ VAL_SEED = 20240101
 
 def syncnet_train_defaults() -> dict:
     """Every flag of train_syncnet.py with its default (Wav2Lip's expert settings where it had one)."""
-    return dict(
-        data_root="",
-        output_dir="outputs/syncnet128",
-        kind="syncnet128",
-        batch_size=64,
-        lr=1e-4,
-        weight_decay=0.0,
-        max_steps=200000,
-        min_offset=5,
-        val_every=1000,
-        val_pairs=1024,
-        save_every=5000,
-        keep=3,
-        log_every=100,
-        resume=False,
-        num_workers=4,
-        seed=0,
-    )
+    return SYNCNET_OPTIONS.defaults()
 
 
-SYNCNET_FLAG_HELP = {
-    "data_root": "preprocessed data folder (dataset/preprocess.py output) with train.txt, val.txt and clips/",
-    "kind": "the network: syncnet128 (for 128 px crops, 18.3M parameters) or syncnet64 (light, for 64 px "
-    "crops, 2.6M parameters); any crop size works, the lower half is resized to the network's input",
-    "output_dir": "where checkpoints syncnet_STEP.pt, syncnet_best.pt, log.txt and progress.csv go",
-    "batch_size": "pairs per step and process (the global batch is this times the number of processes); "
-    "BatchNorm runs per process on 1x1 embeddings, so keep it at 16 or more (at least 2)",
-    "lr": "AdamW learning rate (Wav2Lip's expert: 1e-4)",
-    "weight_decay": "AdamW weight decay (0 is Wav2Lip's plain Adam)",
-    "max_steps": "train until this optimizer step (a resumed run counts from its checkpoint's step)",
-    "min_offset": "off-sync pairs take frames at least this many frames away from the audio's",
-    "val_every": "validate every this many steps and at the end (0: no validation, no syncnet_best.pt)",
-    "val_pairs": "size of the fixed set of validation pairs drawn from val.txt's clips",
-    "save_every": "write syncnet_STEP.pt every this many steps and at the end",
-    "keep": "keep only the newest this many syncnet_STEP.pt files",
-    "log_every": "write the mean training loss to stdout, progress.csv and TensorBoard every this many steps",
-    "resume": "continue from the newest syncnet_STEP.pt in --output_dir (starts fresh if there is none)",
-    "num_workers": "DataLoader worker processes per training process (0: load in the training process)",
-    "seed": "seed of the network's initialisation and of the training pairs",
-}
+SYNCNET_OPTIONS = Options(
+    Option("data_root", "", "preprocessed data folder (dataset/preprocess.py output) with train.txt, val.txt and clips/"),
+    Option("output_dir", "outputs/syncnet128", "where checkpoints syncnet_STEP.pt, syncnet_best.pt, log.txt and progress.csv go"),
+    Option("kind", "syncnet128", "the network: syncnet128 (for 128 px crops, 18.3M parameters) or syncnet64 (light, for 64 px "
+        "crops, 2.6M parameters); any crop size works, the lower half is resized to the network's input"),
+    Option("batch_size", 64, "pairs per step and process (the global batch is this times the number of processes); "
+        "BatchNorm runs per process on 1x1 embeddings, so keep it at 16 or more (at least 2)"),
+    Option("lr", 1e-4, "AdamW learning rate (Wav2Lip's expert: 1e-4)"),
+    Option("weight_decay", 0.0, "AdamW weight decay (0 is Wav2Lip's plain Adam)"),
+    Option("max_steps", 200000, "train until this optimizer step (a resumed run counts from its checkpoint's step)"),
+    Option("min_offset", 5, "off-sync pairs take frames at least this many frames away from the audio's"),
+    Option("val_every", 1000, "validate every this many steps and at the end (0: no validation, no syncnet_best.pt)"),
+    Option("val_pairs", 1024, "size of the fixed set of validation pairs drawn from val.txt's clips"),
+    Option("save_every", 5000, "write syncnet_STEP.pt every this many steps and at the end"),
+    Option("keep", 3, "keep only the newest this many syncnet_STEP.pt files"),
+    Option("log_every", 100, "write the mean training loss to stdout, progress.csv and TensorBoard every this many steps"),
+    Option("resume", False, "continue from the newest syncnet_STEP.pt in --output_dir (starts fresh if there is none)"),
+    Option("num_workers", 4, "DataLoader worker processes per training process (0: load in the training process)"),
+    Option("seed", 0, "seed of the network's initialisation and of the training pairs"),
+)
 
 
 def create_parser() -> argparse.ArgumentParser:
-    return create_argparser(syncnet_train_defaults(), description=__doc__, help_dict=SYNCNET_FLAG_HELP)
+    return create_argparser(SYNCNET_OPTIONS, description=__doc__)
 
 
 def check_args(args: argparse.Namespace) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import signal
 from scipy.io import wavfile
 
-from guided_diffusion.errors import MediaError
+from common.errors import MediaError
 
 from .hparams import hparams
 

@@ -194,7 +194,7 @@ def seam_gradients() -> dict:
 def official_network_seconds_per_frame(batch: int = 8) -> float:
     """One DDIM-25 sample of the official network on the fast CPU path, per frame (from one
     timed forward of `batch` frames x 25 steps; the audio encoder runs once per frame)."""
-    from guided_diffusion.inference_util import autocast, prepare_for_inference
+    from guided_diffusion.precision import autocast, prepare_for_inference
     from guided_diffusion.script_util import tfg_create_model_and_diffusion
 
     torch.manual_seed(0)

@@ -25,7 +25,7 @@ import demo  # noqa: E402
 from dataset.video_io import iter_frames  # noqa: E402
 from evaluation import synthetic_lipsync as sl  # noqa: E402
 from face_detection.boxes import voxceleb2_box  # noqa: E402
-from guided_diffusion.train_util import atomic_write_json  # noqa: E402
+from common.files import atomic_write_json  # noqa: E402
 
 # name -> (generate.py's sampler flags, network passes per frame)
 SAMPLERS: Dict[str, tuple] = {

@@ -31,8 +31,8 @@ def child(mode: str, batch: int, steps: int, precision: str) -> None:
 
     import train as train_script
     from guided_diffusion.nn import update_ema
-    from guided_diffusion.syncnet import SyncExpert
-    from guided_diffusion.tfg_losses import DiffusionLoss, L2Loss, LPIPSLoss, SequenceGANLoss, SequencePatchGAN, SyncLoss
+    from training.syncnet import SyncExpert
+    from training.losses import DiffusionLoss, L2Loss, LPIPSLoss, SequenceGANLoss, SequencePatchGAN, SyncLoss
 
     device = torch.device("cpu")
     args = train_script.create_parser().parse_args(["--data_root", "unused", "--precision", precision])

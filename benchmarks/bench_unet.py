@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from guided_diffusion.inference_util import autocast, prepare_for_inference  # noqa: E402
+from guided_diffusion.precision import autocast, prepare_for_inference  # noqa: E402
 from guided_diffusion.script_util import create_gaussian_diffusion, tfg_create_model_and_diffusion  # noqa: E402
 from guided_diffusion.tfg_data_util import shared_noise, tfg_process_batch  # noqa: E402
 

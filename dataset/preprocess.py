@@ -46,11 +46,18 @@ from face_detection import (  # noqa: E402
     fixed_boxes,
     parse_pads,
 )
-from guided_diffusion.command import Interrupted, check_output_folder, run_command, sigterm_unwinds, worker_signals  # noqa: E402
-from guided_diffusion.errors import CheckpointError, Diff2LipError, MediaError  # noqa: E402
-from guided_diffusion.progress import track  # noqa: E402
-from guided_diffusion.script_util import FLAG_HELP, FlagCheck, at_least, between, create_argparser, one_of, str2bool  # noqa: E402
-from guided_diffusion.train_util import atomic_write_json  # noqa: E402
+from common.command import (  # noqa: E402
+    Interrupted,
+    check_output_folder,
+    run_command,
+    sigterm_unwinds,
+    worker_signals,
+)
+from common.errors import CheckpointError, Diff2LipError, MediaError  # noqa: E402
+from common.progress import track  # noqa: E402
+from common.flags import PROGRESS, Option, Options, at_least, between, check_device, create_argparser, one_of, str2bool  # noqa: E402
+from face_detection.options import FACE_OPTIONS  # noqa: E402
+from common.files import atomic_write_json  # noqa: E402
 
 FPS = 25
 SAMPLE_RATE = 16000
@@ -64,56 +71,11 @@ MIN_WINDOWS = 2
 
 def preprocess_defaults() -> dict:
     """Flags of `dataset/preprocess.py` and their defaults."""
-    return dict(
-        input_root="",
-        output_root="",
-        layout="auto",
-        is_voxceleb2="auto",
-        image_size=128,
-        pads="0,0,0,0",
-        face_det_batch_size=64,
-        device="",
-        first_utterance_only=False,
-        min_frames=6,
-        val_fraction=0.05,
-        seed=0,
-        include_test=False,
-        train_list="",
-        val_list="",
-        num_workers=1,
-        progress=True,
-    )
-
-
-PREPROCESS_HELP: Dict[str, str] = {
-    "input_root": "folder of the videos (a VoxCeleb2 or LRW tree, or any folder of mp4/mkv/avi/mov/webm)",
-    "output_root": "folder of the preprocessed clips, train.txt, val.txt and report.json",
-    "layout": "auto, voxceleb2 (ID/VIDEO/00001.mp4), lrw (WORD/{train,val,test}/WORD_00001.mp4) or folder; "
-    "auto recognises the first two by their structure",
-    "is_voxceleb2": "True: the fixed VoxCeleb2 face crop; False: the S3FD face detector; "
-    "auto: True for the voxceleb2 layout, else False",
-    "image_size": FLAG_HELP["image_size"],
-    "pads": "face box padding top,bottom,left,right in pixels (S3FD only; the VoxCeleb2 crop is not padded)",
-    "face_det_batch_size": FLAG_HELP["face_det_batch_size"],
-    "device": "device of the face detector: cpu, cuda, cuda:1, ...; '' = cuda if available, else cpu",
-    "first_utterance_only": "keep only the first clip (alphabetically: 00001 in VoxCeleb2) of each folder, "
-    "as the paper trains on VoxCeleb2",
-    "min_frames": "skip clips with fewer frames with audio (the training window plus one reference: nframes + 1)",
-    "val_fraction": "fraction of the identities (voxceleb2) or clips (folder) in val.txt; if > 0, at least one "
-    "when there are two or more",
-    "seed": "seed of the train/val split",
-    "include_test": "lrw: also preprocess the test folders and list them in val.txt",
-    "train_list": "a file of clip names (every whitespace-separated name, e.g. dataset/synthetic.py's train.txt): "
-    "take the split from the lists instead of --val_fraction; only the listed clips are preprocessed",
-    "val_list": "the same for val.txt (e.g. dataset/synthetic.py's test.txt, so held-out identities stay out "
-    "of training)",
-    "num_workers": "worker processes (1 = this process)",
-    "progress": FLAG_HELP["progress"],
-}
+    return PREPROCESS_OPTIONS.defaults()
 
 
 @dataclass(frozen=True)
-class Options:
+class WorkerOptions:
     """What a worker needs to preprocess one clip (picklable, for spawned workers)."""
 
     output_root: str
@@ -145,21 +107,35 @@ def _check_pads(value: str) -> Optional[str]:
     parse_pads(value)  # raises its own message
     return None
 
-
-# The checks of this command's own flags; the shared ones (--image_size, --device, ...) come from
-# script_util.FLAG_CHECKS.
-PREPROCESS_CHECKS: Dict[str, FlagCheck] = {
-    "layout": one_of(*LAYOUTS),
-    "is_voxceleb2": _check_is_voxceleb2,
-    "pads": _check_pads,
-    "min_frames": at_least(MIN_WINDOWS),
-    "val_fraction": between(0, 1, high_open=True),
-    "num_workers": at_least(1),
-}
+PREPROCESS_OPTIONS = Options(
+    Option("input_root", "", "folder of the videos (a VoxCeleb2 or LRW tree, or any folder of mp4/mkv/avi/mov/webm)"),
+    Option("output_root", "", "folder of the preprocessed clips, train.txt, val.txt and report.json"),
+    Option("layout", "auto", "auto, voxceleb2 (ID/VIDEO/00001.mp4), lrw (WORD/{train,val,test}/WORD_00001.mp4) or folder; "
+        "auto recognises the first two by their structure", one_of(*LAYOUTS)),
+    Option("is_voxceleb2", "auto", "True: the fixed VoxCeleb2 face crop; False: the S3FD face detector; "
+        "auto: True for the voxceleb2 layout, else False", _check_is_voxceleb2),
+    Option("image_size", 128, "side of the square face crops written (the network's --image_size)", at_least(8)),
+    Option("pads", "0,0,0,0", "face box padding top,bottom,left,right in pixels (S3FD only; the VoxCeleb2 crop is not padded)", _check_pads),
+    FACE_OPTIONS["face_det_batch_size"],
+    Option("device", "", "device of the face detector: cpu, cuda, cuda:1, ...; '' = cuda if available, else cpu", check_device),
+    Option("first_utterance_only", False, "keep only the first clip (alphabetically: 00001 in VoxCeleb2) of each folder, "
+        "as the paper trains on VoxCeleb2"),
+    Option("min_frames", 6, "skip clips with fewer frames with audio (the training window plus one reference: nframes + 1)", at_least(MIN_WINDOWS)),
+    Option("val_fraction", 0.05, "fraction of the identities (voxceleb2) or clips (folder) in val.txt; if > 0, at least one "
+        "when there are two or more", between(0, 1, high_open=True)),
+    Option("seed", 0, "seed of the train/val split"),
+    Option("include_test", False, "lrw: also preprocess the test folders and list them in val.txt"),
+    Option("train_list", "", "a file of clip names (every whitespace-separated name, e.g. dataset/synthetic.py's train.txt): "
+        "take the split from the lists instead of --val_fraction; only the listed clips are preprocessed"),
+    Option("val_list", "", "the same for val.txt (e.g. dataset/synthetic.py's test.txt, so held-out identities stay out "
+        "of training)"),
+    Option("num_workers", 1, "worker processes (1 = this process)", at_least(1)),
+    PROGRESS,
+)
 
 
 def create_parser() -> argparse.ArgumentParser:
-    return create_argparser(preprocess_defaults(), description=__doc__, help_dict=PREPROCESS_HELP, checks=PREPROCESS_CHECKS)
+    return create_argparser(PREPROCESS_OPTIONS, description=__doc__)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -293,7 +269,7 @@ def apply_lists(pairs: Sequence[Tuple[str, str]], train_list: Sequence[str], val
 class _ClipWorker:
     """Preprocesses clips in one process; the face detector is built on first need and kept."""
 
-    def __init__(self, opts: Options):
+    def __init__(self, opts: WorkerOptions):
         self.opts = opts
         self._detector = None
 
@@ -370,7 +346,7 @@ def _one_line(text: str) -> str:
 _POOL_WORKER: Optional[_ClipWorker] = None
 
 
-def _init_pool_worker(opts: Options, torch_threads: int) -> None:
+def _init_pool_worker(opts: WorkerOptions, torch_threads: int) -> None:
     global _POOL_WORKER
     import torch
 
@@ -385,7 +361,7 @@ def _pool_job(job: Job) -> Tuple[str, Optional[str]]:
         return _POOL_WORKER(job)
 
 
-def run_jobs(jobs: Sequence[Job], opts: Options, num_workers: int, progress: bool) -> Iterator[Tuple[str, Optional[str]]]:
+def run_jobs(jobs: Sequence[Job], opts: WorkerOptions, num_workers: int, progress: bool) -> Iterator[Tuple[str, Optional[str]]]:
     """Preprocess `jobs` in this process or in `num_workers` spawned ones; yields (name, skip
     reason or None) as each clip finishes, so a run stopped midway knows what it finished."""
     bar = functools.partial(track, total=len(jobs), desc="preprocess", unit="clip", enabled=progress)
@@ -433,7 +409,7 @@ def make_splits(names: Sequence[str], layout: str, val_fraction: float, seed: in
 # Command line
 
 
-def _options(args) -> Tuple[Options, str, List[Tuple[str, str]], List[Dict[str, str]], Optional[set]]:
+def _options(args) -> Tuple[WorkerOptions, str, List[Tuple[str, str]], List[Dict[str, str]], Optional[set]]:
     """Check the flags and find the clips: (options, layout, (name, video) pairs, skipped names,
     the val clip names of --val_list, or None when the split is not taken from lists)."""
     if not args.input_root:
@@ -457,7 +433,7 @@ def _options(args) -> Tuple[Options, str, List[Tuple[str, str]], List[Dict[str, 
         pairs, missing = apply_lists(pairs, train_list, val_list)
         skipped += missing
         listed_val = set(val_list)
-    opts = Options(
+    opts = WorkerOptions(
         output_root=os.path.abspath(args.output_root),
         image_size=args.image_size,
         is_voxceleb2=is_voxceleb2,

@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 
 from audio.audio import save_wav
-from guided_diffusion.errors import Diff2LipError
-from guided_diffusion.train_util import atomic_write_text
+from common.errors import Diff2LipError
+from common.files import atomic_write_text
 
 FRAME_NAME = "{:05d}.jpg"
 JPEG_QUALITY = 95

@@ -68,11 +68,11 @@ from dataset.lipmeter import (  # noqa: E402
     implied_opening_from_audio,
 )
 from dataset.video_io import PathLike, VideoWriter  # noqa: E402
-from guided_diffusion.progress import track  # noqa: E402
+from common.progress import track  # noqa: E402
 from face_detection import voxceleb2_box  # noqa: E402
-from guided_diffusion.errors import Diff2LipError  # noqa: E402
-from guided_diffusion.script_util import FLAG_HELP, create_argparser  # noqa: E402
-from guided_diffusion.train_util import atomic_write_json, atomic_write_text  # noqa: E402
+from common.errors import Diff2LipError  # noqa: E402
+from common.flags import PROGRESS, Option, Options, create_argparser  # noqa: E402
+from common.files import atomic_write_json, atomic_write_text  # noqa: E402
 
 FPS = 25
 SAMPLE_RATE = 16000
@@ -641,26 +641,25 @@ def _write_lines(path: str, lines: List[str]) -> None:
 
 def synthetic_defaults() -> dict:
     """Flags of `dataset/synthetic.py` and their defaults."""
-    return dict(out_root="", identities=8, clips_per_identity=2, seconds=3.0, test_identities=2, seed=0,
-                test_only=False, progress=True)
+    return SYNTHETIC_OPTIONS.defaults()
 
 
-SYNTHETIC_HELP: Dict[str, str] = {
-    "out_root": "folder to write idNNNNN/clipNN/00001.mp4 (+ targets.json) and the four filelists to",
-    "identities": "number of drawn identities (each its own face, background and voice)",
-    "clips_per_identity": "clips per identity",
-    "seconds": "length of each clip in seconds",
-    "test_identities": "identities held out (the last ones) for test.txt, test_reconstruction.txt and test_cross.txt",
-    "seed": "seed of the whole data set: the same seed renders the same frames and audio",
-    "test_only": "render only the held-out test identities (the same ones a full render holds out) and their "
-    "filelists; train.txt is empty",
-    "progress": FLAG_HELP["progress"],
-}
+SYNTHETIC_OPTIONS = Options(
+    Option("out_root", "", "folder to write idNNNNN/clipNN/00001.mp4 (+ targets.json) and the four filelists to"),
+    Option("identities", 8, "number of drawn identities (each its own face, background and voice)"),
+    Option("clips_per_identity", 2, "clips per identity"),
+    Option("seconds", 3.0, "length of each clip in seconds"),
+    Option("test_identities", 2, "identities held out (the last ones) for test.txt, test_reconstruction.txt and test_cross.txt"),
+    Option("seed", 0, "seed of the whole data set: the same seed renders the same frames and audio"),
+    Option("test_only", False, "render only the held-out test identities (the same ones a full render holds out) and their "
+        "filelists; train.txt is empty"),
+    PROGRESS,
+)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     try:
-        args = create_argparser(synthetic_defaults(), description=__doc__, help_dict=SYNTHETIC_HELP).parse_args(argv)
+        args = create_argparser(SYNTHETIC_OPTIONS, description=__doc__).parse_args(argv)
         splits = render_dataset(
             args.out_root,
             args.identities,

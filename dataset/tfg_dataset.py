@@ -14,7 +14,7 @@ from torch.utils.data import Dataset, Sampler
 
 from audio.audio import frame_mel_start, num_syncnet_windows, syncnet_mel_start
 from audio.hparams import hparams
-from guided_diffusion.errors import Diff2LipError
+from common.errors import Diff2LipError
 
 from .preprocessed import Clip, read_split
 

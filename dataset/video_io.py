@@ -40,8 +40,8 @@ from typing import Iterable, Iterator, List, Optional, Tuple, Union
 import av
 import numpy as np
 
-from guided_diffusion.command import check_output_folder
-from guided_diffusion.errors import MediaError
+from common.command import check_output_folder
+from common.errors import MediaError
 
 PathLike = Union[str, "os.PathLike[str]"]
 

@@ -5,7 +5,7 @@ import os
 import pickle
 
 from face_detection import is_oom_error
-from guided_diffusion.errors import CheckpointError
+from common.errors import CheckpointError
 
 
 @contextlib.contextmanager

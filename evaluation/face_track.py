@@ -35,7 +35,7 @@ from scipy import signal
 
 from dataset.video_io import iter_frames
 from face_detection import Box, detect_faces
-from guided_diffusion.errors import MediaError
+from common.errors import MediaError
 
 PathLike = Union[str, "os.PathLike[str]"]
 XYXYF = Tuple[float, float, float, float]

@@ -23,7 +23,7 @@ import torch
 from face_detection import Box
 
 from . import loading_weights
-from guided_diffusion.errors import MediaError
+from common.errors import MediaError
 
 FAN_FILENAME = "2DFAN4-11f355bf06.pth.tar"  # face-alignment 1.5's models_urls["2DFAN-4"]
 MOUTH = slice(48, 68)

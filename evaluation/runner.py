@@ -18,8 +18,8 @@ import numpy as np
 
 from dataset.video_io import iter_frames
 from face_detection import voxceleb2_box
-from guided_diffusion.errors import Diff2LipError
-from guided_diffusion.train_util import atomic_write, atomic_write_json, atomic_write_text
+from common.errors import Diff2LipError
+from common.files import atomic_write, atomic_write_json, atomic_write_text
 from inference.filelist import FilelistItem, output_name, resolve_media, safe_output_path
 
 METRICS = ("fid", "ssim", "psnr", "lmd", "lse")

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from guided_diffusion.train_util import atomic_write_bytes
+from common.files import atomic_write_bytes
 
 LABEL_BAND = 28  # px above the grid for the column labels
 ROW_LABEL_WIDTH = 96  # px left of the grid for the row labels, when there are any

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from guided_diffusion import dist_util
-from guided_diffusion.errors import CheckpointError
-from guided_diffusion.syncnet import _fitting_state
+from common.errors import CheckpointError
+from training.syncnet import _fitting_state
 
 SYNCNET_EVAL_FILENAME = "syncnet_v2.model"
 DEFAULT_SYNCNET_EVAL_PATH = os.path.join("checkpoints", SYNCNET_EVAL_FILENAME)

@@ -8,7 +8,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from guided_diffusion.errors import Diff2LipError, MediaError
+from common.errors import Diff2LipError, MediaError
 
 Box = Tuple[int, int, int, int]
 

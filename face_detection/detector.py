@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from guided_diffusion.errors import CheckpointError, Diff2LipError
+from common.errors import CheckpointError, Diff2LipError
 
 S3FD_FILENAME = "s3fd-619a316812.pth"
 FACE_DETECTORS = ("s3fd", "centerface", "auto")

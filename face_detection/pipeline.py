@@ -15,7 +15,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from guided_diffusion.errors import Diff2LipError, MediaError
+from common.errors import Diff2LipError, MediaError
 
 from .boxes import Box, check_box, fill_missing, pad_boxes, smooth_boxes, voxceleb2_box
 from .detector import XYXY

@@ -10,7 +10,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from guided_diffusion.errors import Diff2LipError
+from common.errors import Diff2LipError
 
 from .boxes import Box, parse_box
 

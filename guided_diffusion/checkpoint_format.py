@@ -26,14 +26,14 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from . import dist_util
-from .errors import CheckpointError
+from common.errors import CheckpointError
 from .script_util import (
     CHANNEL_MULT_BY_SIZE,
     tfg_create_model_and_diffusion,
     tfg_model_and_diffusion_defaults,
-    validate_flags,
 )
-from .train_util import atomic_save, atomic_write
+from common.files import atomic_save, atomic_write
+from common.flags import validate_flags
 
 # Flags that change how a network runs, not what its weights are: never stored, never contradicted.
 RUNTIME_FLAGS = ("use_fp16", "use_checkpoint", "fused_attention", "dropout")
@@ -301,6 +301,6 @@ def take_network_flags(args: argparse.Namespace, argv: Sequence[str], path: str,
     stored = network_flags(read_metadata(path)[0]) if path else {}
     taken = apply_checkpoint_flags(args, argv, stored, path)
     if taken:
-        validate_flags(args, parser.flag_checks, parser.flag_rules)
+        validate_flags(args, parser.options, parser.flag_rules)
         dist_util.print0(f"flags from {path}: {' '.join(taken)}")
     return taken

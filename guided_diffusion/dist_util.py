@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .errors import CheckpointError
+from common.errors import CheckpointError
 
 # Environment variables that only an MPI launcher sets (MPICH/Hydra, Intel MPI, Open MPI).
 _MPI_ENV_VARS = (

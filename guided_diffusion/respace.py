@@ -5,7 +5,7 @@ from typing import Dict, Iterable, List, Set, Union
 import numpy as np
 import torch as th
 
-from .errors import Diff2LipError
+from common.errors import Diff2LipError
 from .gaussian_diffusion import GaussianDiffusion
 
 

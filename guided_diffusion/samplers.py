@@ -22,7 +22,7 @@ the output is the (clipped) prediction of the last evaluation, as the released D
 """
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch as th
@@ -203,3 +203,53 @@ def solver_sample(
         denoise = Denoiser.for_diffusion(diffusion, model, model_kwargs, clip=clip_denoised)
         timesteps = solver_timesteps(denoise.num_timesteps, steps, spacing)
         return dpm_solver_pp(denoise, noise, timesteps, denoise.alphas_cumprod, SOLVERS[solver], callback)
+
+
+# ----------------------------------------------------------------------------------------------
+# One calling convention: `SAMPLERS[name](diffusion, model, noise, model_kwargs, steps=, spacing=,
+# clip_denoised=)` returns the sampled `[N, C, H, W]`, whatever the sampler.
+
+
+def sample_ddim(diffusion: GaussianDiffusion, model, noise: th.Tensor, model_kwargs: Optional[dict] = None,
+                steps: int = 0, spacing: str = "ddim", clip_denoised: bool = True) -> th.Tensor:
+    """The released sampler: DDIM with eta 0 (Song et al. 2021, Eq. 12) over the timesteps of
+    `diffusion`'s respacing (`--timestep_respacing`; `steps` and `spacing` are not used)."""
+    return diffusion.ddim_sample_loop(model, tuple(noise.shape), noise=noise, clip_denoised=clip_denoised,
+                                      model_kwargs=model_kwargs)
+
+
+def sample_ddpm(diffusion: GaussianDiffusion, model, noise: th.Tensor, model_kwargs: Optional[dict] = None,
+                steps: int = 0, spacing: str = "ddim", clip_denoised: bool = True) -> th.Tensor:
+    """Ancestral sampling (Ho et al. 2020, Alg. 2) over the timesteps of `diffusion`'s respacing,
+    the released `--use_ddim False`; draws its step noise from torch's global generator."""
+    return diffusion.p_sample_loop(model, tuple(noise.shape), noise=noise, clip_denoised=clip_denoised,
+                                   model_kwargs=model_kwargs)
+
+
+def _dpm_solver_pp(solver: str) -> Callable[..., th.Tensor]:
+    def sample(diffusion: GaussianDiffusion, model, noise: th.Tensor, model_kwargs: Optional[dict] = None,
+               steps: int = 10, spacing: str = "ddim", clip_denoised: bool = True) -> th.Tensor:
+        return solver_sample(diffusion, model, noise, model_kwargs, solver=solver, steps=steps, spacing=spacing,
+                             clip_denoised=clip_denoised)
+
+    sample.__doc__ = (f"DPM-Solver++({SOLVERS[solver]}M) (Lu et al. 2022, Alg. 2) in `steps` network passes "
+                      "on the timesteps of `spacing`; draws no random numbers.")
+    return sample
+
+
+SAMPLERS: Dict[str, Callable[..., th.Tensor]] = {
+    "ddim": sample_ddim,
+    "ddpm": sample_ddpm,
+    "dpm++2m": _dpm_solver_pp("dpm++2m"),
+    "dpm++3m": _dpm_solver_pp("dpm++3m"),
+}
+
+
+def sampler_name(sampler: str, use_ddim: bool = True) -> str:
+    """The `SAMPLERS` entry the flags ask for: the released `--use_ddim False` turns ddim into ddpm."""
+    return "ddpm" if sampler == "ddim" and not use_ddim else sampler
+
+
+def network_passes(sampler: str, diffusion: GaussianDiffusion, steps: int) -> int:
+    """Network passes that `SAMPLERS[sampler]` makes for one batch."""
+    return steps if sampler in SOLVERS else diffusion.num_timesteps

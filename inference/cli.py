@@ -19,23 +19,19 @@ from dataset.video_io import check_video_output, iter_frames, probe_video
 from face_detection import BatchedDetector, ClipScan, make_detector, parse_box, parse_face_select, parse_pads
 from guided_diffusion import dist_util
 from guided_diffusion.checkpoint_format import apply_checkpoint_flags, load_model_weights, read_metadata
-from guided_diffusion.command import Interrupted, check_output_folder, check_outputs, run_command
-from guided_diffusion.errors import Diff2LipError, MediaError
-from guided_diffusion.inference_util import prepare_for_inference, resolve_precision
-from guided_diffusion.progress import Progress
+from common.command import Interrupted, check_output_folder, check_outputs, run_command
+from common.errors import Diff2LipError, MediaError
+from guided_diffusion.precision import prepare_for_inference, resolve_precision
+from common.progress import Progress
+from common.flags import args_to_dict, create_argparser, validate_flags
 from guided_diffusion.script_util import (
-    FlagRule,
-    args_to_dict,
-    create_argparser,
     tfg_create_diffusion,
     tfg_create_model_and_diffusion,
-    tfg_data_defaults,
     tfg_model_and_diffusion_defaults,
     tfg_model_defaults,
-    tfg_sampling_defaults,
-    validate_flags,
 )
 
+from .options import GENERATE_OPTIONS
 from .filelist import FilelistItem, for_each_item, output_name, read_filelist, resolve_media, safe_output_path, unique_items
 from .lipsync import (
     FPS,
@@ -50,9 +46,6 @@ from .lipsync import (
     write_clip,
 )
 
-# A smaller crop holds no face the network could repaint (it is resized to --image_size).
-MIN_BOX_SIDE = 16
-
 DESCRIPTION = """Lip-sync videos to speech with Diff2Lip.
 
 single video:  --generate_from_filelist 0 --video_path V --audio_path A --out_path O
@@ -62,47 +55,8 @@ modes:         cross = --sampling_input_type gt --sampling_ref_type gt;
 """
 
 
-def _check_box(text: str) -> Optional[str]:
-    if not text:
-        return None
-    y1, y2, x1, x2 = parse_box(text)  # raises its own message for a malformed box
-    if min(y2 - y1, x2 - x1) < MIN_BOX_SIDE:
-        return f"expected a box at least {MIN_BOX_SIDE} px high and wide, got {y2 - y1}x{x2 - x1}"
-    return None
-
-
-def _check_face_select(text: str) -> Optional[str]:
-    parse_face_select(text)  # raises its own message naming the valid values
-    return None
-
-
-def _check_pads(text: str) -> Optional[str]:
-    parse_pads(text)  # raises its own message
-    return None
-
-
-def _box_rule(args) -> Optional[str]:
-    if args.box and args.is_voxceleb2:
-        return "--box and --is_voxceleb2 True both fix the face box; pass --is_voxceleb2 False with --box"
-    return None
-
-
-def _pads_rule(args) -> Optional[str]:
-    if any(parse_pads(args.pads)) and (args.box or args.is_voxceleb2):
-        fixed = "--box (give the padded box itself)" if args.box else "--is_voxceleb2 True (pass --is_voxceleb2 False to detect)"
-        return f"--pads {args.pads}: pads only boxes the face detector finds, and would be ignored with {fixed}"
-    return None
-
-
 def create_parser():
-    return create_argparser(
-        tfg_model_and_diffusion_defaults(),
-        tfg_data_defaults(),
-        tfg_sampling_defaults(),
-        description=DESCRIPTION,
-        checks={"box": _check_box, "pads": _check_pads, "face_select": _check_face_select},
-        rules=[FlagRule(("box", "is_voxceleb2"), _box_rule), FlagRule(("pads", "box", "is_voxceleb2"), _pads_rule)],
-    )
+    return create_argparser(GENERATE_OPTIONS, description=DESCRIPTION)
 
 
 def sampling_options(args) -> SamplingOptions:
@@ -393,7 +347,7 @@ def parse_args(argv: Sequence[str]) -> Tuple[argparse.Namespace, List[str], dict
     stored, trained_on = read_metadata(args.model_path)
     taken = apply_checkpoint_flags(args, argv, stored, args.model_path)
     if taken:
-        validate_flags(args, parser.flag_checks, parser.flag_rules)
+        validate_flags(args, parser.options, parser.flag_rules)
     return args, taken, trained_on
 
 

@@ -2,15 +2,15 @@
 
 A line is `AUDIO_REL VIDEO_REL` (the audio source first), both relative to `--test_video_dir`
 and without the `.mp4`. The output is `--sample_path/` + AUDIO_REL with `/` replaced by `.`,
-`_`, VIDEO_REL likewise, `.mp4` (COMPAT.md).
+`_`, VIDEO_REL likewise, `.mp4` (docs/compatibility.md).
 """
 
 import os
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from guided_diffusion.errors import Diff2LipError
-from guided_diffusion.progress import Progress
+from common.errors import Diff2LipError
+from common.progress import Progress
 
 MEDIA_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".wav", ".mp3", ".m4a", ".flac", ".png", ".jpg", ".jpeg")
 

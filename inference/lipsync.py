@@ -30,9 +30,9 @@ from audio.audio import (
 )
 from dataset.video_io import VideoWriter, is_image, iter_frames, probe_video
 from face_detection import ClipScan, FaceTrack, crop_face, fixed_boxes, parse_face_select, paste_face, scan_faces, track_boxes
-from guided_diffusion.errors import MediaError
-from guided_diffusion.inference_util import autocast
-from guided_diffusion.samplers import solver_sample
+from common.errors import MediaError
+from guided_diffusion.precision import autocast
+from guided_diffusion.samplers import SAMPLERS, network_passes, sampler_name
 from guided_diffusion.tfg_data_util import shared_noise, tfg_process_batch
 from guided_diffusion.unet import DeepFeatureCache
 
@@ -231,6 +231,7 @@ class LipSyncer:
         self.model = model
         self.diffusion = diffusion
         self.opts = opts
+        self.sampler = sampler_name(opts.sampler, opts.use_ddim)  # the SAMPLERS entry
         self.device = device
         self.network_seconds = 0.0  # time spent sampling, for logs and benchmarks
 
@@ -320,7 +321,7 @@ class LipSyncer:
 
     def passes_per_chunk(self) -> int:
         """Network passes that `sample` makes for one chunk."""
-        return self.opts.sampling_steps if self.opts.sampler != "ddim" else self.diffusion.num_timesteps
+        return network_passes(self.sampler, self.diffusion, self.opts.sampling_steps)
 
     def sample(self, batch, chunk_start: int = 0, on_pass: Optional[Callable[[], None]] = None) -> torch.Tensor:
         """Sample the clean crops `[N, 3, H, W]` of one chunk (a `TFGBatch`) with the chosen sampler.
@@ -337,26 +338,16 @@ class LipSyncer:
 
     def _sample(self, batch, chunk_start: int) -> torch.Tensor:
         opts = self.opts
-        shape = tuple(batch.x_start.shape)
         x_t = batch.noise.contiguous()
         model_kwargs = dict(batch.model_kwargs)
         if opts.cache_interval > 1:
             model_kwargs["feature_cache"] = DeepFeatureCache(opts.cache_interval, opts.cache_depth, self.passes_per_chunk())
-        with torch.no_grad(), autocast(self.device, opts.precision):
-            if opts.sampler != "ddim":
-                return solver_sample(
-                    self.diffusion, self.model, x_t, model_kwargs, solver=opts.sampler, steps=opts.sampling_steps,
-                    spacing=opts.solver_spacing, clip_denoised=opts.clip_denoised,
-                )
-            if opts.use_ddim:
-                return self.diffusion.ddim_sample_loop(
-                    self.model, shape, noise=x_t, clip_denoised=opts.clip_denoised, model_kwargs=model_kwargs
-                )
+        if self.sampler == "ddpm":
             # DDPM draws noise at every step: seed it per chunk, for the same reason as above.
             torch.manual_seed(opts.sampling_seed * 1_000_003 + chunk_start)
-            return self.diffusion.p_sample_loop(
-                self.model, shape, noise=x_t, clip_denoised=opts.clip_denoised, model_kwargs=model_kwargs
-            )
+        with torch.no_grad(), autocast(self.device, opts.precision):
+            return SAMPLERS[self.sampler](self.diffusion, self.model, x_t, model_kwargs, steps=opts.sampling_steps,
+                                          spacing=opts.solver_spacing, clip_denoised=opts.clip_denoised)
 
 
 def driving_audio(plan: ClipPlan) -> np.ndarray:

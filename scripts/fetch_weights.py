@@ -29,9 +29,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from guided_diffusion.command import Interrupted, run_command
-from guided_diffusion.errors import Diff2LipError
-from guided_diffusion.progress import Progress
+from common.command import Interrupted, run_command
+from common.errors import Diff2LipError
+from common.progress import Progress
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHUNK = 1 << 20

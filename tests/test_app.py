@@ -11,7 +11,7 @@ import pytest
 import app
 import demo
 from dataset.video_io import iter_frames, probe_video
-from guided_diffusion.errors import Diff2LipError
+from common.errors import Diff2LipError
 from helpers import render_clip, save_tiny_checkpoint
 from inference.cli import main as generate_main
 from inference.cli import parse_args

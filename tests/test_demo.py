@@ -12,9 +12,9 @@ import torch
 import demo
 import demo_train
 from guided_diffusion.checkpoint_format import load_model_weights
-from guided_diffusion.errors import Diff2LipError
+from common.errors import Diff2LipError
 from guided_diffusion.script_util import tfg_create_model_and_diffusion, tfg_model_and_diffusion_defaults
-from guided_diffusion.syncnet import load_sync_expert
+from training.syncnet import load_sync_expert
 from launchers import REPO_ROOT
 
 
@@ -37,9 +37,10 @@ def test_committed_checkpoints_fit_the_demo_flags_and_the_size_limit():
 
 
 def test_model_flags_round_trip_through_the_parser():
-    from guided_diffusion.script_util import create_argparser
+    from common.flags import create_argparser
+    from guided_diffusion.script_util import MODEL_AND_DIFFUSION_OPTIONS
 
-    args = create_argparser(tfg_model_and_diffusion_defaults()).parse_args(demo.model_flags())
+    args = create_argparser(MODEL_AND_DIFFUSION_OPTIONS).parse_args(demo.model_flags())
     assert {k: getattr(args, k) for k in demo.DEMO_MODEL} == demo.DEMO_MODEL
 
 

@@ -10,9 +10,10 @@ import demo
 import demo_train
 import train
 from guided_diffusion.checkpoint_format import load_model_weights
-from guided_diffusion.errors import Diff2LipError
+from common.errors import Diff2LipError
+from common.flags import create_argparser
 from guided_diffusion.script_util import (
-    create_argparser,
+    MODEL_AND_DIFFUSION_OPTIONS,
     tfg_create_model_and_diffusion,
     tfg_model_and_diffusion_defaults,
 )
@@ -37,7 +38,7 @@ def test_demo_train_eps_fine_tunes_the_x0_network_with_the_released_parameteriza
     exported = calls["export the demo network"]
     assert exported[exported.index("--out") + 1] == str(export / "diff2lip_synthetic64_eps.pt")
     assert exported[exported.index("--weights") + 1] == "model"
-    evaluation = create_argparser(demo.demo_defaults()).parse_args(calls["evaluate like the demo"][1:])
+    evaluation = create_argparser(demo.DEMO_OPTIONS).parse_args(calls["evaluate like the demo"][1:])
     assert (evaluation.parameterization, evaluation.timestep_respacing) == ("eps", "ddim25")
     assert evaluation.checkpoint == str(export / "diff2lip_synthetic64_eps.pt")
     assert evaluation.out_dir == str(tmp_path / "work" / "eval_eps")
@@ -54,19 +55,19 @@ def test_demo_train_default_is_the_x0_network_from_scratch(tmp_path, monkeypatch
     exported = calls["export the demo network"]
     assert exported[exported.index("--out") + 1] == str(tmp_path / "export" / "diff2lip_synthetic64.pt")
     assert exported[exported.index("--weights") + 1] == "ema"
-    evaluation = create_argparser(demo.demo_defaults()).parse_args(calls["evaluate like the demo"][1:])
+    evaluation = create_argparser(demo.DEMO_OPTIONS).parse_args(calls["evaluate like the demo"][1:])
     assert (evaluation.parameterization, evaluation.timestep_respacing) == ("x0", "ddim10")
 
 
 def test_demo_train_eps_without_the_x0_network_names_the_command(tmp_path):
     with pytest.raises(Diff2LipError, match="make demo-train"):
-        demo_train.run(create_argparser(demo_train.demo_train_defaults()).parse_args(
+        demo_train.run(create_argparser(demo_train.DEMO_TRAIN_OPTIONS).parse_args(
             ["--parameterization", "eps", "--export_dir", str(tmp_path), "--work_dir", str(tmp_path / "w")]))
     assert not (tmp_path / "w").exists()
 
 
 def test_demo_model_flags_per_parameterization():
-    parse = create_argparser(tfg_model_and_diffusion_defaults()).parse_args
+    parse = create_argparser(MODEL_AND_DIFFUSION_OPTIONS).parse_args
     assert demo.model_flags() == demo.model_flags("x0")
     x0, eps = parse(demo.model_flags("x0")), parse(demo.model_flags("eps"))
     assert (x0.predict_xstart, x0.learn_sigma) == (True, True)

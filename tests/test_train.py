@@ -12,10 +12,10 @@ import torch
 
 import train as train_script
 from guided_diffusion import logger
-from guided_diffusion.errors import CheckpointError, Diff2LipError
+from common.errors import CheckpointError, Diff2LipError
 from guided_diffusion.script_util import create_gaussian_diffusion, tfg_create_model_and_diffusion
-from guided_diffusion.tfg_losses import L2Loss, PredictedSequences, SequenceGANLoss, SequencePatchGAN, weighted_sum
-from guided_diffusion.train_util import list_checkpoints
+from training.losses import L2Loss, PredictedSequences, SequenceGANLoss, SequencePatchGAN, weighted_sum
+from training.checkpoints import list_checkpoints
 from helpers import TINY_CLI_FLAGS, TINY_FLAGS, make_preprocessed_root, save_tiny_checkpoint
 from launchers import REPO_ROOT, child_env, run, torchrun
 
@@ -278,7 +278,7 @@ def test_sigterm_saves_and_exits_cleanly(data_root, tmp_path):
 
 @pytest.mark.parametrize("expert_kind", ["syncnet128", "wav2lip"])
 def test_all_five_losses_with_either_expert_and_a_preview(data_root, tmp_path, expert_kind):
-    from guided_diffusion.syncnet import SyncNet128, Wav2LipSyncNet, save_syncnet_checkpoint
+    from training.syncnet import SyncNet128, Wav2LipSyncNet, save_syncnet_checkpoint
 
     torch.manual_seed(0)
     expert = tmp_path / "expert.pt"

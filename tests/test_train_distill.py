@@ -1,4 +1,4 @@
-"""train_distill.py and guided_diffusion/distillation.py: the round schedule, the two-step
+"""train_distill.py and training/distillation.py: the round schedule, the two-step
 teacher target against closed forms, a real run that exports a student generate.py's loader
 reads, exact resume, DDP."""
 
@@ -13,15 +13,16 @@ import torch
 import train_distill
 from guided_diffusion import logger
 from guided_diffusion.checkpoint_format import load_model_weights, network_flags
-from guided_diffusion.distillation import ProgressiveDistillation, respacing, round_schedule, step_plan, x0_matching_step
-from guided_diffusion.errors import Diff2LipError
+from training.distillation import ProgressiveDistillation, respacing, round_schedule, step_plan, x0_matching_step
+from common.errors import Diff2LipError
 from guided_diffusion.respace import space_timesteps
+from common.flags import create_argparser
 from guided_diffusion.script_util import (
-    create_argparser,
+    MODEL_AND_DIFFUSION_OPTIONS,
     tfg_create_model_and_diffusion,
     tfg_model_and_diffusion_defaults,
 )
-from guided_diffusion.tfg_losses import L2Loss
+from training.losses import L2Loss
 from helpers import TINY_CLI_FLAGS, TINY_FLAGS, make_preprocessed_root, save_tiny_checkpoint
 from launchers import REPO_ROOT, run, torchrun
 
@@ -361,7 +362,7 @@ def test_demo_train_student_only_distils_the_exported_network_and_scores_it_with
     assert args.teacher == str(export / "diff2lip_synthetic64.pt") and args.data_root == "CROPS" and args.resume
     student = str(export / os.path.basename(demo_train.STUDENT_CHECKPOINT))
     assert args.export == student and args.output_dir == str(tmp_path / "work" / "student2")
-    evaluation = create_argparser(demo.demo_defaults()).parse_args(calls["evaluate the student like the demo"][1:])
+    evaluation = create_argparser(demo.DEMO_OPTIONS).parse_args(calls["evaluate the student like the demo"][1:])
     assert evaluation.checkpoint == student and evaluation.timestep_respacing == "ddim2"
     assert evaluation.sync_expert == str(export / "syncnet64_synthetic.pt")
     assert demo_train.main(["--student_only", "True", "--parameterization", "eps"]) == 1

@@ -21,7 +21,7 @@ from audio.audio import melspectrogram, num_full_windows, syncnet_mel_window
 from dataset.preprocessed import Clip, write_clip, write_split
 from dataset.synthetic import draw_face, speech_like
 from guided_diffusion import dist_util
-from guided_diffusion.syncnet import SyncExpert, load_sync_expert
+from training.syncnet import SyncExpert, load_sync_expert
 from launchers import REPO_ROOT, child_env, run, torchrun
 
 N_FRAMES = 40
@@ -228,7 +228,7 @@ def test_help_documents_every_flag(capsys):
     text = capsys.readouterr().out
     for flag in train_syncnet.syncnet_train_defaults():
         assert f"--{flag}" in text
-        assert train_syncnet.SYNCNET_FLAG_HELP[flag]
+        assert train_syncnet.SYNCNET_OPTIONS[flag].help
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -15,7 +15,7 @@ import scipy.signal
 
 from audio import audio
 from audio.hparams import hparams
-from guided_diffusion.errors import MediaError
+from common.errors import MediaError
 from helpers import decoder_output, has_encoder, write_aac
 
 TONE_HZ = 440.0

@@ -17,7 +17,7 @@ import pytest
 from audio.audio import load_wav
 from dataset import video_io
 from dataset.video_io import IMAGE_EXTENSIONS, VideoInfo, VideoWriter, is_image, iter_frames, probe_video, write_video
-from guided_diffusion.errors import MediaError
+from common.errors import MediaError
 from helpers import has_encoder
 
 H, W, BITS = 32, 128, 8

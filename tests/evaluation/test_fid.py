@@ -20,7 +20,7 @@ from evaluation.fid import (
     mouth_region,
 )
 from face_detection import crop_face, voxceleb2_box
-from guided_diffusion.errors import CheckpointError
+from common.errors import CheckpointError
 
 
 @pytest.fixture(autouse=True)

@@ -30,7 +30,7 @@ from evaluation.lse import (
 )
 from evaluation.syncnet_eval import SyncNetEval, load_syncnet_eval
 from face_detection import voxceleb2_box
-from guided_diffusion.errors import CheckpointError, Diff2LipError, MediaError
+from common.errors import CheckpointError, Diff2LipError, MediaError
 from helpers import old_pytorch_state, render_clip, read_manifest, syncnet_v2_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,7 +12,7 @@ from face_detection import (
     smooth_boxes,
     voxceleb2_box,
 )
-from guided_diffusion.errors import Diff2LipError, MediaError
+from common.errors import Diff2LipError, MediaError
 
 
 def reference_smooth(rows, T=5):

@@ -9,7 +9,7 @@ from skimage.data import astronaut
 
 from face_detection import CenterFaceDetector, FaceDetector, make_detector, s3fd_weights_path
 from face_detection.tracking import iou
-from guided_diffusion.errors import CheckpointError, Diff2LipError
+from common.errors import CheckpointError, Diff2LipError
 
 # The astronaut's face (x1, y1, x2, y2), checked by eye once on a saved crop: hairline to
 # chin, cheek to cheek.

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from face_detection import S3FD_FILENAME, FaceDetector, is_oom_error, s3fd_weights_path
-from guided_diffusion.errors import CheckpointError, Diff2LipError
+from common.errors import CheckpointError, Diff2LipError
 from helpers import DATA_DIR
 
 

@@ -8,7 +8,7 @@ from skimage.data import astronaut
 from dataset.synthetic import draw_face
 from face_detection import ClipScan, colour_histogram, fill_missing, parse_face_select, scene_cuts, smooth_boxes, track_boxes
 from face_detection.tracking import FaceSelect, fade_weights, select_face, track_face
-from guided_diffusion.errors import Diff2LipError, MediaError
+from common.errors import Diff2LipError, MediaError
 
 HW = (360, 640)
 # Two people: A on the left (large), B on the right (small), x1, y1, x2, y2, score.

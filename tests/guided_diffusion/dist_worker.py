@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from guided_diffusion import dist_util, logger
-from guided_diffusion.errors import CheckpointError
+from common.errors import CheckpointError
 
 
 def _digest(tensor: torch.Tensor) -> str:

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 
 from guided_diffusion import dist_util
-from guided_diffusion.errors import CheckpointError
+from common.errors import CheckpointError
 from launchers import LAUNCHER_VARS, mpiexec, torchrun
 
 # Loaded by path: test folders are not packages (importlib import mode).

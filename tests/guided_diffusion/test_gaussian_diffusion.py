@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from guided_diffusion import gaussian_diffusion as gd
-from guided_diffusion.errors import Diff2LipError
+from common.errors import Diff2LipError
 from guided_diffusion.respace import space_timesteps
 from guided_diffusion.script_util import create_gaussian_diffusion
 

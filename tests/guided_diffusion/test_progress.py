@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from guided_diffusion.progress import PLAIN_LINE_SECONDS, Progress, format_duration, plain_line
+from common.progress import PLAIN_LINE_SECONDS, Progress, format_duration, plain_line
 
 
 class Clock:
@@ -71,7 +71,7 @@ def test_generate_reports_every_network_pass_in_plain_lines(tmp_path, capsys, mo
     save_tiny_checkpoint(checkpoint)
     render_clip(video, n_frames=12)
     save_wav(speech_like(0.6), audio, 16000)
-    monkeypatch.setattr("guided_diffusion.progress.PLAIN_LINE_SECONDS", 0.0)  # every update a line
+    monkeypatch.setattr("common.progress.PLAIN_LINE_SECONDS", 0.0)  # every update a line
     argv = [*TINY_CLI_FLAGS, "--model_path", str(checkpoint), "--sampling_batch_size", "5", "--generate_from_filelist", "0",
             "--video_path", str(video), "--audio_path", str(audio), "--out_path", str(tmp_path / "out.mp4"),
             "--is_voxceleb2", "False", "--box", "40,200,50,174"]
@@ -89,7 +89,7 @@ def test_generate_reports_every_network_pass_in_plain_lines(tmp_path, capsys, mo
 
 
 def test_track_yields_every_item_and_counts_them(capsys):
-    from guided_diffusion.progress import track
+    from common.progress import track
 
     assert list(track(iter("abc"), 3, "render", "clip")) == ["a", "b", "c"]
     lines = capsys.readouterr().err.splitlines()  # pytest's stderr is not a terminal: plain lines

@@ -5,19 +5,17 @@ import shlex
 
 import pytest
 
-from guided_diffusion.errors import Diff2LipError
+from common.errors import Diff2LipError
+from common.flags import create_argparser, str2bool
 from guided_diffusion.script_util import (
-    FLAG_HELP,
-    create_argparser,
     parse_channel_mult,
-    str2bool,
     tfg_create_model_and_diffusion,
     tfg_data_defaults,
     tfg_model_and_diffusion_defaults,
-    tfg_sampling_defaults,
 )
+from inference.options import GENERATE_OPTIONS, tfg_sampling_defaults
 
-# The released scripts' flags (COMPAT.md), with both `--f v` and `--f=v` forms.
+# The released scripts' flags (docs/compatibility.md), with both `--f v` and `--f=v` forms.
 RELEASED_CROSS = """
 --attention_resolutions 32,16,8 --class_cond False --learn_sigma True --num_channels 128
 --num_head_channels 64 --num_res_blocks 2 --resblock_updown True --use_fp16 True
@@ -33,7 +31,7 @@ RELEASED_CROSS = """
 
 
 def released_parser():
-    return create_argparser(tfg_model_and_diffusion_defaults(), tfg_data_defaults(), tfg_sampling_defaults())
+    return create_argparser(GENERATE_OPTIONS)
 
 
 def test_released_command_line_parses_verbatim():
@@ -71,7 +69,7 @@ def test_str2bool_rejects_other_words():
 
 def test_every_flag_has_help_and_bad_flags_are_one_line_errors():
     defaults = {**tfg_model_and_diffusion_defaults(), **tfg_data_defaults(), **tfg_sampling_defaults()}
-    assert sorted(k for k in defaults if not FLAG_HELP.get(k)) == []
+    assert sorted(k for k in defaults if not GENERATE_OPTIONS[k].help) == []
     parser = released_parser()
     with pytest.raises(Diff2LipError, match=r"^unrecognized arguments: --num_chan 64; see --help$"):
         parser.parse_args(["--num_chan", "64"])  # no prefix abbreviation to --num_channels

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from guided_diffusion.errors import CheckpointError
-from guided_diffusion.syncnet import (
+from common.errors import CheckpointError
+from training.syncnet import (
     SyncNet64,
     SyncExpert,
     SyncNet128,

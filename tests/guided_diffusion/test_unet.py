@@ -7,7 +7,7 @@ import torch
 
 from helpers import TINY_FLAGS, randomize_zero_init, read_manifest
 from guided_diffusion.checkpoint_format import load_model_weights
-from guided_diffusion.errors import CheckpointError
+from common.errors import CheckpointError
 from guided_diffusion.nn import timestep_embedding
 from guided_diffusion.script_util import tfg_create_model_and_diffusion
 from guided_diffusion.unet import AttentionBlock, AudioEncoder

@@ -10,7 +10,7 @@ import pytest
 
 from audio.audio import load_wav, save_wav
 from dataset.video_io import iter_frames, probe_video
-from guided_diffusion.errors import Diff2LipError
+from common.errors import Diff2LipError
 from dataset.synthetic import draw_face, speech_like
 from helpers import TINY_CLI_FLAGS, render_clip, save_tiny_checkpoint
 from inference.cli import create_parser, main, sampling_options

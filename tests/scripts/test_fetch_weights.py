@@ -305,7 +305,7 @@ def test_builtin_catalogue_points_where_the_code_loads_from():
     from torch.hub import HASH_REGEX
 
     import evaluate
-    from guided_diffusion.script_util import tfg_sampling_defaults
+    from inference.options import tfg_sampling_defaults
 
     weights = {w.name: w for w in fetch_weights.builtin_catalogue()}
     assert weights["diff2lip"].dest == REPO_ROOT / tfg_sampling_defaults()["model_path"]

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from guided_diffusion.syncnet import SyncNet128, save_syncnet_checkpoint
+from training.syncnet import SyncNet128, save_syncnet_checkpoint
 from helpers import TINY_CLI_FLAGS, make_preprocessed_root
 from launchers import REPO_ROOT, child_env
 

@@ -10,9 +10,13 @@ from typing import Optional
 
 import torch as th
 
-from .errors import Diff2LipError
+from common.errors import Diff2LipError
+from common.flags import Option, one_of
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+
+PRECISION = Option("precision", "", "fp32, bf16 or fp16 (GPU only); '' = fp32, or the released --use_fp16 meaning",
+                   one_of("", *PRECISIONS))
 
 
 def resolve_precision(precision: Optional[str], device: th.device, use_fp16: bool = False) -> str:

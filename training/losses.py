@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .gaussian_diffusion import masked_mean_flat
+from guided_diffusion.gaussian_diffusion import masked_mean_flat
 
 
 @dataclass
@@ -71,7 +71,7 @@ class SyncLoss:
     """Eq. 6: the frozen lip-sync expert's BCE for "in sync" on the 5 predicted frames and their audio."""
 
     def __init__(self, expert: nn.Module):
-        from .syncnet import sync_bce
+        from training.syncnet import sync_bce
 
         self.expert = expert
         self._bce = sync_bce

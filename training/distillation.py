@@ -13,7 +13,7 @@ network, the noise it implies for a noise network). Two steps of the sampler are
   the teacher's three steps from it to s_{N-2}.
 The other steps see x_{s_k} = q(x_{s_k} | x_0), as the paper does. Frames are flattened
 sequences `[N = B*F, 3, H, W]`; the network sees `x_t*M + cond*(1-M)` and the loss counts only
-the mask (`tfg_losses.DistillationLoss`).
+the mask (`training.losses.DistillationLoss`).
 """
 
 import copy
@@ -22,14 +22,14 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
-from .errors import Diff2LipError
-from .gaussian_diffusion import ModelMeanType, masked_mean_flat, precompute_conditioning
-from .respace import SpacedDiffusion
-from .checkpoint_format import network_flags
-from .script_util import create_gaussian_diffusion
-from .tfg_data_util import tfg_process_batch
-from .tfg_losses import DistillationLoss, L2Loss, PredictedSequences, weighted_sum
-from .train_util import autocast
+from common.errors import Diff2LipError
+from guided_diffusion.gaussian_diffusion import ModelMeanType, masked_mean_flat, precompute_conditioning
+from guided_diffusion.respace import SpacedDiffusion
+from guided_diffusion.checkpoint_format import network_flags
+from guided_diffusion.script_util import create_gaussian_diffusion
+from guided_diffusion.tfg_data_util import tfg_process_batch
+from training.losses import DistillationLoss, L2Loss, PredictedSequences, weighted_sum
+from training.loop import autocast
 
 
 def respacing(steps: int) -> str:

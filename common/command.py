@@ -15,7 +15,7 @@ import tempfile
 import threading
 from typing import Callable, Iterator, Sequence
 
-from .errors import Diff2LipError
+from common.errors import Diff2LipError
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import dist_util
-from .errors import CheckpointError
-from .train_util import atomic_save
+from guided_diffusion import dist_util
+from common.errors import CheckpointError
+from common.files import atomic_save
 
 SYNC_FRAMES = 5
 MEL_SHAPE = (80, 16)
