@@ -105,8 +105,8 @@ def syncnet_accuracy(expert_path: str, data_dir: str, work_dir: str, pairs: int 
     import torch
 
     from dataset import preprocess
-    from training.syncnet import load_sync_expert
-    from train_syncnet import VAL_SEED, SyncPairs, evaluate
+    from dataset.sync_pairs import VAL_SEED, SyncPairs
+    from training.syncnet import expert_accuracy, load_sync_expert
 
     crops = os.path.join(work_dir, "crops64")
     code = preprocess.main(["--input_root", data_dir, "--output_root", crops, "--image_size", "64",
@@ -115,7 +115,7 @@ def syncnet_accuracy(expert_path: str, data_dir: str, work_dir: str, pairs: int 
         raise Diff2LipError(f"preprocessing the demo clips into {crops} failed")
     expert = load_sync_expert(expert_path)
     with torch.no_grad():
-        _, accuracy = evaluate(expert, SyncPairs(crops, "val", pairs, VAL_SEED, SYNC_MIN_OFFSET), 64, 0)
+        _, accuracy = expert_accuracy(expert, SyncPairs(crops, "val", pairs, VAL_SEED, SYNC_MIN_OFFSET), 64, 0)
     return accuracy
 
 

@@ -16,26 +16,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, Optional, Sequence
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Sampler
 
-from audio.audio import syncnet_mel_window
-from dataset.preprocessed import Clip, read_split
+from dataset.sync_pairs import VAL_SEED, SyncPairs
 from guided_diffusion import dist_util, logger
 from common.errors import CheckpointError, Diff2LipError
 from common.flags import Option, Options, create_argparser
 from training.checkpoints import checkpoint_path, latest_checkpoint, prune_checkpoints
 from training.loop import run_training
-from training.syncnet import SYNC_FRAMES, TRAINABLE, SyncExpert, save_syncnet_checkpoint, sync_bce, sync_probability
+from training.syncnet import TRAINABLE, SyncExpert, expert_accuracy, save_syncnet_checkpoint, sync_bce
 
 PREFIX = "syncnet"  # checkpoints are syncnet_STEP.pt
 BEST_NAME = "syncnet_best.pt"
-# The validation pairs never change between runs, whatever --seed is, so accuracies compare.
-VAL_SEED = 20240101
 
 
 def syncnet_train_defaults() -> dict:
@@ -94,67 +90,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise Diff2LipError(f"--val_pairs must be at least 1 when validating, got {args.val_pairs}")
 
 
-class SyncPairs(Dataset):
-    """In-sync and off-sync (frames, mel, label) pairs of one split of a preprocessed root.
-
-    Pair `i` is a pure function of `(seed, i)`, so a pair set is reproducible, DataLoader workers
-    need no seeding, and a resumed run draws exactly the pairs the interrupted one would have.
-    Clips too short for an off-sync pair (fewer than 5 + `min_offset` frames) are skipped.
-    """
-
-    def __init__(self, root: str, split: str, num_pairs: int, seed: int, min_offset: int):
-        names = read_split(root, split)
-        if not names:
-            path = os.path.join(root, f"{split}.txt")
-            raise Diff2LipError(f"'{path}' lists no clips; preprocess some videos into it")
-        self.root, self.num_pairs, self.seed, self.min_offset = root, num_pairs, seed, min_offset
-        # Names and lengths only: a Clip caches its mel, which must not pile up over a whole split.
-        self.clips: List[Tuple[str, int]] = []
-        sizes = set()
-        for name in names:
-            clip = Clip(root, name)
-            if clip.n_frames >= SYNC_FRAMES + min_offset:
-                self.clips.append((name, clip.n_frames))
-                sizes.add(clip.image_size)
-        self.skipped = len(names) - len(self.clips)
-        if not self.clips:
-            raise Diff2LipError(
-                f"no clip of '{split}' in '{root}' has the {SYNC_FRAMES + min_offset} frames a pair needs "
-                "(5 + --min_offset); preprocess longer videos or lower --min_offset"
-            )
-        if len(sizes) > 1:
-            raise Diff2LipError(f"clips of '{split}' in '{root}' have different image sizes {sorted(sizes)}; "
-                                "preprocess them all at one --image_size")
-
-    def __len__(self) -> int:
-        return self.num_pairs
-
-    def pair(self, index: int) -> Tuple[str, int, int, int]:
-        """(clip name, audio start frame, video start frame, label) of pair `index`."""
-        rng = np.random.default_rng([self.seed, index])
-        name, n_frames = self.clips[rng.integers(len(self.clips))]
-        last = n_frames - SYNC_FRAMES  # the last start frame of a whole 5-frame window
-        if rng.random() < 0.5:
-            start = int(rng.integers(last + 1))
-            return name, start, start, 1
-        m = self.min_offset
-        # Audio starts with a video window at least m frames away on one side or the other.
-        starts = np.union1d(np.arange(0, last - m + 1), np.arange(m, last + 1))
-        start = int(rng.choice(starts))
-        others = np.concatenate([np.arange(0, start - m + 1), np.arange(start + m, last + 1)])
-        return name, start, int(rng.choice(others)), 0
-
-    def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """frames `[5, 3, S, S]` in [-1, 1] RGB, mel `[80, 16]`, label `[]` (1.0 in sync, 0.0 off)."""
-        name, audio_start, video_start, label = self.pair(index)
-        clip = Clip(self.root, name)
-        faces = clip.faces(range(video_start, video_start + SYNC_FRAMES))
-        frames = torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        # Every frame of a clip has its mel window, so every 5-frame window has its SyncNet one.
-        mel = torch.from_numpy(syncnet_mel_window(clip.mel, audio_start))
-        return frames, mel, torch.tensor(float(label))
-
-
 class StepSampler(Sampler[int]):
     """Indices one rank loads for steps `start_step .. max_steps - 1`, `batch_size` per step.
 
@@ -184,24 +119,6 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, frames: torch
     loss.backward()
     opt.step()
     return loss.item()
-
-
-@torch.no_grad()
-def evaluate(expert: SyncExpert, pairs: SyncPairs, batch_size: int, num_workers: int) -> Tuple[float, float]:
-    """(mean BCE, accuracy of `probability > 0.5`) over all of `pairs`, each rank taking a share."""
-    device = next(expert.parameters()).device
-    expert.eval()
-    shard = range(dist_util.rank(), len(pairs), dist_util.world_size())
-    loader = DataLoader(pairs, batch_size=batch_size, sampler=shard, num_workers=num_workers)
-    loss_sum, correct, count = 0.0, 0, 0
-    for frames, mel, label in loader:
-        frames, mel, label = frames.to(device), mel.to(device), label.to(device)
-        audio_emb, video_emb = expert(frames, mel)
-        loss_sum += sync_bce(audio_emb, video_emb, label).item() * len(label)
-        correct += int(((sync_probability(audio_emb, video_emb) > 0.5) == (label > 0.5)).sum())
-        count += len(label)
-    totals = np.sum(dist_util.all_gather_object((loss_sum, correct, count)), axis=0)
-    return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
 
 def load_resume_state(args: argparse.Namespace) -> Optional[dict]:
@@ -297,7 +214,7 @@ def train(args: argparse.Namespace) -> SyncExpert:
         if val_set is not None and (step % args.val_every == 0 or final):
             # Each rank's BatchNorm statistics saw only its own batches: validate rank 0's, the saved ones.
             dist_util.sync_params(expert.buffers())
-            val_loss, val_acc = evaluate(expert, val_set, args.batch_size, args.num_workers)
+            val_loss, val_acc = expert_accuracy(expert, val_set, args.batch_size, args.num_workers)
             model.train()
             logger.logkv("val_loss", val_loss)
             logger.logkv("val_acc", val_acc)

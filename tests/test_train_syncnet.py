@@ -19,6 +19,7 @@ import torch
 import train_syncnet
 from audio.audio import melspectrogram, num_full_windows, syncnet_mel_window
 from dataset.preprocessed import Clip, write_clip, write_split
+from dataset.sync_pairs import SyncPairs
 from dataset.synthetic import draw_face, speech_like
 from guided_diffusion import dist_util
 from training.syncnet import SyncExpert, load_sync_expert
@@ -65,7 +66,7 @@ def read_csv(path):
 
 
 def test_pairs_follow_the_sync_rules(data_root):
-    pairs = train_syncnet.SyncPairs(str(data_root), "train", 200, seed=3, min_offset=5)
+    pairs = SyncPairs(str(data_root), "train", 200, seed=3, min_offset=5)
     assert [name for name, _ in pairs.clips] == ["id0/vid/00001", "id1/vid/00001", "id2/vid/00001"]
     assert pairs.skipped == 1  # the 9-frame clip cannot give an off-sync pair 5 frames away
     drawn = [pairs.pair(i) for i in range(200)]
@@ -80,12 +81,12 @@ def test_pairs_follow_the_sync_rules(data_root):
             assert abs(video_start - audio_start) >= 5
     offsets = {abs(v - a) for _, a, v, label in drawn if not label}
     assert min(offsets) == 5 and max(offsets) > 20  # the whole range of offsets is used
-    other = train_syncnet.SyncPairs(str(data_root), "train", 200, seed=4, min_offset=5)
+    other = SyncPairs(str(data_root), "train", 200, seed=4, min_offset=5)
     assert [other.pair(i) for i in range(200)] != drawn
 
 
 def test_pair_tensors_are_the_clips_frames_and_mel_window(data_root):
-    pairs = train_syncnet.SyncPairs(str(data_root), "train", 50, seed=0, min_offset=5)
+    pairs = SyncPairs(str(data_root), "train", 50, seed=0, min_offset=5)
     index = next(i for i in range(50) if pairs.pair(i)[3] == 0)
     name, audio_start, video_start, _ = pairs.pair(index)
     frames, mel, label = pairs[index]
@@ -172,7 +173,7 @@ def test_training_without_validation(data_root, tmp_path):
 
 def test_loss_drops_when_overfitting_one_batch(data_root):
     torch.manual_seed(0)
-    pairs = train_syncnet.SyncPairs(str(data_root), "train", 4, seed=0, min_offset=5)
+    pairs = SyncPairs(str(data_root), "train", 4, seed=0, min_offset=5)
     frames, mel, label = (torch.stack(t) for t in zip(*(pairs[i] for i in range(4))))
     assert 0 < label.sum() < 4  # both kinds of pair
     expert = SyncExpert("syncnet128").train()

@@ -17,15 +17,17 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
-from guided_diffusion import dist_util
 from common.errors import CheckpointError
 from common.files import atomic_save
+from dataset.sync_pairs import SYNC_FRAMES
+from guided_diffusion import dist_util
 
-SYNC_FRAMES = 5
 MEL_SHAPE = (80, 16)
 IntPair = Union[int, Tuple[int, int]]
 WAV2LIP_HINT = "download Wav2Lip's lipsync_expert.pth into checkpoints/ (`python -m scripts.fetch_weights lipsync_expert`) or train one with train_syncnet.py"
@@ -233,6 +235,25 @@ def sync_bce(audio_emb: torch.Tensor, video_emb: torch.Tensor, target: Union[tor
     prob = sync_probability(audio_emb, video_emb)
     target = torch.as_tensor(target, dtype=prob.dtype, device=prob.device).reshape(-1).expand_as(prob)
     return F.binary_cross_entropy(prob, target)
+
+
+@torch.no_grad()
+def expert_accuracy(expert: SyncExpert, pairs: Dataset, batch_size: int, num_workers: int) -> Tuple[float, float]:
+    """(mean BCE, accuracy of `probability > 0.5`) of `expert` over all of `pairs` (a
+    `dataset.sync_pairs.SyncPairs`: frames, mel, label), each rank taking a share."""
+    device = next(expert.parameters()).device
+    expert.eval()
+    shard = range(dist_util.rank(), len(pairs), dist_util.world_size())
+    loader = DataLoader(pairs, batch_size=batch_size, sampler=shard, num_workers=num_workers)
+    loss_sum, correct, count = 0.0, 0, 0
+    for frames, mel, label in loader:
+        frames, mel, label = frames.to(device), mel.to(device), label.to(device)
+        audio_emb, video_emb = expert(frames, mel)
+        loss_sum += sync_bce(audio_emb, video_emb, label).item() * len(label)
+        correct += int(((sync_probability(audio_emb, video_emb) > 0.5) == (label > 0.5)).sum())
+        count += len(label)
+    totals = np.sum(dist_util.all_gather_object((loss_sum, correct, count)), axis=0)
+    return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
 
 def _fitting_state(net: nn.Module, state: Dict[str, Any], path: str, what: str) -> Dict[str, Any]:

@@ -1,0 +1,82 @@
+"""In-sync and off-sync (frames, mel, label) pairs of a preprocessed root: what a lip-sync expert
+trains and is validated on (`python -m scripts.train_syncnet`, the demo's accuracy check)."""
+
+from __future__ import annotations
+
+import os
+from typing import List, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from audio.audio import syncnet_mel_window
+from common.errors import Diff2LipError
+
+from .preprocessed import Clip, read_split
+
+#: Consecutive frames a lip-sync expert embeds (0.2 s at 25 fps).
+SYNC_FRAMES = 5
+#: The validation pairs never change between runs, whatever --seed is, so accuracies compare.
+VAL_SEED = 20240101
+
+
+class SyncPairs(Dataset):
+    """In-sync and off-sync (frames, mel, label) pairs of one split of a preprocessed root.
+
+    Pair `i` is a pure function of `(seed, i)`, so a pair set is reproducible, DataLoader workers
+    need no seeding, and a resumed run draws exactly the pairs the interrupted one would have.
+    Clips too short for an off-sync pair (fewer than 5 + `min_offset` frames) are skipped.
+    """
+
+    def __init__(self, root: str, split: str, num_pairs: int, seed: int, min_offset: int):
+        names = read_split(root, split)
+        if not names:
+            path = os.path.join(root, f"{split}.txt")
+            raise Diff2LipError(f"'{path}' lists no clips; preprocess some videos into it")
+        self.root, self.num_pairs, self.seed, self.min_offset = root, num_pairs, seed, min_offset
+        # Names and lengths only: a Clip caches its mel, which must not pile up over a whole split.
+        self.clips: List[Tuple[str, int]] = []
+        sizes = set()
+        for name in names:
+            clip = Clip(root, name)
+            if clip.n_frames >= SYNC_FRAMES + min_offset:
+                self.clips.append((name, clip.n_frames))
+                sizes.add(clip.image_size)
+        self.skipped = len(names) - len(self.clips)
+        if not self.clips:
+            raise Diff2LipError(
+                f"no clip of '{split}' in '{root}' has the {SYNC_FRAMES + min_offset} frames a pair needs "
+                "(5 + --min_offset); preprocess longer videos or lower --min_offset"
+            )
+        if len(sizes) > 1:
+            raise Diff2LipError(f"clips of '{split}' in '{root}' have different image sizes {sorted(sizes)}; "
+                                "preprocess them all at one --image_size")
+
+    def __len__(self) -> int:
+        return self.num_pairs
+
+    def pair(self, index: int) -> Tuple[str, int, int, int]:
+        """(clip name, audio start frame, video start frame, label) of pair `index`."""
+        rng = np.random.default_rng([self.seed, index])
+        name, n_frames = self.clips[rng.integers(len(self.clips))]
+        last = n_frames - SYNC_FRAMES  # the last start frame of a whole 5-frame window
+        if rng.random() < 0.5:
+            start = int(rng.integers(last + 1))
+            return name, start, start, 1
+        m = self.min_offset
+        # Audio starts with a video window at least m frames away on one side or the other.
+        starts = np.union1d(np.arange(0, last - m + 1), np.arange(m, last + 1))
+        start = int(rng.choice(starts))
+        others = np.concatenate([np.arange(0, start - m + 1), np.arange(start + m, last + 1)])
+        return name, start, int(rng.choice(others)), 0
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """frames `[5, 3, S, S]` in [-1, 1] RGB, mel `[80, 16]`, label `[]` (1.0 in sync, 0.0 off)."""
+        name, audio_start, video_start, label = self.pair(index)
+        clip = Clip(self.root, name)
+        faces = clip.faces(range(video_start, video_start + SYNC_FRAMES))
+        frames = torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        # Every frame of a clip has its mel window, so every 5-frame window has its SyncNet one.
+        mel = torch.from_numpy(syncnet_mel_window(clip.mel, audio_start))
+        return frames, mel, torch.tensor(float(label))
