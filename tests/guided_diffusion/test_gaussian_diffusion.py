@@ -5,8 +5,6 @@ import pytest
 import torch
 
 from guided_diffusion import gaussian_diffusion as gd
-from common.errors import Diff2LipError
-from guided_diffusion.respace import space_timesteps
 from guided_diffusion.script_util import create_gaussian_diffusion
 
 
@@ -28,42 +26,6 @@ def test_cosine_schedule_matches_alpha_bar():
     np.testing.assert_allclose(abar[:900], expected[:900], rtol=1e-6)  # max_beta clips only the tail
     with pytest.raises(ValueError):
         gd.get_named_beta_schedule("quadratic", 10)
-
-
-def test_ddim25_keeps_steps_0_40_to_960_and_calls_model_with_original_indices():
-    assert sorted(space_timesteps(1000, "ddim25")) == list(range(0, 1000, 40))
-    diffusion = create_gaussian_diffusion(timestep_respacing="ddim25")
-    assert diffusion.timestep_map == list(range(0, 1000, 40))
-    base = create_gaussian_diffusion()
-    # alpha_bar at each kept step is the base process's
-    np.testing.assert_allclose(diffusion.alphas_cumprod, base.alphas_cumprod[::40], rtol=1e-12)
-
-    seen = []
-
-    class Recorder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.p = torch.nn.Parameter(torch.zeros(1))
-
-        def forward(self, x, t, **kw):
-            seen.append(int(t[0]))
-            return torch.zeros(x.shape[0], 6, *x.shape[2:])
-
-    diffusion.ddim_sample_loop(Recorder(), (1, 3, 4, 4), noise=torch.randn(1, 3, 4, 4))
-    assert seen == list(range(960, -1, -40))
-
-
-@pytest.mark.parametrize("spec, count", [("10", 10), ("10,15,20", 45), ("ddim50", 50), ("1000", 1000)])
-def test_space_timesteps_counts(spec, count):
-    steps = space_timesteps(1000, spec)
-    assert len(steps) == count and min(steps) == 0 and max(steps) <= 999
-
-
-def test_space_timesteps_rejects_bad_specs():
-    with pytest.raises(Diff2LipError):
-        space_timesteps(1000, "ddim7000")
-    with pytest.raises(Diff2LipError):
-        space_timesteps(1000, "fast")
 
 
 def test_posterior_matches_bayes_rule():

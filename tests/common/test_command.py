@@ -1,0 +1,103 @@
+"""common/command.py: how every entry point ends (one error line, signals, output checks)."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from common.command import Interrupted, check_output_folder, check_outputs, run_command, stop_signals
+from common.errors import Diff2LipError, MediaError
+from launchers import REPO_ROOT
+
+
+def test_bad_input_is_one_error_line_and_exit_code_1(capsys):
+    def body() -> int:
+        raise MediaError("video 'x.mp4' has no video stream; give a video file")
+
+    assert run_command(body) == 1
+    assert capsys.readouterr().err == "error: video 'x.mp4' has no video stream; give a video file\n"
+
+
+def test_the_body_exit_code_passes_through():
+    assert run_command(lambda: 0) == 0
+    assert run_command(lambda: 3) == 3
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_unwinds_the_body_and_exits_with_128_plus_the_signal(signum, capsys):
+    cleaned = []
+
+    def body() -> int:
+        try:
+            os.kill(os.getpid(), signum)
+            signal.pause()
+            return 0
+        finally:
+            cleaned.append(True)
+
+    assert run_command(body) == 128 + signum
+    assert cleaned == [True]
+    assert capsys.readouterr().err.startswith(f"stopped by {signal.Signals(signum).name}")
+
+
+def test_interrupted_is_not_swallowed_by_except_exception():
+    assert not issubclass(Interrupted, Exception)
+    with pytest.raises(Interrupted):
+        with stop_signals():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                signal.pause()
+            except Exception:  # a per-item handler of a list run
+                pytest.fail("Interrupted was caught as an Exception")
+
+
+def test_handlers_are_restored_after_the_command():
+    before = signal.getsignal(signal.SIGTERM)
+    run_command(lambda: 0)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_real_process_stopped_by_sigterm_exits_143_after_its_clean_up(tmp_path):
+    marker = tmp_path / "cleaned"
+    code = textwrap.dedent(f"""
+        import signal, sys, time
+        sys.path.insert(0, {str(REPO_ROOT)!r})
+        from common.command import run_command
+        def body():
+            try:
+                print("ready", flush=True)
+                time.sleep(60)
+            finally:
+                open({str(marker)!r}, "w").close()
+        sys.exit(run_command(body))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and marker.exists()
+    assert "stopped by SIGTERM" in err
+
+
+def test_an_output_that_is_an_input_or_a_folder_is_refused(tmp_path):
+    video = tmp_path / "in.mp4"
+    video.write_bytes(b"x")
+    os.symlink(video, tmp_path / "link.mp4")
+    with pytest.raises(Diff2LipError, match="is the input .* would destroy the input"):
+        check_outputs([str(tmp_path / "link.mp4")], [str(video)])
+    with pytest.raises(Diff2LipError, match="is a folder; give a file name such as"):
+        check_outputs([str(tmp_path)], [str(video)])
+    check_outputs([str(tmp_path / "out.mp4")], [str(video)])  # a new name is fine
+
+
+def test_an_output_folder_is_checked_before_any_work_and_nothing_is_created(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(Diff2LipError, match=r"^--sample_path: '.*file' is a file, not a folder"):
+        check_output_folder(str(tmp_path / "file"), "--sample_path")
+    with pytest.raises(Diff2LipError, match=r"cannot be created, '.*file' is a file"):
+        check_output_folder(str(tmp_path / "file" / "sub"), "--sample_path")
+    check_output_folder(str(tmp_path / "new" / "deeper"), "--sample_path")
+    assert sorted(os.listdir(tmp_path)) == ["file"]
