@@ -300,9 +300,8 @@ class DeepFeatureCache:
     the calls in between run only the first `depth` encoder blocks (the input conv and the
     full-resolution blocks for depth 3 of the released network) and the last `depth` decoder
     blocks, reusing the kept features. The last of `steps` calls is always a full pass: it
-    makes the final prediction, and stale deep features there cost the most (on the demo
-    network, 2M at 8 steps with reuse: 28.7 dB against DDIM-25 in the mouth instead of 43.4). One
-    cache serves one sampling loop of one batch.
+    makes the final prediction, and stale deep features there cost the most (docs/figures.md
+    has the measured difference). One cache serves one sampling loop of one batch.
     """
 
     def __init__(self, interval: int, depth: int, steps: Optional[int] = None):
