@@ -2,8 +2,9 @@
 
 An `Option` holds everything about one flag: its name, its default (which also gives its type),
 its help text and the check of its value. A command's parser, its `--help`, its validation, the
-guided-diffusion style `*_defaults()` dictionaries and the flags one command passes to another are
-all derived from these declarations, so they cannot drift apart.
+guided-diffusion style `*_defaults()` dictionaries, the dataclasses of options (`options_dataclass`)
+and the flags one command passes to another are all derived from these declarations, so they cannot
+drift apart.
 
 The released Diff2Lip command lines parse unchanged: `--flag value` and `--flag=value`, booleans
 as True/False, true/false, 1/0. Prefix abbreviations are off, so a mistyped flag is an error
@@ -14,7 +15,7 @@ what is valid.
 
 import argparse
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, get_type_hints
 
 import torch
 
@@ -34,14 +35,19 @@ def _range_check(ok: Callable[[Any], bool], valid: str) -> FlagCheck:
 
 
 def at_least(minimum: float) -> FlagCheck:
-    return _range_check(lambda v: v >= minimum, f"a value >= {minimum}")
+    check = _range_check(lambda v: v >= minimum, f"a value >= {minimum}")
+    check.minimum = minimum
+    return check
 
 
 def between(low: float, high: float, low_open: bool = False, high_open: bool = False) -> FlagCheck:
-    return _range_check(
+    check = _range_check(
         lambda v: (v > low if low_open else v >= low) and (v < high if high_open else v <= high),
         f"{low} {'<' if low_open else '<='} value {'<' if high_open else '<='} {high}",
     )
+    if not low_open:
+        check.minimum = low
+    return check
 
 
 def one_of(*choices: str) -> FlagCheck:
@@ -113,6 +119,11 @@ class Option:
         """The values a `one_of` check allows (for a menu), else None."""
         return getattr(self.check, "choices", None)
 
+    @property
+    def minimum(self) -> Optional[float]:
+        """The smallest value an `at_least` or closed `between` check allows (for a number field), else None."""
+        return getattr(self.check, "minimum", None)
+
     def help_text(self) -> str:
         """The `--help` line: the help, the default and, where the check states one, the valid range."""
         valid = getattr(self.check, "valid", None)
@@ -163,13 +174,6 @@ class Options(Mapping[str, Option]):
                 raise TypeError(f"Options takes Option or Options, not {type(item).__name__}")
         self.rules.extend(r for r in rules if r not in self.rules)
 
-    @classmethod
-    def from_dicts(cls, defaults: Mapping[str, Any], help: Optional[Mapping[str, str]] = None,
-                   checks: Optional[Mapping[str, FlagCheck]] = None) -> "Options":
-        """Declarations from guided-diffusion style dictionaries (defaults, help, checks)."""
-        help, checks = help or {}, checks or {}
-        return cls(*(Option(k, v, help.get(k, ""), checks.get(k)) for k, v in defaults.items()))
-
     def __getitem__(self, name: str) -> Option:
         return self._options[name]
 
@@ -197,6 +201,41 @@ class Options(Mapping[str, Option]):
 
     def without(self, *names: str) -> "Options":
         return self.only(*(n for n in self._options if n not in names))
+
+
+def options_dataclass(options: Mapping[str, Option], convert: Optional[Mapping[str, Callable[[Any], Any]]] = None):
+    """A class decorator: the class becomes a dataclass of one field per declaration in `options`
+    (in their order, after the fields the class itself declares), each defaulting to the declared
+    default, and gains `from_flags(args, **values)`, which takes every field by name from parsed
+    flags (`values` are taken as they are, in place of those flags).
+
+    `convert[name]` turns a flag's value into the field's (the text "0,0,0,0" into a tuple), for the
+    default and in `from_flags` alike; its return annotation is the field's type.
+    """
+    convert = dict(convert or {})
+
+    def field_type(name: str, option: Option) -> Any:
+        if name in convert:
+            return get_type_hints(convert[name]).get("return", Any)
+        return Any if option.default is None else type(option.default)
+
+    def value(name: str, flag: Any) -> Any:
+        return convert[name](flag) if name in convert else flag
+
+    def decorate(cls):
+        annotations = dict(cls.__dict__.get("__annotations__", {}))
+        for name, option in options.items():
+            annotations[name] = field_type(name, option)
+            setattr(cls, name, value(name, option.default))
+        cls.__annotations__ = annotations
+
+        def from_flags(kind, args, **values: Any):
+            return kind(**{name: value(name, getattr(args, name)) for name in options if name not in values}, **values)
+
+        cls.from_flags = classmethod(from_flags)
+        return dataclass(cls)
+
+    return decorate
 
 
 def validate_flags(args: argparse.Namespace, options: Mapping[str, Option], rules: Sequence[FlagRule] = ()) -> None:

@@ -29,47 +29,48 @@ from audio.audio import (
     samples_for_frames,
 )
 from dataset.video_io import VideoWriter, is_image, iter_frames, probe_video
-from face_detection import ClipScan, FaceTrack, crop_face, fixed_boxes, parse_face_select, paste_face, scan_faces, track_boxes
 from common.errors import MediaError
+from common.flags import options_dataclass
+from face_detection import (
+    Box,
+    ClipScan,
+    FaceTrack,
+    crop_face,
+    fixed_boxes,
+    parse_box,
+    parse_face_select,
+    parse_pads,
+    paste_face,
+    scan_faces,
+    track_boxes,
+)
+from guided_diffusion import dist_util
 from guided_diffusion.precision import autocast
 from guided_diffusion.samplers import SAMPLERS, network_passes, sampler_name
 from guided_diffusion.tfg_data_util import shared_noise, tfg_process_batch
 from guided_diffusion.unet import DeepFeatureCache
 
+from .options import CLIP_OPTIONS
+
 FPS = 25
 SAMPLE_RATE = 16000
 
 
-@dataclass
-class SamplingOptions:
-    """What the sampler needs from the flags (see `script_util.tfg_sampling_defaults`)."""
+def _box(text: str) -> Optional[Box]:
+    return parse_box(text) if text else None
 
-    image_size: int = 128
-    face_hide_percentage: float = 0.5
-    sampling_seed: int = 7
-    sampling_input_type: str = "gt"
-    sampling_ref_type: str = "gt"
-    sampling_batch_size: int = 32
-    use_ddim: bool = True
-    clip_denoised: bool = True
-    sampler: str = "ddim"  # "ddim": the released sampler; or a DPM-Solver++ of `samplers.SOLVERS`
-    sampling_steps: int = 10  # network passes of a DPM-Solver++
-    solver_spacing: str = "ddim"
-    cache_interval: int = 1  # deep-feature reuse: a full pass every `cache_interval` steps (1: off)
-    cache_depth: int = 3
-    paste: str = "full"
-    color_match: bool = False
-    face_select: str = "largest"  # see face_detection.tracking.parse_face_select
-    no_face: str = "passthrough"
-    max_fill_gap: int = 3
-    cut_threshold: float = 0.5
-    loop_video: bool = False
-    is_voxceleb2: bool = True
-    box: Optional[Tuple[int, int, int, int]] = None
-    pads: Tuple[int, int, int, int] = (0, 0, 0, 0)
-    channel_order: str = "rgb"
-    precision: str = "fp32"
-    progress: bool = True
+
+@options_dataclass(CLIP_OPTIONS, convert={"box": _box, "pads": parse_pads})
+class SamplingOptions:
+    """What lip-syncing a clip takes from the flags: one field per option of
+    `inference.options.CLIP_OPTIONS`, with its declared default; `--box` and `--pads` parsed into
+    `(y1, y2, x1, x2)` / `(top, bottom, left, right)` pixels (`box` None: no fixed box)."""
+
+    @classmethod
+    def from_args(cls, args) -> "SamplingOptions":
+        """The options of parsed (and so validated) generate.py flags; progress bars only on the
+        main process."""
+        return cls.from_flags(args, progress=args.progress and dist_util.is_main_process())
 
 
 def pingpong(k: int, n: int) -> int:

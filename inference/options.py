@@ -1,16 +1,23 @@
 """The options of generate.py, generate_dist.py and the web app, each declared once
 (`common.flags.Option`): the network, diffusion and face-crop options of `script_util`, the face
-options of `face_detection`, and the sampling and input/output options below."""
+options of `face_detection`, and the sampling and input/output options below; and generate.py's
+parser of them (`create_parser`, `parse_args`: the flags with a network file's own filled in).
+
+A new sampling option is one `Option` in SAMPLING_OPTIONS: it is a flag of generate.py (its
+`--help`, its check), a field of `inference.lipsync.SamplingOptions` with the same default
+(CLIP_OPTIONS), and a value the web app can pass on.
+"""
 
 import argparse
-from typing import Optional
+from typing import List, Optional, Sequence, Tuple
 
-from common.flags import DEVICE, PROGRESS, FlagRule, Option, Options, at_least, between, one_of
+from common.flags import DEVICE, PROGRESS, FlagRule, Option, Options, at_least, between, create_argparser, one_of, validate_flags
 from face_detection.options import FACE_OPTIONS
+from guided_diffusion.checkpoint_format import apply_checkpoint_flags, read_metadata
 from guided_diffusion.precision import PRECISION
 from guided_diffusion.respace import ddim_strides, nearest_ddim_count
 from guided_diffusion.samplers import SAMPLERS, SOLVERS
-from guided_diffusion.script_util import DATA_OPTIONS, DIFFUSION_OPTIONS, MODEL_AND_DIFFUSION_OPTIONS
+from guided_diffusion.script_util import DATA_OPTIONS, DIFFUSION_OPTIONS, MODEL_AND_DIFFUSION_OPTIONS, MODEL_OPTIONS
 
 
 def _solver_steps_rule(args: argparse.Namespace) -> Optional[str]:
@@ -90,6 +97,47 @@ SAMPLING_OPTIONS = Options(
 
 # Everything generate.py takes.
 GENERATE_OPTIONS = Options(MODEL_AND_DIFFUSION_OPTIONS, DATA_OPTIONS, SAMPLING_OPTIONS)
+
+# The sampling options that choose the network, the face detector, the files and the device of a
+# run (the pipeline and the command line read them from the flags); every other one shapes the
+# frames of each clip.
+RUN_OPTIONS = ("timestep_respacing", "compile", "model_path", "generate_from_filelist", "test_video_dir", "filelist",
+               "sample_path", "save_orig", "video_path", "audio_path", "out_path", "skip_existing", "device",
+               "face_det_batch_size", "face_det_scale", "face_detector")
+
+# What lip-syncing a clip takes from the flags: the fields of `inference.lipsync.SamplingOptions`.
+CLIP_OPTIONS = Options(MODEL_OPTIONS.only("image_size"), DATA_OPTIONS, SAMPLING_OPTIONS.without(*RUN_OPTIONS))
+
+DESCRIPTION = """Lip-sync videos to speech with Diff2Lip.
+
+single video:  --generate_from_filelist 0 --video_path V --audio_path A --out_path O
+filelist:      --generate_from_filelist 1 --test_video_dir D --filelist L --sample_path S
+modes:         cross = --sampling_input_type gt --sampling_ref_type gt;
+               reconstruction = first_frame / first_frame
+"""
+
+
+def create_parser() -> argparse.ArgumentParser:
+    """generate.py's parser (and generate_dist.py's)."""
+    return create_argparser(GENERATE_OPTIONS, description=DESCRIPTION)
+
+
+def parse_args(argv: Sequence[str]) -> Tuple[argparse.Namespace, List[str], dict]:
+    """generate.py's flags with the checkpoint's own filled in: `(args, flags taken from the
+    file, what the file says it was trained on)`. The command line, the web app and the Python
+    API all start here.
+
+    Our network files carry their flags (a student its step count): the command line needs only
+    what it wants to change, and a network flag that contradicts the file is an error. What the
+    file sets is validated like a typed flag.
+    """
+    parser = create_parser()
+    args = parser.parse_args(list(argv))
+    stored, trained_on = read_metadata(args.model_path)
+    taken = apply_checkpoint_flags(args, argv, stored, args.model_path)
+    if taken:
+        validate_flags(args, parser.options, parser.flag_rules)
+    return args, taken, trained_on
 
 
 def tfg_sampling_defaults() -> dict:
