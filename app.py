@@ -10,7 +10,7 @@ follows the network passes; then the page shows the result video, a before/after
 
 The app runs generate.py's own pipeline: the page's values become generate.py flags (the shown
 command), parsed by generate.py's parser with the checkpoint's stored flags applied as generate.py
-applies them, and `inference.cli.Generator` lip-syncs the clip. One job runs at a time per process;
+applies them, and `inference.pipeline.Generator` lip-syncs the clip. One job runs at a time per process;
 the network stays loaded while the settings do not change. Each job writes into a folder of its own
 under --out_root: its inputs (video/, audio/), result.mp4, result_orig.mp4 (the source frames under
 the driving audio, generate.py's --save_orig), sheet.png and command.txt. Bad input (an unreadable
@@ -30,8 +30,8 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -39,17 +39,13 @@ import torch
 import demo
 from dataset.video_io import IMAGE_EXTENSIONS, iter_frames, probe_video
 from evaluation.sheets import labelled_sheet, write_png
-from face_detection.crop import PASTE_MODES
-from face_detection.detector import FACE_DETECTORS
-from face_detection.pipeline import NO_FACE_MODES
 from guided_diffusion.checkpoint_format import is_safetensors, read_metadata, split_network_file
 from common.errors import Diff2LipError
-from guided_diffusion.precision import PRECISIONS
 from common.flags import Option, Options, as_flags, create_argparser
 from common.files import atomic_write_text
-from inference.cli import Generator, check_single, create_parser, network_key, parse_args, single_outputs
 from inference.lipsync import FPS
-from inference.options import GENERATE_OPTIONS
+from inference.options import GENERATE_OPTIONS, create_parser, parse_args
+from inference.pipeline import Generator, check_single, network_key, single_outputs
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -135,25 +131,36 @@ def note_text(path: Optional[str]) -> str:
 # From the page's values to generate.py's flags
 
 
+def flag_setting(flag: str) -> Any:
+    """A Settings field that sets generate.py's `--flag` as it is, with the flag's declared default."""
+    return field(default=GENERATE_OPTIONS[flag].default, metadata={"flag": flag})
+
+
 @dataclass
 class Settings:
-    """The page's values (each names the generate.py flag it sets)."""
+    """The page's values; `flag_setting` fields set the generate.py flag they name, the others
+    become flags in `build_argv`."""
 
     checkpoint: str = ""
     mode: str = next(m for m, types in MODES.items() if types == (DEFAULTS.sampling_input_type, DEFAULTS.sampling_ref_type))
-    sampler: str = DEFAULTS.sampler
+    sampler: str = flag_setting("sampler")
     steps: int = 0  # 0: the checkpoint's own (see default_steps)
-    cache_interval: int = DEFAULTS.cache_interval
+    cache_interval: int = flag_setting("cache_interval")
     face_crop: str = "detect"
-    box: str = DEFAULTS.box
-    face_detector: str = DEFAULTS.face_detector
-    face_select: str = DEFAULTS.face_select
-    no_face: str = DEFAULTS.no_face
-    paste: str = DEFAULTS.paste
-    pads: str = DEFAULTS.pads
-    loop_video: bool = DEFAULTS.loop_video
-    precision: str = DEFAULTS.precision
-    seed: int = DEFAULTS.sampling_seed
+    box: str = flag_setting("box")
+    face_detector: str = flag_setting("face_detector")
+    face_select: str = flag_setting("face_select")
+    no_face: str = flag_setting("no_face")
+    paste: str = flag_setting("paste")
+    pads: str = flag_setting("pads")
+    loop_video: bool = flag_setting("loop_video")
+    precision: str = flag_setting("precision")
+    seed: int = flag_setting("sampling_seed")
+
+
+def setting_option(name: str) -> Option:
+    """The declaration of the generate.py flag that Settings field `name` sets."""
+    return GENERATE_OPTIONS[next(f for f in fields(Settings) if f.name == name).metadata["flag"]]
 
 
 def checkpoint_defaults(checkpoint: str) -> argparse.Namespace:
@@ -183,25 +190,18 @@ def build_argv(s: Settings, video: str, audio: str, out_path: str) -> List[str]:
     argv = ["--generate_from_filelist", "False", "--video_path", video, "--audio_path", audio,
             "--out_path", out_path, "--save_orig", "True", "--model_path", s.checkpoint]
     defaults = checkpoint_defaults(s.checkpoint)
-    input_type, ref_type = MODES[s.mode]
     steps = int(s.steps) or default_steps(defaults, s.sampler)
-    wanted = dict(
-        sampling_input_type=input_type,
-        sampling_ref_type=ref_type,
-        sampler=s.sampler,
-        **({"timestep_respacing": f"ddim{steps}"} if s.sampler == "ddim" else {"sampling_steps": steps}),
-        cache_interval=int(s.cache_interval),
-        is_voxceleb2=s.face_crop == "voxceleb2",
-        box=s.box.strip() if s.face_crop == "box" else "",
-        face_detector=s.face_detector,
-        face_select=s.face_select,
-        no_face=s.no_face,
-        paste=s.paste,
-        pads=s.pads,
-        loop_video=bool(s.loop_video),
-        precision=s.precision,
-        sampling_seed=int(s.seed),
+    page = dict(  # the settings that are not one flag each
+        checkpoint={},
+        mode=dict(zip(("sampling_input_type", "sampling_ref_type"), MODES[s.mode])),
+        steps={"timestep_respacing": f"ddim{steps}"} if s.sampler == "ddim" else {"sampling_steps": steps},
+        face_crop={"is_voxceleb2": s.face_crop == "voxceleb2"},
+        box={"box": s.box.strip() if s.face_crop == "box" else ""},
     )
+    wanted = {}
+    for f in fields(s):
+        flag = f.metadata.get("flag")
+        wanted.update(page[f.name] if f.name in page else {flag: GENERATE_OPTIONS[flag].type(getattr(s, f.name))})
     return argv + as_flags({k: v for k, v in wanted.items() if getattr(defaults, k) != v})
 
 
@@ -324,6 +324,25 @@ class Runner:
 # The page
 
 
+def flag_control(gr, name: str, value: Any):
+    """The widget of Settings field `name`, from the declaration of the flag it sets: a menu of the
+    flag's choices ('' shown as auto), a checkbox for a boolean, a whole-number field from the
+    flag's minimum, else a text field; labelled with the setting's name, the flag's help as info."""
+    option = setting_option(name)
+    shown = dict(label=name.replace("_", " ").capitalize(), info=help_of(option.name))
+    if option.choices:
+        return gr.Dropdown([(choice or "auto", choice) for choice in option.choices], value=value, **shown)
+    if isinstance(option.default, bool):
+        return gr.Checkbox(value, **shown)
+    if isinstance(option.default, int):
+        return gr.Number(value, precision=0, minimum=option.minimum, **shown)
+    return gr.Textbox(value, **shown)
+
+
+def help_of(flag: str) -> str:
+    return f"--{flag}: {GENERATE_OPTIONS[flag].help}"
+
+
 def build_app(runner: Runner, checkpoint_root: str):
     """The Gradio Blocks of the app (launch it with `.launch`)."""
     import gradio as gr
@@ -333,9 +352,6 @@ def build_app(runner: Runner, checkpoint_root: str):
     first = default_checkpoint(root, found)
     first_defaults = checkpoint_defaults(first) if first else DEFAULTS
     s = Settings(checkpoint=first or "", face_crop=default_face_crop(first or ""))
-
-    def help_of(flag: str) -> str:
-        return f"--{flag}: {GENERATE_OPTIONS[flag].help}"
 
     with gr.Blocks(title="Diff2Lip", analytics_enabled=False) as page:
         gr.Markdown("# Diff2Lip: lip-sync a face to speech")
@@ -352,31 +368,23 @@ def build_app(runner: Runner, checkpoint_root: str):
                 )
                 with gr.Row():
                     widgets.update(
-                        sampler=gr.Dropdown(list(GENERATE_OPTIONS["sampler"].choices), value=s.sampler, label="Sampler", info=help_of("sampler")),
+                        sampler=flag_control(gr, "sampler", s.sampler),
                         steps=gr.Number(default_steps(first_defaults, s.sampler), precision=0, minimum=1, label="Steps",
                                         info="network passes per frame: --timestep_respacing ddimN for ddim, "
                                         "--sampling_steps for dpm++"),
-                        cache_interval=gr.Number(s.cache_interval, precision=0, minimum=1, label="Cache interval",
-                                                 info=help_of("cache_interval")),
+                        cache_interval=flag_control(gr, "cache_interval", s.cache_interval),
                     )
                 with gr.Accordion("Face", open=False):
                     widgets.update(
                         face_crop=gr.Radio([(label, key) for key, label in FACE_CROPS.items()], value=s.face_crop,
                                            label="Face crop", info=help_of("is_voxceleb2")),
-                        box=gr.Textbox(s.box, label="Box", info=help_of("box")),
-                        face_detector=gr.Dropdown(list(FACE_DETECTORS), value=s.face_detector, label="Face detector",
-                                                  info=help_of("face_detector")),
-                        face_select=gr.Textbox(s.face_select, label="Face select", info=help_of("face_select")),
-                        no_face=gr.Dropdown(list(NO_FACE_MODES), value=s.no_face, label="No face", info=help_of("no_face")),
-                        paste=gr.Dropdown(list(PASTE_MODES), value=s.paste, label="Paste", info=help_of("paste")),
-                        pads=gr.Textbox(s.pads, label="Pads", info=help_of("pads")),
-                        loop_video=gr.Checkbox(s.loop_video, label="Loop video", info=help_of("loop_video")),
+                        **{name: flag_control(gr, name, getattr(s, name))
+                           for name in ("box", "face_detector", "face_select", "no_face", "paste", "pads", "loop_video")},
                     )
                 with gr.Row():
                     widgets.update(
-                        precision=gr.Dropdown([("auto", ""), *((p, p) for p in PRECISIONS)], value=s.precision,
-                                              label="Precision", info=help_of("precision")),
-                        seed=gr.Number(s.seed, precision=0, minimum=0, label="Seed", info=help_of("sampling_seed")),
+                        precision=flag_control(gr, "precision", s.precision),
+                        seed=flag_control(gr, "seed", s.seed),
                     )
                 start = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column():

@@ -90,7 +90,8 @@ def run_clip(video: str, checkpoint: str, out: str, audio: Optional[str] = None,
     code = (
         "import json, sys, time\n"
         f"sys.path.insert(0, {REPO_ROOT!r})\n"
-        "from inference.cli import Generator, create_parser\n"
+        "from inference.options import create_parser\n"
+        "from inference.pipeline import Generator\n"
         "args = create_parser().parse_args(sys.argv[1:])\n"
         "def mb(key):\n"
         "    return int([l for l in open('/proc/self/status') if l.startswith(key)][0].split()[1]) / 1024\n"
@@ -285,7 +286,7 @@ def main():
     os.makedirs(args.workdir, exist_ok=True)
 
     from guided_diffusion.script_util import tfg_create_model_and_diffusion
-    from inference.cli import create_parser
+    from inference.options import create_parser
 
     flags = create_parser().parse_args(TINY_FLAGS)
     tiny_keys = ("image_size", "num_channels", "num_res_blocks", "channel_mult", "attention_resolutions", "num_head_channels")

@@ -61,9 +61,10 @@ def mouth_psnr(frames_a: Iterable[np.ndarray], frames_b: Iterable[np.ndarray]) -
 def quick(args, names: List[str], checkpoint: str, data_dir: str, pair) -> int:
     """Mouth PSNR vs DDIM-25 of each sampler on the first `--quick_frames` frames of one cross
     pair, through the pipeline's own code (`Generator`), before any encoding."""
-    from guided_diffusion.script_util import as_flags
-    from inference.cli import Generator, create_parser
+    from common.flags import as_flags
     from inference.lipsync import SourceFrames, boxes_for_clip, plan_clip
+    from inference.options import create_parser
+    from inference.pipeline import Generator
 
     audio_rel, video_rel = pair
     video, audio = (os.path.join(data_dir, rel + ".mp4") for rel in (video_rel, audio_rel))

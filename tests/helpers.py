@@ -55,6 +55,12 @@ def render_clip(path, n_frames: int = 20, height: int = 224, width: int = 224, w
             writer.write(draw_face(i, height, width, seed))
 
 
+def full_windows(seconds: float) -> int:
+    """Frames k whose mel window int(80*max(k-1,0)/25) .. +16 fits in the mel of `seconds` of audio."""
+    mel_steps = 1 + int(round(seconds * 16000)) // 200
+    return sum(1 for k in range(1000) if int(80 * max(k - 1, 0) / 25) + 16 <= mel_steps)
+
+
 def make_preprocessed_root(root, n_clips: int = 3, n_frames: int = 16, image_size: int = 32, val_clips: int = 1) -> list:
     """A preprocessed training root in the real format (`dataset/preprocessed.py`), from drawn
     faces and speech-like audio; returns the clip names."""

@@ -4,6 +4,8 @@ it offers, the note of the demo networks, the job folders, and bad uploads as on
 
 import os
 import shlex
+from dataclasses import fields
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from dataset.video_io import iter_frames, probe_video
 from common.errors import Diff2LipError
 from helpers import render_clip, save_tiny_checkpoint
 from inference.cli import main as generate_main
-from inference.cli import parse_args
+from inference.options import GENERATE_OPTIONS, parse_args
 from launchers import REPO_ROOT
 
 STUDENT = str(REPO_ROOT / demo.DEMO_STUDENT)
@@ -69,6 +71,23 @@ def test_shown_command_parses_back_to_the_page_values(sampler):
     assert (args.precision, args.sampling_seed, args.video_path, args.out_path) == ("bf16", 11, "in dir/v.mp4", "out/o.mp4")
     # The student's stored flags still apply: no architecture flag is needed on the command line.
     assert args.image_size == 64 and "--image_size" not in argv
+
+
+def test_settings_and_widgets_come_from_the_flag_declarations():
+    flags = {f.name: f.metadata["flag"] for f in fields(app.Settings) if "flag" in f.metadata}
+    assert flags["seed"] == "sampling_seed" and flags["loop_video"] == "loop_video"
+    for name, flag in flags.items():
+        assert getattr(app.Settings(), name) == GENERATE_OPTIONS[flag].default, name
+    gr = SimpleNamespace(**{kind: (lambda kind: lambda *a, **k: (kind, a, k))(kind) for kind in ("Dropdown", "Checkbox", "Number", "Textbox")})
+    kind, _, shown = app.flag_control(gr, "precision", "")
+    assert kind == "Dropdown"
+    assert app.flag_control(gr, "precision", "")[1][0] == [("auto", ""), ("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16")]
+    assert app.flag_control(gr, "sampler", "ddim")[1][0] == [(c, c) for c in GENERATE_OPTIONS["sampler"].choices]
+    assert shown["label"] == "Precision" and shown["info"] == f"--precision: {GENERATE_OPTIONS['precision'].help}"
+    kind, (value,), shown = app.flag_control(gr, "seed", 7)
+    assert (kind, value, shown["minimum"], shown["precision"], shown["label"]) == ("Number", 7, 0, 0, "Seed")
+    assert app.flag_control(gr, "cache_interval", 1)[2]["minimum"] == 1
+    assert app.flag_control(gr, "loop_video", False)[0] == "Checkbox" and app.flag_control(gr, "pads", "0,0,0,0")[0] == "Textbox"
 
 
 def test_detector_crop_for_the_released_network_and_voxceleb2_crop_for_the_demo():

@@ -112,11 +112,11 @@ def test_bad_sampler_flags_are_one_line_errors_before_any_output(assets, tmp_pat
 
 def test_ddim_flags_keep_the_released_sampler(assets):
     """--sampler ddim (the default) samples exactly with the respaced diffusion's DDIM loop."""
-    from inference.cli import create_parser, sampling_options
-    from inference.lipsync import LipSyncer
+    from inference.lipsync import LipSyncer, SamplingOptions
+    from inference.options import create_parser
 
     args = create_parser().parse_args(single(assets, "unused.mp4"))
-    opts = sampling_options(args)
+    opts = SamplingOptions.from_args(args)
     assert opts.sampler == "ddim" and opts.cache_interval == 1
 
     class Recorder(torch.nn.Module):

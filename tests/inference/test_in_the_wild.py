@@ -15,8 +15,10 @@ from audio.audio import save_wav
 from dataset.synthetic import speech_like
 from dataset.video_io import VideoWriter, iter_frames
 from helpers import TINY_CLI_FLAGS, save_tiny_checkpoint
-from inference.cli import Generator, create_parser, main
+from inference.cli import main
 from inference.lipsync import SourceFrames, boxes_for_clip, plan_clip, track_for_clip
+from inference.options import create_parser
+from inference.pipeline import Generator
 from launchers import REPO_ROOT, run, torchrun
 
 H, W = 320, 640
