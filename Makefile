@@ -26,20 +26,20 @@ demo: $(INSTALLED)
 # Reproduce the committed demo checkpoints (render, preprocess, SyncNet, Diff2Lip, export, evaluate,
 # then distil and score the 2-step student).
 demo-train: $(INSTALLED)
-	$(PY) demo_train.py
+	$(PY) -m scripts.demo_train
 
 # Only the last step: distil the committed demo network into the 2-step student and score it.
 demo-student: $(INSTALLED)
-	$(PY) demo_train.py --student_only True
+	$(PY) -m scripts.demo_train --student_only True
 
 # The demo network in the released parameterization (predicts the noise, learned sigma), fine-tuned
 # from the committed one and scored with the released sampler's DDIM-25.
 demo-train-eps: $(INSTALLED)
-	$(PY) demo_train.py --parameterization eps --timestep_respacing ddim25
+	$(PY) -m scripts.demo_train --parameterization eps --timestep_respacing ddim25
 
 # The ablation of the losses in miniature (four trainings of the demo network).
 demo-ablation: $(INSTALLED)
-	$(PY) demo_train.py --ablation True
+	$(PY) -m scripts.demo_train --ablation True
 
 # The web app (app.py) on http://127.0.0.1:7860.
 app: $(INSTALLED)

@@ -36,8 +36,8 @@ from typing import Any, Callable, List, Optional, Sequence
 import numpy as np
 import torch
 
-import demo
 from dataset.video_io import IMAGE_EXTENSIONS, iter_frames, probe_video
+from evaluation import synthetic_demo
 from evaluation.sheets import labelled_sheet, write_png
 from guided_diffusion.checkpoint_format import is_safetensors, read_metadata, split_network_file
 from common.errors import Diff2LipError
@@ -86,7 +86,7 @@ def released_checkpoint(root: str) -> str:
 
 
 def demo_student(root: str) -> str:
-    return os.path.join(root, os.path.relpath(demo.DEMO_STUDENT, "checkpoints"))
+    return os.path.join(root, os.path.relpath(synthetic_demo.DEMO_STUDENT, "checkpoints"))
 
 
 def find_checkpoints(root: str) -> List[str]:
@@ -113,7 +113,7 @@ def default_checkpoint(root: str, found: Sequence[str]) -> Optional[str]:
 def is_demo_network(path: str) -> bool:
     """A network of `make demo`: it lives in the demo folder (checkpoints/demo/, or demo/ under
     another root), like the demo student."""
-    return os.path.basename(os.path.dirname(os.path.abspath(path))) == os.path.basename(os.path.dirname(demo.DEMO_STUDENT))
+    return os.path.basename(os.path.dirname(os.path.abspath(path))) == os.path.basename(os.path.dirname(synthetic_demo.DEMO_STUDENT))
 
 
 def network_note(path: Optional[str]) -> str:

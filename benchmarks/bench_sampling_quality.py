@@ -2,7 +2,7 @@
 
 For one trained demo network (the committed x0 network, or the released parameterization:
 predicted noise with learned sigma), render the demo's held-out talking heads once, then run
-generate.py (through `demo.evaluate_checkpoint`) with DDIM-25 and with each fast sampler and
+generate.py (through `synthetic_demo.evaluate_checkpoint`) with DDIM-25 and with each fast sampler and
 report, per sampler: network passes, the mouth-region PSNR of the cross clips against
 the DDIM-25 clips (the lower half of the face box, where the network paints), the lip-sync score,
 the wrong-audio control and the reconstruction PSNR / SSIM. The last lines are `name=value`.
@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import demo  # noqa: E402
 from dataset.video_io import iter_frames  # noqa: E402
+from evaluation import synthetic_demo  # noqa: E402
 from evaluation import synthetic_lipsync as sl  # noqa: E402
 from face_detection.boxes import voxceleb2_box  # noqa: E402
 from common.files import atomic_write_json  # noqa: E402
@@ -71,8 +71,9 @@ def quick(args, names: List[str], checkpoint: str, data_dir: str, pair) -> int:
 
     def frames_of(name: str) -> np.ndarray:
         flags = {**dict(timestep_respacing="ddim25", precision=args.precision), **SAMPLERS[name][0]}
-        gen = Generator(create_parser().parse_args([*demo.model_flags(args.parameterization), "--model_path", checkpoint,
-                                                    "--progress", "False", *as_flags(flags)]))
+        argv = [*synthetic_demo.model_flags(args.parameterization), "--model_path", checkpoint, "--progress", "False",
+                *as_flags(flags)]
+        gen = Generator(create_parser().parse_args(argv))
         plan = plan_clip(video, audio, gen.opts)
         plan.n_frames = min(plan.n_frames, args.quick_frames)
         source = SourceFrames(plan, None)
@@ -94,7 +95,7 @@ def quick(args, names: List[str], checkpoint: str, data_dir: str, pair) -> int:
 
 def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parameterization", default="eps", choices=sorted(demo.DEMO_NETWORKS),
+    parser.add_argument("--parameterization", default="eps", choices=sorted(synthetic_demo.DEMO_NETWORKS),
                         help="which demo network: eps (released parameterization) or x0 (default eps)")
     parser.add_argument("--checkpoint", default="", help="its checkpoint ('' = the committed one)")
     parser.add_argument("--samplers", default=DEFAULT_SAMPLERS, help=f"comma list of {', '.join(SAMPLERS)}, or all")
@@ -110,9 +111,10 @@ def main(argv: List[str] = None) -> int:
     unknown = [n for n in names if n not in SAMPLERS]
     if unknown or "ddim25" not in names:
         parser.error(f"--samplers must name ddim25 (the reference) and only {', '.join(SAMPLERS)}; got {unknown}")
-    checkpoint = args.checkpoint or (demo.DEMO_CHECKPOINT_EPS if args.parameterization == "eps" else demo.DEMO_CHECKPOINT)
+    checkpoint = args.checkpoint or (
+        synthetic_demo.DEMO_CHECKPOINT_EPS if args.parameterization == "eps" else synthetic_demo.DEMO_CHECKPOINT)
     data_dir = os.path.join(args.out_dir, "data")
-    demo.render(data_dir, demo.DEMO_DATA["seconds"], progress=False)
+    synthetic_demo.render(data_dir, synthetic_demo.DEMO_DATA["seconds"], progress=False)
     pairs = sl.read_pairs(os.path.join(data_dir, "test_cross.txt"))
     if args.quick_frames:
         return quick(args, names, checkpoint, data_dir, pairs[0])
@@ -124,7 +126,7 @@ def main(argv: List[str] = None) -> int:
         flags, passes = SAMPLERS[name]
         settings = {**dict(timestep_respacing="ddim25", precision=args.precision, progress=False,
                            parameterization=args.parameterization, skip_existing=args.resume), **flags}
-        scores = demo.evaluate_checkpoint(checkpoint, data_dir, os.path.join(run_dir, name),
+        scores = synthetic_demo.evaluate_checkpoint(checkpoint, data_dir, os.path.join(run_dir, name),
                                           argparse.Namespace(**settings), sheets=False)
         scores.pop("per_clip")
         results[name] = dict(scores, passes=passes)

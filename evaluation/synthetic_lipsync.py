@@ -1,6 +1,6 @@
 """Lip-sync and reconstruction scores on the synthetic talking heads of `dataset/synthetic.py`.
 
-The numbers of `demo.py`, of the ablation (`demo_train.py --ablation`) and of the end-to-end test:
+The numbers of `demo.py`, of the ablation (`python -m scripts.demo_train --ablation True`) and of the end-to-end test:
 
 - `cross_scores`: for each generated clip of a cross filelist, the lip-sync score (Pearson
   correlation of the mouth opening measured in its pixels with the opening its driving audio

@@ -215,15 +215,32 @@ def old_pytorch_state(net, seed: int = 0) -> dict:
 def run_demo_train_recorded(tmp_path, monkeypatch, *argv: str) -> dict:
     """demo_train.main with every step recorded instead of run, the exported x0 network and
     expert present as empty files in tmp_path/export; returns {title without its "(...)": argv}."""
-    import demo
-    import demo_train
+    from evaluation import synthetic_demo
+    from scripts import demo_train
 
     export = tmp_path / "export"
     export.mkdir(exist_ok=True)
-    for path in (demo.DEMO_CHECKPOINT, demo.DEMO_SYNC_EXPERT):
+    for path in (synthetic_demo.DEMO_CHECKPOINT, synthetic_demo.DEMO_SYNC_EXPERT):
         (export / os.path.basename(path)).write_bytes(b"")
     calls = {}
     monkeypatch.setattr(demo_train, "prepare_data", lambda work_dir: "CROPS")
     monkeypatch.setattr(demo_train, "step", lambda title, args: calls.setdefault(title.split(" (")[0], args))
     assert demo_train.main(["--work_dir", str(tmp_path / "work"), "--export_dir", str(export), *argv]) == 0
     return calls
+
+
+class BoxInFramesDetector:
+    """A face detector (`batch_size`, `detect`) that finds `box` `(x1, y1, x2, y2)` in frames
+    `first .. last` of the frames it is given, counted over all its calls, and records each
+    frame's shape."""
+
+    batch_size = 4
+
+    def __init__(self, box=(10, 12, 40, 44), first=1, last=9):
+        self.box, self.first, self.last = box, first, last
+        self.shapes = []
+
+    def detect(self, frames):
+        start = len(self.shapes)
+        self.shapes.extend(f.shape for f in frames)
+        return [self.box if self.first <= start + i <= self.last else None for i in range(len(frames))]

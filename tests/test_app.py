@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 
 import app
-import demo
 from dataset.video_io import iter_frames, probe_video
+from evaluation import synthetic_demo
 from common.errors import Diff2LipError
 from helpers import render_clip, save_tiny_checkpoint
 from inference.cli import main as generate_main
 from inference.options import GENERATE_OPTIONS, parse_args
 from launchers import REPO_ROOT
 
-STUDENT = str(REPO_ROOT / demo.DEMO_STUDENT)
+STUDENT = str(REPO_ROOT / synthetic_demo.DEMO_STUDENT)
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def checkpoint_root(tmp_path):
     """A checkpoint folder like checkpoints/: the demo student and the demo SyncNet expert (links)."""
     root = tmp_path / "checkpoints"
     (root / "demo").mkdir(parents=True)
-    for name in (demo.DEMO_STUDENT, demo.DEMO_SYNC_EXPERT):
+    for name in (synthetic_demo.DEMO_STUDENT, synthetic_demo.DEMO_SYNC_EXPERT):
         os.symlink(REPO_ROOT / name, root / "demo" / os.path.basename(name))
     (root / "notes.pt").write_text("not a checkpoint")
     return root
@@ -110,7 +110,7 @@ def test_a_box_crop_without_a_box_is_one_line():
 
 
 def test_checkpoints_found_without_and_with_the_released_file(checkpoint_root):
-    student = str(checkpoint_root / "demo" / os.path.basename(demo.DEMO_STUDENT))
+    student = str(checkpoint_root / "demo" / os.path.basename(synthetic_demo.DEMO_STUDENT))
     found = app.find_checkpoints(str(checkpoint_root))
     assert found == [student]  # not the SyncNet expert, not a file that is no network
     assert app.default_checkpoint(str(checkpoint_root), found) == student
@@ -171,7 +171,7 @@ def test_a_job_writes_the_video_sheet_and_a_command_that_makes_the_same_video(tm
     generator = runner.generator(parse_args(argv)[0])
     other_sampler = runner.generator(parse_args(argv + ["--sampler", "dpm++2m", "--sampling_steps", "3"])[0])
     assert other_sampler.syncer.model is generator.syncer.model and other_sampler.syncer.passes_per_chunk() == 3
-    other_network = runner.generator(parse_args(argv + ["--model_path", demo.DEMO_CHECKPOINT])[0])
+    other_network = runner.generator(parse_args(argv + ["--model_path", synthetic_demo.DEMO_CHECKPOINT])[0])
     assert other_network.syncer.model is not generator.syncer.model
     # The shown command, run as generate.py, makes the same frames.
     argv = shlex.split(job.command)[2:]

@@ -17,7 +17,7 @@ import urllib.request
 import av
 import pytest
 
-import demo
+from evaluation import synthetic_demo
 from helpers import render_clip
 from launchers import REPO_ROOT, child_env
 
@@ -51,7 +51,7 @@ def server(tmp_path):
     """app.py on a free port, offering only the demo student; yields (url, out_root)."""
     root = tmp_path / "checkpoints" / "demo"
     root.mkdir(parents=True)
-    os.symlink(REPO_ROOT / demo.DEMO_STUDENT, root / os.path.basename(demo.DEMO_STUDENT))
+    os.symlink(REPO_ROOT / synthetic_demo.DEMO_STUDENT, root / os.path.basename(synthetic_demo.DEMO_STUDENT))
     port, out_root = free_port(), tmp_path / "jobs"
     log = open(tmp_path / "app.log", "w+")
     env = {**child_env(), "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}  # the uploads' cache goes with the test

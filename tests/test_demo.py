@@ -1,4 +1,4 @@
-"""Tests for demo.py and demo_train.py: the committed demo checkpoints fit the demo's flags and
+"""Tests for demo.py (evaluation/synthetic_demo.py) and scripts/demo_train.py: the committed demo checkpoints fit the demo's flags and
 size limit, errors are one line, and the demo runs end to end (slow) writing videos, sheets and
 every score."""
 
@@ -10,25 +10,26 @@ import pytest
 import torch
 
 import demo
-import demo_train
-from guided_diffusion.checkpoint_format import load_model_weights
 from common.errors import Diff2LipError
+from evaluation import synthetic_demo
+from guided_diffusion.checkpoint_format import load_model_weights
 from guided_diffusion.script_util import tfg_create_model_and_diffusion, tfg_model_and_diffusion_defaults
-from training.syncnet import load_sync_expert
 from launchers import REPO_ROOT
+from scripts import demo_train
+from training.syncnet import load_sync_expert
 
 
 def test_committed_checkpoints_fit_the_demo_flags_and_the_size_limit():
-    checkpoint, expert_path = REPO_ROOT / demo.DEMO_CHECKPOINT, REPO_ROOT / demo.DEMO_SYNC_EXPERT
+    checkpoint, expert_path = REPO_ROOT / synthetic_demo.DEMO_CHECKPOINT, REPO_ROOT / synthetic_demo.DEMO_SYNC_EXPERT
     assert os.path.getsize(checkpoint) + os.path.getsize(expert_path) <= 20 * 2**20
-    flags = {**tfg_model_and_diffusion_defaults(), **demo.DEMO_MODEL}
+    flags = {**tfg_model_and_diffusion_defaults(), **synthetic_demo.DEMO_MODEL}
     model, _ = tfg_create_model_and_diffusion(**flags)
     load_model_weights(model, str(checkpoint))
     saved = torch.load(checkpoint, weights_only=True)
     state = saved["model"]
     # The file carries its flags and what it knows: generate.py needs no architecture flags.
-    assert {k: saved["flags"][k] for k in demo.DEMO_MODEL} == demo.DEMO_MODEL
-    assert saved["trained_on"]["note"] == demo.DEMO_NOTE
+    assert {k: saved["flags"][k] for k in synthetic_demo.DEMO_MODEL} == synthetic_demo.DEMO_MODEL
+    assert saved["trained_on"]["note"] == synthetic_demo.DEMO_NOTE
     # Trained weights, not an initialisation: the zero-initialised output conv has learned values.
     assert float(state["out.2.weight"].float().abs().max()) > 1e-3
     assert all(torch.isfinite(v.float()).all() for v in state.values())
@@ -40,8 +41,8 @@ def test_model_flags_round_trip_through_the_parser():
     from common.flags import create_argparser
     from guided_diffusion.script_util import MODEL_AND_DIFFUSION_OPTIONS
 
-    args = create_argparser(MODEL_AND_DIFFUSION_OPTIONS).parse_args(demo.model_flags())
-    assert {k: getattr(args, k) for k in demo.DEMO_MODEL} == demo.DEMO_MODEL
+    args = create_argparser(MODEL_AND_DIFFUSION_OPTIONS).parse_args(synthetic_demo.model_flags())
+    assert {k: getattr(args, k) for k in synthetic_demo.DEMO_MODEL} == synthetic_demo.DEMO_MODEL
 
 
 def test_missing_checkpoint_is_one_line(tmp_path, capsys):

@@ -1,17 +1,16 @@
-"""Tests for the demo network in the released parameterization (`demo_train.py --parameterization
-eps`, `demo.py --parameterization eps`): the flags each command gets, and the committed network."""
+"""Tests for the demo network in the released parameterization (`python -m scripts.demo_train
+--parameterization eps`, `demo.py --parameterization eps`): the flags each command gets, and the committed network."""
 
 import os
 
 import pytest
 import torch
 
-import demo
-import demo_train
 import train
 from guided_diffusion.checkpoint_format import load_model_weights
 from common.errors import Diff2LipError
 from common.flags import create_argparser
+from evaluation import synthetic_demo
 from guided_diffusion.script_util import (
     MODEL_AND_DIFFUSION_OPTIONS,
     tfg_create_model_and_diffusion,
@@ -19,6 +18,7 @@ from guided_diffusion.script_util import (
 )
 from helpers import run_demo_train_recorded
 from launchers import REPO_ROOT
+from scripts import demo_train
 
 
 def test_demo_train_eps_fine_tunes_the_x0_network_with_the_released_parameterization(tmp_path, monkeypatch):
@@ -28,8 +28,8 @@ def test_demo_train_eps_fine_tunes_the_x0_network_with_the_released_parameteriza
     assert list(calls) == ["train Diff2Lip", "export the demo network", "evaluate like the demo"]
     args = train.create_parser().parse_args(calls["train Diff2Lip"][1:])
     assert (args.predict_xstart, args.learn_sigma) == (False, True)
-    assert {k: getattr(args, k) for k in demo.DEMO_MODEL if k != "predict_xstart"} == {
-        k: v for k, v in demo.DEMO_MODEL.items() if k != "predict_xstart"}
+    assert {k: getattr(args, k) for k in synthetic_demo.DEMO_MODEL if k != "predict_xstart"} == {
+        k: v for k, v in synthetic_demo.DEMO_MODEL.items() if k != "predict_xstart"}
     assert args.init_from == str(export / "diff2lip_synthetic64.pt")
     assert args.sync_expert == str(export / "syncnet64_synthetic.pt")
     assert args.max_steps == demo_train.NETWORKS["eps"]["steps"] and args.resume
@@ -38,7 +38,7 @@ def test_demo_train_eps_fine_tunes_the_x0_network_with_the_released_parameteriza
     exported = calls["export the demo network"]
     assert exported[exported.index("--out") + 1] == str(export / "diff2lip_synthetic64_eps.pt")
     assert exported[exported.index("--weights") + 1] == "model"
-    evaluation = create_argparser(demo.DEMO_OPTIONS).parse_args(calls["evaluate like the demo"][1:])
+    evaluation = create_argparser(synthetic_demo.DEMO_OPTIONS).parse_args(calls["evaluate like the demo"][1:])
     assert (evaluation.parameterization, evaluation.timestep_respacing) == ("eps", "ddim25")
     assert evaluation.checkpoint == str(export / "diff2lip_synthetic64_eps.pt")
     assert evaluation.out_dir == str(tmp_path / "work" / "eval_eps")
@@ -55,7 +55,7 @@ def test_demo_train_default_is_the_x0_network_from_scratch(tmp_path, monkeypatch
     exported = calls["export the demo network"]
     assert exported[exported.index("--out") + 1] == str(tmp_path / "export" / "diff2lip_synthetic64.pt")
     assert exported[exported.index("--weights") + 1] == "ema"
-    evaluation = create_argparser(demo.DEMO_OPTIONS).parse_args(calls["evaluate like the demo"][1:])
+    evaluation = create_argparser(synthetic_demo.DEMO_OPTIONS).parse_args(calls["evaluate like the demo"][1:])
     assert (evaluation.parameterization, evaluation.timestep_respacing) == ("x0", "ddim10")
 
 
@@ -68,21 +68,21 @@ def test_demo_train_eps_without_the_x0_network_names_the_command(tmp_path):
 
 def test_demo_model_flags_per_parameterization():
     parse = create_argparser(MODEL_AND_DIFFUSION_OPTIONS).parse_args
-    assert demo.model_flags() == demo.model_flags("x0")
-    x0, eps = parse(demo.model_flags("x0")), parse(demo.model_flags("eps"))
+    assert synthetic_demo.model_flags() == synthetic_demo.model_flags("x0")
+    x0, eps = parse(synthetic_demo.model_flags("x0")), parse(synthetic_demo.model_flags("eps"))
     assert (x0.predict_xstart, x0.learn_sigma) == (True, True)
     assert (eps.predict_xstart, eps.learn_sigma) == (False, True)
     assert vars(x0) == {**vars(eps), "predict_xstart": True}
     with pytest.raises(Diff2LipError, match="x0, eps"):
-        demo.model_flags("v")
+        synthetic_demo.model_flags("v")
 
 
 def test_committed_eps_network_fits_its_flags_and_differs_from_the_x0_network():
-    path = REPO_ROOT / demo.DEMO_CHECKPOINT_EPS
+    path = REPO_ROOT / synthetic_demo.DEMO_CHECKPOINT_EPS
     assert os.path.getsize(path) <= 8 * 2**20
-    model, _ = tfg_create_model_and_diffusion(**{**tfg_model_and_diffusion_defaults(), **demo.DEMO_MODEL_EPS})
+    model, _ = tfg_create_model_and_diffusion(**{**tfg_model_and_diffusion_defaults(), **synthetic_demo.DEMO_MODEL_EPS})
     load_model_weights(model, str(path))
-    eps, x0 = (torch.load(REPO_ROOT / p, weights_only=True)["model"] for p in (demo.DEMO_CHECKPOINT_EPS, demo.DEMO_CHECKPOINT))
+    eps, x0 = (torch.load(REPO_ROOT / p, weights_only=True)["model"] for p in (synthetic_demo.DEMO_CHECKPOINT_EPS, synthetic_demo.DEMO_CHECKPOINT))
     assert eps["out.2.weight"].dtype == torch.float16
     assert all(torch.isfinite(v.float()).all() for v in eps.values())
     # Fine-tuned, not a copy: the head that now predicts the noise has moved from the x0 head.

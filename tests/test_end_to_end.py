@@ -12,11 +12,11 @@ import sys
 
 import pytest
 
-import demo
-import demo_train
+from common.flags import as_flags
+from evaluation import synthetic_demo
 from evaluation import synthetic_lipsync as sl
-from guided_diffusion.script_util import as_flags
 from launchers import REPO_ROOT, child_env
+from scripts import demo_train
 
 STEPS = 100
 
@@ -33,7 +33,7 @@ def command(*argv, timeout=900):
 
 @pytest.mark.slow
 def test_render_preprocess_train_generate_score(tmp_path):
-    for path in (demo.DEMO_CHECKPOINT, demo.DEMO_SYNC_EXPERT):
+    for path in (synthetic_demo.DEMO_CHECKPOINT, synthetic_demo.DEMO_SYNC_EXPERT):
         assert (REPO_ROOT / path).is_file(), f"{path} is committed; run make demo-train to rebuild it"
     data, crops, run_dir = tmp_path / "data", tmp_path / "crops", tmp_path / "run"
     # Seed 3: identities and voices neither the demo training (seed 0) nor the demo (seed 1) used.
@@ -44,15 +44,16 @@ def test_render_preprocess_train_generate_score(tmp_path):
     assert len((crops / "train.txt").read_text().split()) == 5 and len((crops / "val.txt").read_text().split()) == 3
     training = {**demo_train.DIFF2LIP_TRAINING, **demo_train.DEMO_LOSSES,
                 "save_every": STEPS, "warmup_steps": 10, "num_workers": 0}
-    command("train.py", "--data_root", crops, "--output_dir", run_dir, "--init_from", demo.DEMO_CHECKPOINT,
-            "--sync_expert", demo.DEMO_SYNC_EXPERT, "--max_steps", STEPS, *demo.model_flags(), *as_flags(training))
+    command("train.py", "--data_root", crops, "--output_dir", run_dir, "--init_from", synthetic_demo.DEMO_CHECKPOINT,
+            "--sync_expert", synthetic_demo.DEMO_SYNC_EXPERT, "--max_steps", STEPS, *synthetic_demo.model_flags(),
+            *as_flags(training))
     progress = (run_dir / "progress.csv").read_text().splitlines()
     assert {"simple", "l2", "sync", "lpips", "gan", "disc"} <= set(progress[0].split(","))
     release = tmp_path / "release.pt"
-    command("export_checkpoint.py", "--checkpoint", run_dir / f"checkpoint_{STEPS:07d}.pt", "--out", release,
+    command("-m", "scripts.export_checkpoint", "--checkpoint", run_dir / f"checkpoint_{STEPS:07d}.pt", "--out", release,
             "--half", "True")
     samples = tmp_path / "cross"
-    command("generate.py", *demo.model_flags(), "--model_path", release, "--filelist", data / "test_cross.txt",
+    command("generate.py", *synthetic_demo.model_flags(), "--model_path", release, "--filelist", data / "test_cross.txt",
             "--test_video_dir", data, "--sample_path", samples, "--timestep_respacing", "ddim10",
             "--precision", "bf16", "--progress", "False")
     pairs = sl.read_pairs(str(data / "test_cross.txt"))

@@ -1,29 +1,29 @@
 """Reproduce the demo checkpoints end to end, and the ablation of the losses in miniature.
 
-    python demo_train.py                      (make demo-train)
-    python demo_train.py --ablation True      (make demo-ablation)
-    python demo_train.py --parameterization eps --timestep_respacing ddim25   (make demo-train-eps)
-    python demo_train.py --student_only True  (only step 5: the 2-step student of the exported network)
+    python -m scripts.demo_train                      (make demo-train)
+    python -m scripts.demo_train --ablation True      (make demo-ablation)
+    python -m scripts.demo_train --parameterization eps --timestep_respacing ddim25   (make demo-train-eps)
+    python -m scripts.demo_train --student_only True  (only step 5: the 2-step student of the exported network)
 
 Every step is the repository's own command, run as a subprocess with the flags below, in
 `--work_dir` (each step resumes or skips what an earlier, interrupted run finished):
 1. render the training set with `dataset/synthetic.py` (data seed 0: 54 identities x 3 clips x
    8 s; the last 6 identities are held out) and preprocess it at 64 px with
    `dataset/preprocess.py`, the split taken from the renderer's train.txt / test.txt;
-2. train the light SyncNet64 expert with `train_syncnet.py` (validated on the held-out identities);
-3. train the demo network (`demo.DEMO_MODEL`) with `train.py` and all five losses (LPIPS on a
+2. train the light SyncNet64 expert with `scripts.train_syncnet` (validated on the held-out identities);
+3. train the demo network (`synthetic_demo.DEMO_MODEL`) with `train.py` and all five losses (LPIPS on a
    fixed random VGG-16: `--lpips_backbone random`, since the ImageNet weights cannot be
    downloaded offline);
-4. export both with `export_checkpoint.py` (EMA weights, float16) into `--export_dir`, and run the
+4. export both with `scripts.export_checkpoint` (EMA weights, float16) into `--export_dir`, and run the
    demo's evaluation with them;
-5. distil the exported network into a 2-step student with `train_distill.py` (progressive
+5. distil the exported network into a 2-step student with `scripts.train_distill` (progressive
    distillation, `DISTILL_TRAINING`), export it with its sampling flags as
    `diff2lip_synthetic64_student2.pt` and evaluate it like the demo with its 2 DDIM steps.
 With `--ablation True`, step 3 trains four networks with the same budget (`--ablation_steps`):
 L_simple only, + L2 + SyncNet, + LPIPS, + sequence GAN (the rows of the paper's Tables 1 and 3),
 scores each like the demo and prints a Markdown table.
 With `--parameterization eps`, step 3 trains the demo network in the released parameterization
-(predicts the noise, learned sigma: `demo.DEMO_MODEL_EPS`) instead, with the same data, losses
+(predicts the noise, learned sigma: `synthetic_demo.DEMO_MODEL_EPS`) instead, with the same data, losses
 and settings, fine-tuned from the exported x0 network (`train.py --init_from`: both have the
 learned variance, so every tensor fits; the output conv's first 3 channels switch from the clean
 frame to the noise) and with the exported expert (step 2 is skipped); it is exported as
@@ -39,10 +39,10 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-import demo
 from common.errors import Diff2LipError
-from common.flags import PROGRESS, Option, Options, as_flags, create_argparser
 from common.files import atomic_write_json
+from common.flags import PROGRESS, Option, Options, as_flags, create_argparser
+from evaluation import synthetic_demo
 
 TRAIN_DATA = dict(identities=54, clips_per_identity=3, seconds=8.0, test_identities=6, seed=0)
 SYNCNET_TRAINING = dict(kind="syncnet64", batch_size=64, lr=3e-4, val_every=250, val_pairs=512, save_every=250,
@@ -59,15 +59,15 @@ DEMO_LOSSES = dict(lambda_l2=1, lambda_sync=0.03, lambda_lpips=0.1, lambda_gan=0
 # 0.995) still holds 0.995**201 = 37% of the x0 network's weights, whose output head predicts the
 # clean frame: the masked MSE of its DDIM-25 samples to the real frames was 1.08, the raw weights' 0.14.
 NETWORKS = {
-    "x0": dict(run_dir="diff2lip64", eval_dir="eval", checkpoint=demo.DEMO_CHECKPOINT, steps=1000, fine_tune=False,
+    "x0": dict(run_dir="diff2lip64", eval_dir="eval", checkpoint=synthetic_demo.DEMO_CHECKPOINT, steps=1000, fine_tune=False,
                weights="ema"),
-    "eps": dict(run_dir="diff2lip64_eps", eval_dir="eval_eps", checkpoint=demo.DEMO_CHECKPOINT_EPS, steps=201,
+    "eps": dict(run_dir="diff2lip64_eps", eval_dir="eval_eps", checkpoint=synthetic_demo.DEMO_CHECKPOINT_EPS, steps=201,
                 fine_tune=True, weights="model"),
 }
 # Step 5: progressive distillation of the exported x0 network, one round ddim4 -> ddim2.
 DISTILL_TRAINING = dict(teacher_steps=4, student_steps=2, steps_per_round=200, batch_size=2, lr=1e-4, warmup_steps=10,
                         ema_rate=0.99, precision="bf16", save_every=25, keep=2, log_every=10, num_workers=1)
-STUDENT_CHECKPOINT = demo.DEMO_STUDENT
+STUDENT_CHECKPOINT = synthetic_demo.DEMO_STUDENT
 # The loss weights of each ablation row (the last row is the demo network's).
 ABLATION = {
     "L_simple only": dict(lambda_l2=0, lambda_sync=0, lambda_lpips=0, lambda_gan=0),
@@ -122,7 +122,7 @@ def prepare_data(work_dir: str) -> str:
 
 def train_syncnet(crops: str, work_dir: str, steps: int) -> str:
     out = os.path.join(work_dir, "syncnet64")
-    step("train the SyncNet64 expert", ["train_syncnet.py", "--data_root", crops, "--output_dir", out,
+    step("train the SyncNet64 expert", ["-m", "scripts.train_syncnet", "--data_root", crops, "--output_dir", out,
                                         "--max_steps", str(steps), "--resume", "True", *as_flags(SYNCNET_TRAINING)])
     return os.path.join(out, "syncnet_best.pt")
 
@@ -134,7 +134,7 @@ def train_diff2lip(crops: str, out: str, expert: str, steps: int, lambdas: Dict[
     init = ["--init_from", init_from] if init_from else []
     step(f"train Diff2Lip ({out})", [
         "train.py", "--data_root", crops, "--output_dir", out, "--sync_expert", expert, "--max_steps", str(steps),
-        "--resume", "True", *demo.model_flags(parameterization), *init, *as_flags(DIFF2LIP_TRAINING),
+        "--resume", "True", *synthetic_demo.model_flags(parameterization), *init, *as_flags(DIFF2LIP_TRAINING),
         *as_flags(lambdas),
     ])
     return os.path.join(out, f"checkpoint_{steps:07d}.pt")
@@ -144,8 +144,8 @@ def distill_student(crops: str, work_dir: str, teacher: str, exported: str) -> s
     """Distil `teacher` (the exported x0 network) into the 2-step student, exported to `exported`
     with the flags that sample it; returns `exported`."""
     step("distil the 2-step student", [
-        "train_distill.py", "--data_root", crops, "--output_dir", os.path.join(work_dir, "student2"), "--teacher", teacher,
-        "--resume", "True", "--export", exported, *demo.model_flags("x0"), *as_flags(DISTILL_TRAINING),
+        "-m", "scripts.train_distill", "--data_root", crops, "--output_dir", os.path.join(work_dir, "student2"), "--teacher", teacher,
+        "--resume", "True", "--export", exported, *synthetic_demo.model_flags("x0"), *as_flags(DISTILL_TRAINING),
     ])
     return exported
 
@@ -166,21 +166,21 @@ def _read_json(path: str):
 
 
 def evaluation_args(args) -> argparse.Namespace:
-    return argparse.Namespace(timestep_respacing=args.timestep_respacing, precision=demo.demo_defaults()["precision"],
+    return argparse.Namespace(timestep_respacing=args.timestep_respacing, precision=synthetic_demo.demo_defaults()["precision"],
                               parameterization="x0", progress=args.progress)
 
 
 def held_out_clips(work_dir: str, progress: bool) -> str:
     """The demo's held-out clips (data seed 1), rendered once."""
     data_dir = os.path.join(work_dir, "eval", "data")
-    demo.render(data_dir, demo.DEMO_DATA["seconds"], progress)
+    synthetic_demo.render(data_dir, synthetic_demo.DEMO_DATA["seconds"], progress)
     return data_dir
 
 
 def exported_files(export_dir: str, parameterization: str):
     """The exported network of `parameterization`, the exported x0 network and the exported expert."""
     return tuple(os.path.join(export_dir, os.path.basename(path)) for path in
-                 (NETWORKS[parameterization]["checkpoint"], demo.DEMO_CHECKPOINT, demo.DEMO_SYNC_EXPERT))
+                 (NETWORKS[parameterization]["checkpoint"], synthetic_demo.DEMO_CHECKPOINT, synthetic_demo.DEMO_SYNC_EXPERT))
 
 
 def run(args) -> None:
@@ -215,9 +215,9 @@ def run(args) -> None:
         for i, (row, lambdas) in enumerate(ABLATION.items()):
             run_dir = os.path.join(args.work_dir, f"ablation{i}")
             checkpoint = train_diff2lip(crops, run_dir, expert, args.ablation_steps, lambdas)
-            rows[row] = demo.evaluate_checkpoint(checkpoint, data_dir, os.path.join(run_dir, "eval"),
+            rows[row] = synthetic_demo.evaluate_checkpoint(checkpoint, data_dir, os.path.join(run_dir, "eval"),
                                                  evaluation_args(args), sheets=False)
-            print(f"[demo-train] {row}: {demo.report(rows[row])}", flush=True)
+            print(f"[demo-train] {row}: {synthetic_demo.report(rows[row])}", flush=True)
         atomic_write_json(os.path.join(args.work_dir, "ablation.json"), rows)
         print(f"\nAblation, {args.ablation_steps} steps each ({time.perf_counter() - started:.0f} s in all):\n")
         print("| losses | lip-sync score | wrong-audio control | PSNR (dB) | SSIM |")
@@ -229,10 +229,10 @@ def run(args) -> None:
     checkpoint = train_diff2lip(crops, os.path.join(args.work_dir, network["run_dir"]), expert,
                                 args.steps or network["steps"], DEMO_LOSSES, args.parameterization,
                                 exported_x0 if network["fine_tune"] else "")
-    step("export the demo network", ["export_checkpoint.py", "--checkpoint", checkpoint, "--out", exported,
-                                     "--weights", network["weights"], "--half", "True", "--note", demo.DEMO_NOTE])
+    step("export the demo network", ["-m", "scripts.export_checkpoint", "--checkpoint", checkpoint, "--out", exported,
+                                     "--weights", network["weights"], "--half", "True", "--note", synthetic_demo.DEMO_NOTE])
     if expert != exported_expert:
-        step("export the expert", ["export_checkpoint.py", "--checkpoint", expert, "--out", exported_expert,
+        step("export the expert", ["-m", "scripts.export_checkpoint", "--checkpoint", expert, "--out", exported_expert,
                                    "--half", "True"])
     step("evaluate like the demo", ["demo.py", "--out_dir", os.path.join(args.work_dir, network["eval_dir"]),
                                     "--checkpoint", exported, "--sync_expert", exported_expert,
