@@ -29,16 +29,19 @@ def child(mode: str, batch: int, steps: int, precision: str) -> None:
     import lpips
     import torch
 
-    import train as train_script
+    from common.flags import args_to_dict
     from guided_diffusion.nn import update_ema
+    from guided_diffusion.precision import autocast
+    from guided_diffusion.script_util import tfg_create_model_and_diffusion, tfg_model_and_diffusion_defaults
+    from training.diff2lip import create_parser, forward_losses
     from training.syncnet import SyncExpert
     from training.losses import DiffusionLoss, L2Loss, LPIPSLoss, SequenceGANLoss, SequencePatchGAN, SyncLoss
 
     device = torch.device("cpu")
-    args = train_script.create_parser().parse_args(["--data_root", "unused", "--precision", precision])
+    args = create_parser().parse_args(["--data_root", "unused", "--precision", precision])
     torch.manual_seed(0)
-    model, diffusion = train_script.tfg_create_model_and_diffusion(
-        **dict(train_script.args_to_dict(args, train_script.tfg_model_and_diffusion_defaults()), timestep_respacing="")
+    model, diffusion = tfg_create_model_and_diffusion(
+        **dict(args_to_dict(args, tfg_model_and_diffusion_defaults()), timestep_respacing="")
     )
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -63,13 +66,13 @@ def child(mode: str, batch: int, steps: int, precision: str) -> None:
 
     def step():
         opt.zero_grad(set_to_none=True)
-        total, _, sequences = train_script.forward_losses(args, data, model, diffusion, losses, weights, g, device)
+        total, _, sequences = forward_losses(args, data, model, diffusion, losses, weights, g, device)
         total.backward()
         opt.step()
         update_ema(ema.parameters(), model.parameters(), 0.9999)
         if disc is not None:
             disc_opt.zero_grad(set_to_none=True)
-            with train_script.autocast(device, precision):
+            with autocast(device, precision, fp16_autocast=True):
                 losses["gan"].discriminator_loss(sequences.real, sequences.pred.detach()).backward()
             disc_opt.step()
 

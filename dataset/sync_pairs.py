@@ -4,11 +4,11 @@ trains and is validated on (`python -m scripts.train_syncnet`, the demo's accura
 from __future__ import annotations
 
 import os
-from typing import List, Tuple
+from typing import Iterator, List, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from audio.audio import syncnet_mel_window
 from common.errors import Diff2LipError
@@ -80,3 +80,25 @@ class SyncPairs(Dataset):
         # Every frame of a clip has its mel window, so every 5-frame window has its SyncNet one.
         mel = torch.from_numpy(syncnet_mel_window(clip.mel, audio_start))
         return frames, mel, torch.tensor(float(label))
+
+
+class SyncPairSampler(Sampler[int]):
+    """The pair indices one rank loads for steps `start_step .. max_steps - 1`, `batch_size` per step.
+
+    Not `tfg_dataset.StepSampler` (random clip keys per step, endless): pairs are already a pure
+    function of their index, so a step takes consecutive indices. At step t rank r takes pairs
+    (t * world + r) * batch_size + 0 .. batch_size - 1: the ranks never share a pair, and resuming
+    at step t continues the same sequence.
+    """
+
+    def __init__(self, start_step: int, max_steps: int, batch_size: int, rank: int, world_size: int):
+        self.start_step, self.max_steps = start_step, max_steps
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        for step in range(self.start_step, self.max_steps):
+            first = (step * self.world_size + self.rank) * self.batch_size
+            yield from range(first, first + self.batch_size)
+
+    def __len__(self) -> int:
+        return max(self.max_steps - self.start_step, 0) * self.batch_size

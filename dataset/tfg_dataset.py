@@ -121,7 +121,8 @@ def _augment(faces: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 class StepSampler(Sampler):
     """Yields `batch_size` keys `(clip_index, seed)` per step, each a pure function of
     `(seed, step, rank, slot)`: resuming at step N reproduces steps N, N+1, ... exactly, and
-    every rank draws its own samples."""
+    every rank draws its own samples. Endless (train.py's loop decides when to stop); the SyncNet
+    pairs, already indexed, have their own `dataset.sync_pairs.SyncPairSampler`."""
 
     def __init__(self, num_clips: int, batch_size: int, seed: int, rank: int = 0, start_step: int = 0):
         self.num_clips = num_clips

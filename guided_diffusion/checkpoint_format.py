@@ -8,8 +8,8 @@ Every network file this project writes carries the flags that build and sample i
 - `.safetensors`: the tensors, with the metadata `{"format": "diff2lip", "flags": <json>,
   "trained_on": <json>}` (safetensors metadata holds strings only).
 - The released `checkpoint.pt` is a plain state_dict with no flags: the released flags (our
-  defaults) build it. `export_checkpoint.py --plain True` writes that format, for the release's
-  own code.
+  defaults) build it. `python -m scripts.export_checkpoint --plain True` writes that format, for
+  the release's own code.
 
 When a plain state_dict does not fit the flags, `shape_mismatch_hint` reads the architecture
 off the tensor shapes (`infer_flags_from_shapes`) and names the flags that differ, with both values.
@@ -70,7 +70,7 @@ def save_network(path: str, state: Dict[str, torch.Tensor], flags: Optional[dict
 
 
 def is_training_checkpoint(ckpt: dict) -> bool:
-    """A train.py / train_distill.py checkpoint (weights, EMA, optimizer, step, its command line)."""
+    """A train.py / scripts.train_distill checkpoint (weights, EMA, optimizer, step, its command line)."""
     return isinstance(ckpt.get("model"), dict) and ("opt" in ckpt or "step" in ckpt or "args" in ckpt)
 
 
@@ -294,7 +294,7 @@ def load_network(path: str, **flags) -> tuple:
 
 
 def take_network_flags(args: argparse.Namespace, argv: Sequence[str], path: str, parser) -> List[str]:
-    """For training from the network file `path` (train.py --init_from, train_distill.py
+    """For training from the network file `path` (train.py --init_from, scripts.train_distill
     --teacher): its network and diffusion flags where the command line is silent (not its sampling
     flags: training uses every step), a contradicting one an error naming both values; the taken
     values are validated like typed flags. Returns the flags taken, for the log."""

@@ -1,4 +1,4 @@
-"""Precision and memory-layout choices for running the network at inference time.
+"""Precision and memory-layout choices for running the network, at inference and in training.
 
 The fast CPU path (bfloat16 autocast, channels-last tensors, fused attention, the audio encoder
 run once per frame rather than once per step) gives the same predicted noise as plain float32
@@ -59,10 +59,18 @@ def prepare_for_inference(model: th.nn.Module, device, precision: str = "fp32", 
     return model
 
 
-def autocast(device, precision: str):
-    """The autocast context for `precision` (bfloat16 autocast for "bf16"; nothing otherwise,
-    float16 being done by converting the torso)."""
+def autocast(device, precision: str, fp16_autocast: bool = False):
+    """The autocast context for `precision`: bfloat16 autocast for "bf16"; for "fp16", float16
+    autocast with `fp16_autocast` and nothing without; nothing for "fp32".
+
+    float16 means two things. At inference (`fp16_autocast=False`) `prepare_for_inference` has
+    converted the torso to float16, as the released `--use_fp16` did, so no autocast is needed.
+    In training (`fp16_autocast=True`) the weights stay float32 (the optimizer updates them) and
+    float16 autocast runs the forward, with a `torch.amp.GradScaler` scaling the loss.
+    """
     device = th.device(device)
     if precision == "bf16":
         return th.autocast(device_type=device.type, dtype=th.bfloat16)
+    if precision == "fp16" and fp16_autocast:
+        return th.autocast(device_type=device.type, dtype=th.float16)
     return contextlib.nullcontext()

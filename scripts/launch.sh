@@ -20,3 +20,21 @@ launch() {
     *) echo "error: LAUNCHER must be torchrun or mpiexec, got '$LAUNCHER'" >&2; exit 2 ;;
   esac
 }
+
+# launch_module MODULE [args...]: as launch, for a command run as `python -m MODULE`
+# (scripts.train_syncnet ...); the repository goes on PYTHONPATH so that it runs from any folder.
+launch_module() {
+  local module=$1
+  shift
+  export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+  if [ "${NUM_GPUS:-1}" -le 1 ]; then
+    exec "$PYTHON" -m "$module" "$@"
+  fi
+  case "${LAUNCHER:-torchrun}" in
+    torchrun) exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NUM_GPUS" -m "$module" "$@" ;;
+    mpiexec)
+      local mpiexec=${MPIEXEC:-$( [ -x "$repo/.venv/bin/mpiexec" ] && echo "$repo/.venv/bin/mpiexec" || echo mpiexec )}
+      exec "$mpiexec" -n "$NUM_GPUS" "$PYTHON" -m "$module" "$@" ;;
+    *) echo "error: LAUNCHER must be torchrun or mpiexec, got '$LAUNCHER'" >&2; exit 2 ;;
+  esac
+}

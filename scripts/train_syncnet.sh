@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train SyncNet128, our lip-sync expert for 128 px crops, on a root written by scripts/preprocess.sh.
-# Set the variables below (or export them), then: scripts/train_syncnet.sh [extra train_syncnet.py flags]
+# Set the variables below (or export them), then: scripts/train_syncnet.sh [extra `python -m scripts.train_syncnet` flags]
 # Paths are relative to the current folder. Extra flags come last and win, e.g. `--resume True` to
 # continue from the newest checkpoint in output_dir. NUM_GPUS > 1 runs one process per GPU (torchrun).
 set -euo pipefail
@@ -18,4 +18,4 @@ flags=(
   --num_workers 8
 )
 
-launch train_syncnet.py train_syncnet.py "${flags[@]}" "$@"
+launch_module scripts.train_syncnet "${flags[@]}" "$@"

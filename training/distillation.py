@@ -26,10 +26,10 @@ from common.errors import Diff2LipError
 from guided_diffusion.gaussian_diffusion import ModelMeanType, masked_mean_flat, precompute_conditioning
 from guided_diffusion.respace import SpacedDiffusion
 from guided_diffusion.checkpoint_format import network_flags
+from guided_diffusion.precision import autocast
 from guided_diffusion.script_util import create_gaussian_diffusion
 from guided_diffusion.tfg_data_util import tfg_process_batch
 from training.losses import DistillationLoss, L2Loss, PredictedSequences, weighted_sum
-from training.loop import autocast
 
 
 def respacing(steps: int) -> str:
@@ -104,14 +104,14 @@ def _column(values: np.ndarray, index: torch.Tensor) -> torch.Tensor:
 
 
 class ProgressiveDistillation:
-    """One round's objective for train.train: `attach` freezes the initialised network (the
-    teacher's weights) as the teacher; `forward` is called like train.forward_losses.
+    """One round's objective for training.diff2lip.train: `attach` freezes the initialised network (the
+    teacher's weights) as the teacher; `forward` is called like training.diff2lip.forward_losses.
 
     :param flags: the model and diffusion flags (teacher and student share them).
     """
 
     def __init__(self, flags: dict, teacher_steps: int, student_steps: int):
-        self.losses = {"distill": DistillationLoss(), "l2": L2Loss()}  # train.build_losses adds the image-space ones
+        self.losses = {"distill": DistillationLoss(), "l2": L2Loss()}  # training.diff2lip.build_losses adds the image-space ones
         self.teacher_diffusion = diffusion_from_flags(flags, respacing(teacher_steps))
         self.student_diffusion = diffusion_from_flags(flags, respacing(student_steps))
         if self.student_diffusion.model_mean_type == ModelMeanType.PREVIOUS_X:
@@ -174,7 +174,7 @@ class ProgressiveDistillation:
         )
         x_t = diffusion.q_sample(inputs.x_start, self.student_timesteps.to(device)[k], noise=noise)
         x_t = torch.where((k == n_steps - 1).view(-1, 1, 1, 1), inputs.noise, x_t)
-        with autocast(device, args.precision):
+        with autocast(device, args.precision, fp16_autocast=True):
             target = self.target(x_t, k, inputs.model_kwargs)
             # p_mean_variance splits off the learned variance channels, which stay out of the loss.
             out = self.student_diffusion.p_mean_variance(model, x_t, k, clip_denoised=False, model_kwargs=inputs.model_kwargs)

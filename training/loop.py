@@ -1,20 +1,37 @@
-"""The training loop's policy: precision, learning-rate warm-up, stop signals and the `main`
-of a training command."""
+"""The one training loop of train.py, scripts/train_syncnet.py and scripts/train_distill.py, and
+its policy:
+
+- a step is the task's: `task.step(step)` draws its own batches (a pure function of the step, so
+  the data position is the step), updates the networks and logs its terms (`logger.logkv_mean`),
+  or returns False when the loss was non-finite on some rank: nothing was updated, the step still
+  counts, and `max_nonfinite` of those in a row end the run with a one-line error;
+- checkpoints `{prefix}_STEP.pt` every `save_every` steps, at the last step and on SIGTERM /
+  SIGINT, written atomically by rank 0 (the newest `keep` kept); `task.checkpoint(step)` holds
+  everything (weights, optimizers, RNG states) for `--resume True` to continue bit for bit;
+- a stop signal finishes the current step, saves and returns: the command exits 0;
+- logs through guided_diffusion.logger: the terms' means every `log_every` steps and at the end.
+
+The loop knows no network, loss or flag; a task is a small object (EDM's loss callables, DiT's
+checkpoint dict): Diff2Lip's objective (training.diff2lip), the progressive distillation (the
+same task with training.distillation's objective) and the SyncNet BCE (scripts/train_syncnet).
+"""
 
 import signal
-from typing import Any, Callable, List, Optional
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Protocol
 
 import torch
 
-from guided_diffusion import dist_util
+from common.command import run_command
+from common.errors import Diff2LipError
+from common.flags import Option
+from guided_diffusion import dist_util, logger
+from training.checkpoints import save_checkpoint
 
 
-def autocast(device: torch.device, precision: str):
-    """The training's precision context: none for fp32, bfloat16 or float16 autocast (float16 with
-    a loss scaler) otherwise."""
-    if precision == "fp32":
-        return torch.autocast(device_type=device.type, enabled=False)
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+MAX_NONFINITE = Option("max_nonfinite", 10, "stop with an error after this many non-finite losses in a row (each is skipped)")
 
 
 def warmup_lr(base_lr: float, step: int, warmup_steps: int) -> float:
@@ -22,6 +39,14 @@ def warmup_lr(base_lr: float, step: int, warmup_steps: int) -> float:
     if warmup_steps <= 0:
         return base_lr
     return base_lr * min(1.0, (step + 1) / warmup_steps)
+
+
+def all_finite(loss: torch.Tensor) -> bool:
+    """True when the loss is finite on every rank (all ranks must skip a step together)."""
+    flag = torch.isfinite(loss.detach()).float().reshape(1)
+    if dist_util.world_size() > 1:
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag.item())
 
 
 class StopSignal:
@@ -49,31 +74,102 @@ class StopSignal:
             signal.signal(sig, handler)
 
 
+class TrainingTask(Protocol):
+    """What the loop trains."""
+
+    def step(self, step: int) -> bool:
+        """Optimizer step `step` (0-based), logging its terms; False when the loss was non-finite
+        on some rank (then nothing was updated, on any rank)."""
+
+    def after_step(self, step: int, last: bool) -> bool:
+        """After update number `step` (previews, validation); True when it logged values that must
+        be written now."""
+
+    def log_totals(self, step: int, elapsed: float) -> Dict[str, float]:
+        """Values logged with each write of the logs (e.g. samples per second)."""
+
+    def checkpoint(self, step: int) -> Optional[dict]:
+        """What the checkpoint of `step` holds (weights, optimizers, step, flags, random states);
+        called on every rank (it may gather), rank 0's is written."""
+
+
+@dataclass
+class LoopPolicy:
+    """When the loop saves, logs and gives up (the flags of the same names)."""
+
+    output_dir: str
+    max_steps: int  # 0: until stopped
+    save_every: int
+    keep: int
+    log_every: int
+    max_nonfinite: int
+    prefix: str = "checkpoint"
+
+
+def save(task: TrainingTask, policy: LoopPolicy, step: int) -> None:
+    """Rank 0 writes the task's checkpoint for `step` atomically and prunes to the newest `keep`."""
+    state = task.checkpoint(step)
+    if dist_util.is_main_process():
+        path = save_checkpoint(policy.output_dir, step, state, policy.keep, policy.prefix)
+        logger.log(f"saved {path}")
+    dist_util.barrier()
+
+
+def run_loop(task: TrainingTask, policy: LoopPolicy, start_step: int, stop: StopSignal, device) -> int:
+    """Train from `start_step` until `policy.max_steps` or a stop signal; returns the step reached."""
+    step, nonfinite = start_step, 0
+    started = time.perf_counter()
+    while policy.max_steps == 0 or step < policy.max_steps:
+        updated = task.step(step)
+        step += 1
+        last = step == policy.max_steps
+        if not updated:
+            nonfinite += 1
+            logger.warn(f"step {step - 1}: non-finite loss, step skipped ({nonfinite} in a row)")
+            if nonfinite >= policy.max_nonfinite:
+                raise Diff2LipError(
+                    f"the loss was non-finite for {nonfinite} steps in a row (last at step {step - 1}); "
+                    "lower --lr, use --precision fp32, or check the data"
+                )
+            continue
+        nonfinite = 0
+        dump = task.after_step(step, last)
+        stopping = stop.any_rank(device)
+        if step % policy.save_every == 0 or stopping or last:
+            save(task, policy, step)
+        if dump or stopping or last or step % policy.log_every == 0:
+            logger.logkv("step", step)
+            for name, value in task.log_totals(step, time.perf_counter() - started).items():
+                logger.logkv(name, value)
+            logger.dumpkvs(step)
+        if stopping:
+            logger.log(f"stop signal: saved step {step}, exiting")
+            break
+    return step
+
+
 def run_training(
     run: Callable[[Any], Any],
     parser,
     argv: Optional[List[str]] = None,
     prepare: Optional[Callable[[Any, List[str]], None]] = None,
 ) -> int:
-    """The `main` of a training command: parse `argv`, `prepare(args, argv)` (e.g. take the flags
-    that the --init_from file carries), `run(args)`, exit 0; a `Diff2LipError` is one `error:` line
-    and exit 1. The logger and the process group are closed either way (a stop signal is the
-    training loop's own: it saves a checkpoint and returns)."""
-    import sys
-
-    from guided_diffusion import logger
-    from common.errors import Diff2LipError
-
+    """The `main` of a training command, through `common.command.run_command`: parse `argv`,
+    `prepare(args, argv)` (e.g. take the flags that the --init_from file carries), `run(args)`,
+    exit 0; a `Diff2LipError` is one `error:` line and exit 1. The logger and the process group
+    are closed either way. A stop signal during training is the loop's own (it saves a
+    checkpoint and returns: exit 0); one outside the loop unwinds the command (exit 130 / 143)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        args = parser.parse_args(argv)
-        if prepare is not None:
-            prepare(args, argv)
-        run(args)
-        return 0
-    except Diff2LipError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        logger.close()
-        dist_util.cleanup()
+
+    def body() -> int:
+        try:
+            args = parser.parse_args(argv)
+            if prepare is not None:
+                prepare(args, argv)
+            run(args)
+            return 0
+        finally:
+            logger.close()
+            dist_util.cleanup()
+
+    return run_command(body)

@@ -6,6 +6,8 @@ not know which losses it runs. A lambda of 0 leaves its loss out (not even compu
 makes each row of the paper's ablation one command.
 """
 
+import os
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
@@ -13,7 +15,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.errors import CheckpointError
 from guided_diffusion.gaussian_diffusion import masked_mean_flat
+
+LPIPS_VGG_FILE = "vgg16-397923af.pth"
+LPIPS_BACKBONES = ("pretrained", "random")
 
 
 @dataclass
@@ -89,6 +95,30 @@ class LPIPSLoss:
 
     def __call__(self, batch: PredictedSequences) -> torch.Tensor:
         return self.net(batch.pred_frames, batch.real_frames).mean()
+
+
+def load_lpips(device, backbone: str = "pretrained") -> torch.nn.Module:
+    """The `lpips` package's VGG LPIPS, frozen. Its VGG-16 weights come from torch's hub cache, or
+    with `backbone="random"` are a fixed random draw (seed 0, the same in every run and on resume)."""
+    import lpips
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision's `pretrained=` deprecation inside lpips
+        if backbone == "random":
+            with torch.random.fork_rng(devices=[]):  # the training's random stream stays untouched
+                torch.manual_seed(0)
+                net = lpips.LPIPS(net="vgg", pnet_rand=True, verbose=False)
+        else:
+            try:
+                net = lpips.LPIPS(net="vgg", verbose=False)
+            except Exception as exc:  # the download on a machine without internet
+                cached = os.path.join(torch.hub.get_dir(), "checkpoints", LPIPS_VGG_FILE)
+                raise CheckpointError(
+                    f"LPIPS needs torchvision's VGG-16 weights: put {LPIPS_VGG_FILE} in {os.path.dirname(cached)} "
+                    f"(`python -m scripts.fetch_weights vgg16` or torchvision downloads it there on a connected machine), or pass --lpips_backbone random "
+                    f"or --lambda_lpips 0 ({exc})"
+                ) from exc
+    return net.to(device).eval().requires_grad_(False)
 
 
 class SequencePatchGAN(nn.Module):

@@ -30,7 +30,7 @@ from guided_diffusion import dist_util
 
 MEL_SHAPE = (80, 16)
 IntPair = Union[int, Tuple[int, int]]
-WAV2LIP_HINT = "download Wav2Lip's lipsync_expert.pth into checkpoints/ (`python -m scripts.fetch_weights lipsync_expert`) or train one with train_syncnet.py"
+WAV2LIP_HINT = "download Wav2Lip's lipsync_expert.pth into checkpoints/ (`python -m scripts.fetch_weights lipsync_expert`) or train one with `python -m scripts.train_syncnet`"
 
 
 class ConvBlock(nn.Module):
@@ -158,7 +158,7 @@ class SyncNet64(_SyncNet):
 
 
 NETWORKS = {"wav2lip": Wav2LipSyncNet, "syncnet128": SyncNet128, "syncnet64": SyncNet64}
-#: The networks train_syncnet.py trains (Wav2Lip's is only loaded from its release).
+#: The networks scripts.train_syncnet trains (Wav2Lip's is only loaded from its release).
 TRAINABLE = ("syncnet128", "syncnet64")
 
 
@@ -291,7 +291,7 @@ def load_sync_expert(path: Union[str, "os.PathLike[str]"], map_location: Any = "
     """A frozen expert (eval mode, no gradients for its weights) from a checkpoint file.
 
     Accepts Wav2Lip's `lipsync_expert.pth` (`{"state_dict": ...}`, keys possibly prefixed `module.`)
-    and `train_syncnet.py`'s checkpoints (`{"kind": "syncnet128" | "syncnet64", "model": ...}`, `ema` preferred if
+    and `scripts.train_syncnet`'s checkpoints (`{"kind": "syncnet128" | "syncnet64", "model": ...}`, `ema` preferred if
     present). Rank 0 reads the file and broadcasts it. Raises `CheckpointError` naming the path.
     """
     path = os.fspath(path)
@@ -312,7 +312,7 @@ def load_sync_expert(path: Union[str, "os.PathLike[str]"], map_location: Any = "
     else:
         raise CheckpointError(
             f"{path!r} is not a SyncNet checkpoint (expected Wav2Lip's {{'state_dict': ...}} or "
-            f"train_syncnet.py's {{'kind': 'syncnet128', 'model': ...}}); {WAV2LIP_HINT}"
+            f"scripts.train_syncnet's {{'kind': 'syncnet128', 'model': ...}}); {WAV2LIP_HINT}"
         )
     expert = SyncExpert(kind, frozen=True)
     expert.net.load_state_dict(_fitting_state(expert.net, state, path, f"the {kind} SyncNet"))

@@ -70,3 +70,14 @@ def test_bf16_channels_last_path_is_close_to_float32(tiny_model_and_diffusion):
     assert out.dtype == torch.float32  # the output head runs in float32
     rel = ((out - reference).norm() / reference.norm()).item()
     assert 0 < rel < 0.02
+
+
+def test_autocast_fp16_is_float16_autocast_only_in_training():
+    """fp16 at inference: the torso was converted, no autocast; in training: float16 autocast."""
+    for precision, training, dtype in [("bf16", False, torch.bfloat16), ("bf16", True, torch.bfloat16),
+                                       ("fp16", True, torch.float16)]:
+        with autocast("cpu", precision, fp16_autocast=training):
+            assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == dtype
+    for precision, training in [("fp16", False), ("fp32", False), ("fp32", True)]:
+        with autocast("cpu", precision, fp16_autocast=training):
+            assert not torch.is_autocast_enabled("cpu")

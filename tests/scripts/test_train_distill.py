@@ -1,4 +1,4 @@
-"""train_distill.py and training/distillation.py: the round schedule, the two-step
+"""scripts.train_distill and training/distillation.py: the round schedule, the two-step
 teacher target against closed forms, a real run that exports a student generate.py's loader
 reads, exact resume, DDP."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import train_distill
+from scripts import train_distill
 from guided_diffusion import logger
 from guided_diffusion.checkpoint_format import load_model_weights, network_flags
 from training.distillation import ProgressiveDistillation, respacing, round_schedule, step_plan, x0_matching_step
@@ -229,7 +229,7 @@ def test_a_student_equal_to_the_two_step_teacher_has_zero_loss_and_an_offset_cos
     from dataset.tfg_dataset import TFGDataset, collate
 
     image = torch.rand(1, 3, 32, 32) * 1.6 - 0.8
-    args = train_distill.train.create_parser().parse_args(TINY_CLI_FLAGS + ["--data_root", str(data_root)])
+    args = train_distill.diff2lip.create_parser().parse_args(TINY_CLI_FLAGS + ["--data_root", str(data_root)])
     batch = collate([TFGDataset(str(data_root), "train", 5)[(i, i)] for i in range(3)])
     diffusion = tfg_create_model_and_diffusion(**dict(TINY_FLAGS, predict_xstart=True, learn_sigma=False))[1]
     objective = ProgressiveDistillation(FLAGS_X0, teacher_steps=4, student_steps=2)
@@ -319,14 +319,15 @@ def test_every_flag_is_documented_and_bad_flags_are_one_line_errors(data_root, t
 @pytest.mark.slow
 def test_two_process_ddp_keeps_parameters_identical(data_root, teacher, tmp_path):
     worker = tmp_path / "worker.py"
-    # Each rank hashes its own network, as train.train returns it to the distillation.
+    # Each rank hashes its own network, as training.diff2lip.train returns it to the distillation.
     worker.write_text(
         "import sys, hashlib, torch\n"
         f"sys.path.insert(0, {str(REPO_ROOT)!r}); sys.path.insert(0, {str(REPO_ROOT / 'tests')!r})\n"
-        "import train, train_distill\n"
+        "from scripts import train_distill\n"
+        "from training import diff2lip\n"
         "from guided_diffusion import dist_util\n"
-        "trained, real_train = [], train.train\n"
-        "train.train = lambda *a, **k: trained.append(real_train(*a, **k)) or trained[-1]\n"
+        "trained, real_train = [], diff2lip.train\n"
+        "diff2lip.train = lambda *a, **k: trained.append(real_train(*a, **k)) or trained[-1]\n"
         "train_distill.distill(train_distill.create_parser().parse_args(sys.argv[2:]))\n"
         "h = hashlib.sha256()\n"
         "for k, v in trained[-1][0].state_dict().items(): h.update(v.numpy().tobytes())\n"
@@ -347,7 +348,7 @@ def test_two_process_ddp_keeps_parameters_identical(data_root, teacher, tmp_path
 
 def test_demo_train_student_only_distils_the_exported_network_and_scores_it_with_two_steps(tmp_path, monkeypatch):
     import demo
-    import demo_train
+    from scripts import demo_train
 
     from helpers import run_demo_train_recorded
 
@@ -355,8 +356,8 @@ def test_demo_train_student_only_distils_the_exported_network_and_scores_it_with
     calls = run_demo_train_recorded(tmp_path, monkeypatch, "--student_only", "True")
     assert list(calls) == ["distil the 2-step student", "evaluate the student like the demo"]
     argv = calls["distil the 2-step student"]
-    assert argv[0] == "train_distill.py"
-    args = train_distill.create_parser().parse_args(argv[1:])
+    assert argv[:2] == ["-m", "scripts.train_distill"]
+    args = train_distill.create_parser().parse_args(argv[2:])
     assert {k: getattr(args, k) for k in demo.DEMO_MODEL} == demo.DEMO_MODEL
     assert {k: getattr(args, k) for k in demo_train.DISTILL_TRAINING} == demo_train.DISTILL_TRAINING
     assert args.teacher == str(export / "diff2lip_synthetic64.pt") and args.data_root == "CROPS" and args.resume

@@ -1,16 +1,17 @@
 """Distil a Diff2Lip network into a student that samples in a few steps (progressive
 distillation, Salimans & Ho 2022).
 
-    python train_distill.py --data_root data/vox_pre --teacher checkpoints/checkpoint.pt \\
+    python -m scripts.train_distill --data_root data/vox_pre --teacher checkpoints/checkpoint.pt \\
         --teacher_steps 8 --student_steps 2 --output_dir outputs/distill
-    torchrun --nproc_per_node 8 train_distill.py ...        mpiexec -n 8 python train_distill.py ...
+    torchrun --nproc_per_node 8 -m scripts.train_distill ...
+    mpiexec -n 8 python -m scripts.train_distill ...
 
 Pass the teacher's network and diffusion flags (the released ones are the defaults). Rounds halve
 the step count (8 -> 4 -> 2): in each, a student initialised from the teacher learns to do in one
 DDIM step what the teacher does in two (eta 0, x0 clipped as sampling clips it; the details are in
 training/distillation.py), and its EMA weights become the next round's teacher. A round is
-train.py's training loop (the same data, DDP, exact resume, atomic checkpoints, logs and stop
-signals) in OUTPUT_DIR/roundR_ddimN, with the distillation loss instead of the diffusion loss and,
+train.py's training (training.diff2lip on training.loop: the same data, DDP, exact resume,
+atomic checkpoints, logs, stop signals and non-finite losses skipped) in OUTPUT_DIR/roundR_ddimN, with the distillation loss instead of the diffusion loss and,
 if their lambdas are set, train.py's image-space losses on the student's x0. Each finished round
 exports its student, float16 by default, with the flags that sample it (`--timestep_respacing
 ddimN --use_ddim True`), to roundR_ddimN/student_ddimN.pt; the last one also to --export.
@@ -23,15 +24,15 @@ from typing import List, Optional
 
 import torch
 
-import train
-from export_checkpoint import export
-from guided_diffusion import dist_util, logger
-from guided_diffusion.checkpoint_format import take_network_flags
-from training.distillation import ProgressiveDistillation, respacing, round_schedule, student_flags
 from common.errors import Diff2LipError
 from common.flags import Option, Options, args_to_dict, create_argparser
+from guided_diffusion import dist_util, logger
+from guided_diffusion.checkpoint_format import take_network_flags
 from guided_diffusion.script_util import DATA_OPTIONS, MODEL_AND_DIFFUSION_OPTIONS, tfg_model_and_diffusion_defaults
+from training import diff2lip
 from training.checkpoints import checkpoint_path, latest_checkpoint
+from training.distillation import ProgressiveDistillation, respacing, round_schedule, student_flags
+from training.export import export
 from training.loop import run_training
 
 # train.py's flags that mean the same here (their help is train.py's).
@@ -50,7 +51,7 @@ def distill_defaults() -> dict:
 
 DISTILL_OPTIONS = Options(
     Option("teacher", "", "the network to distil: a plain state_dict (the released checkpoint.pt), an export or a train.py / "
-           "train_distill.py checkpoint (its EMA weights); the network and diffusion flags must be its own"),
+           "scripts.train_distill checkpoint (its EMA weights); the network and diffusion flags must be its own"),
     Option("teacher_steps", 8, "DDIM steps of the first round's teacher (ddimN); --student_steps times a power of 2"),
     Option("student_steps", 2, "DDIM steps of the final student; rounds halve --teacher_steps down to it"),
     Option("steps_per_round", 5000, "optimizer steps of each round"),
@@ -60,8 +61,8 @@ DISTILL_OPTIONS = Options(
            "TensorBoard events, the exported student)"),
     Option("export", "", "also write the final student here (empty: only in its round's folder)"),
     Option("export_half", True, "store the exported students' weights in float16"),
-    train.TRAIN_OPTIONS.only(*TRAIN_FLAGS).with_defaults(lambda_l2=0.0, lambda_sync=0.0, lambda_lpips=0.0, lambda_gan=0.0,
-                                                         ema_rate=0.999),
+    diff2lip.TRAIN_OPTIONS.only(*TRAIN_FLAGS).with_defaults(lambda_l2=0.0, lambda_sync=0.0, lambda_lpips=0.0, lambda_gan=0.0,
+                                                            ema_rate=0.999),
     # train.py's flags whose meaning differs here
     Option("lambda_l2", 0.0, "weight of the L2 loss of the student's clipped x0 against the real frame, inside the mask "
            "(0: off)"),
@@ -85,7 +86,7 @@ def create_parser() -> argparse.ArgumentParser:
 def round_args(args, round_dir: str, teacher: str, student_steps: int) -> argparse.Namespace:
     """train.py's flags for one round: its defaults, the shared flags, the round's folder, teacher
     (as --init_from) and step budget; previews sample with the student's steps."""
-    merged = vars(train.create_parser().parse_args([]))
+    merged = vars(diff2lip.create_parser().parse_args([]))
     merged.update({k: v for k, v in vars(args).items() if k in merged})
     merged.update(output_dir=round_dir, init_from=teacher, max_steps=args.steps_per_round,
                   preview_respacing=respacing(student_steps), lambda_distill=args.lambda_distill)
@@ -119,7 +120,7 @@ def distill(args) -> Optional[str]:
         if args.resume:
             _check_teacher(round_dir, teacher)
         objective = ProgressiveDistillation(flags, teacher_steps, student_steps)
-        _, step = train.train(round_args(args, round_dir, teacher, student_steps), objective)
+        _, step = diff2lip.train(round_args(args, round_dir, teacher, student_steps), objective)
         if step < args.steps_per_round:
             return None
         teacher = checkpoint_path(round_dir, step)

@@ -1,4 +1,4 @@
-"""train_syncnet.py on a tiny preprocessed root: the pairs, checkpoints, resume, logs, learning, DDP,
+"""scripts.train_syncnet on a tiny preprocessed root: the pairs, checkpoints, resume, logs, learning, DDP,
 flag errors and the shell script.
 
 Run as a script, this file is the per-rank worker of the torchrun test (see `_ddp_worker`).
@@ -8,18 +8,20 @@ import csv
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-import train_syncnet
+from scripts import train_syncnet
 from audio.audio import melspectrogram, num_full_windows, syncnet_mel_window
 from dataset.preprocessed import Clip, write_clip, write_split
-from dataset.sync_pairs import SyncPairs
+from dataset.sync_pairs import SyncPairSampler, SyncPairs
 from dataset.synthetic import draw_face, speech_like
 from guided_diffusion import dist_util
 from training.syncnet import SyncExpert, load_sync_expert
@@ -100,10 +102,10 @@ def test_pair_tensors_are_the_clips_frames_and_mel_window(data_root):
 
 def test_step_sampler_shards_steps_over_ranks_and_resumes():
     def indices(start, rank):
-        return list(train_syncnet.StepSampler(start, 4, 3, rank, 2))
+        return list(SyncPairSampler(start, 4, 3, rank, 2))
 
     rank0, rank1 = indices(0, 0), indices(0, 1)
-    assert len(rank0) == len(train_syncnet.StepSampler(0, 4, 3, 0, 2)) == 12
+    assert len(rank0) == len(SyncPairSampler(0, 4, 3, 0, 2)) == 12
     assert sorted(rank0 + rank1) == list(range(24))  # disjoint, nothing skipped
     assert rank0[:3] == [0, 1, 2] and rank1[:3] == [3, 4, 5]
     assert indices(2, 0) == rank0[6:] and indices(2, 1) == rank1[6:]  # resuming at step 2
@@ -180,6 +182,56 @@ def test_loss_drops_when_overfitting_one_batch(data_root):
     opt = torch.optim.AdamW(expert.parameters(), lr=1e-4, weight_decay=0.0)
     losses = [train_syncnet.train_step(expert, opt, frames, mel, label) for _ in range(12)]
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_nonfinite_losses_are_skipped_and_counted_then_stop_with_a_message(data_root, tmp_path, monkeypatch, capsys):
+    real_bce, calls = train_syncnet.sync_bce, []
+
+    def poisoned(*args, steps=(1,)):
+        calls.append(1)
+        loss = real_bce(*args)
+        return loss * float("nan") if len(calls) - 1 in steps else loss
+
+    monkeypatch.setattr(train_syncnet, "sync_bce", poisoned)
+    out = tmp_path / "nan"
+    assert train_syncnet.main(tiny_flags(data_root, out, "--kind", "syncnet64", "--val_every", 0,
+                                         "--max_steps", 3, "--max_nonfinite", 2)) == 0
+    assert "step 1: non-finite loss, step skipped (1 in a row)" in (out / "log.txt").read_text()
+    ckpt = torch.load(out / "syncnet_0000003.pt", weights_only=True)
+    assert ckpt["step"] == 3 and all(int(s["step"]) == 2 for s in ckpt["opt"]["state"].values())  # 2 updates
+    assert [int(r["step"]) for r in read_csv(out / "progress.csv")] == [1, 3]
+
+    monkeypatch.setattr(train_syncnet, "sync_bce", lambda *args: real_bce(*args) * float("nan"))
+    capsys.readouterr()
+    assert train_syncnet.main(tiny_flags(data_root, tmp_path / "all", "--kind", "syncnet64", "--val_every", 0,
+                                         "--max_steps", 5, "--max_nonfinite", 2)) == 1
+    assert "non-finite for 2 steps in a row" in capsys.readouterr().err
+    assert not list((tmp_path / "all").glob("syncnet_*.pt"))
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_a_resumed_run_continues_bit_for_bit(data_root, tmp_path):
+    out, straight = tmp_path / "sig", tmp_path / "straight"
+    flags = ["--kind", "syncnet64", "--val_every", 0, "--save_every", 1000]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scripts.train_syncnet", *tiny_flags(data_root, out, *flags, "--max_steps", 1000)],
+        cwd=REPO_ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "progress.csv").exists() and len(read_csv(out / "progress.csv")) >= 2):
+        time.sleep(0.2)  # until two steps have been logged
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    saved = sorted(out.glob("syncnet_*.pt"))
+    assert len(saved) == 1 and "stop signal: saved step" in output
+    stopped = torch.load(saved[0], weights_only=True)["step"]
+    assert 2 <= stopped < 1000
+    assert train_syncnet.main(tiny_flags(data_root, out, *flags, "--max_steps", stopped + 2, "--resume", "True")) == 0
+    assert train_syncnet.main(tiny_flags(data_root, straight, *flags, "--max_steps", stopped + 2)) == 0
+    name = f"syncnet_{stopped + 2:07d}.pt"
+    resumed, direct = (torch.load(d / name, weights_only=True) for d in (out, straight))
+    assert _state_digest(resumed["model"]) == _state_digest(direct["model"])
 
 
 def _state_digest(state):
@@ -287,7 +339,7 @@ def test_shell_script_command_line(tmp_path, gpus):
     assert proc.returncode == 0, proc.stderr
     argv = proc.stdout.splitlines()
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"] if gpus > 1 else []
-    assert argv[: len(launcher) + 1] == [*launcher, str(REPO_ROOT / "train_syncnet.py")]
+    assert argv[: len(launcher) + 2] == [*launcher, "-m", "scripts.train_syncnet"]
     assert argv[argv.index("--data_root") + 1] == "/data/my root"  # quoting kept the space
     assert argv[argv.index("--output_dir") + 1] == str(tmp_path / "out dir")
     assert argv[-2:] == ["--max_steps", "7"]  # extra flags come last, so they win

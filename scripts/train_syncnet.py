@@ -1,14 +1,17 @@
 """Train SyncNet128, the lip-sync expert for Diff2Lip's 128 px crops, as Wav2Lip trained its own
 (or, with `--kind syncnet64`, the light expert for small models such as the synthetic demo's).
 
-    python train_syncnet.py --data_root data/preprocessed --output_dir outputs/syncnet128
-    torchrun --nproc_per_node 4 train_syncnet.py --data_root ... (or mpiexec -n 4 python ...)
+    python -m scripts.train_syncnet --data_root data/preprocessed --output_dir outputs/syncnet128
+    torchrun --nproc_per_node 4 -m scripts.train_syncnet --data_root ...
+    mpiexec -n 4 python -m scripts.train_syncnet --data_root ...
 
 Each sample is 5 consecutive face crops of a random clip and the SyncNet mel window of a random
 start frame s: half the time the frames are s..s+4 (in sync, label 1), otherwise s'..s'+4 with
 |s' - s| >= --min_offset (off sync, label 0). The loss is the binary cross-entropy of the cosine
-similarity of the two embeddings. `python train_syncnet.py --help` lists every flag; the
-checkpoints load with `training.syncnet.load_sync_expert`.
+similarity of the two embeddings. The loop is train.py's (training.loop): atomic checkpoints,
+exact resume, SIGTERM / SIGINT save and exit, non-finite losses skipped. `python -m
+scripts.train_syncnet --help` lists every flag; the checkpoints load with
+`training.syncnet.load_sync_expert`.
 """
 
 from __future__ import annotations
@@ -16,18 +19,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
-from dataset.sync_pairs import VAL_SEED, SyncPairs
-from guided_diffusion import dist_util, logger
 from common.errors import CheckpointError, Diff2LipError
 from common.flags import Option, Options, create_argparser
-from training.checkpoints import checkpoint_path, latest_checkpoint, prune_checkpoints
-from training.loop import run_training
+from dataset.sync_pairs import VAL_SEED, SyncPairSampler, SyncPairs
+from guided_diffusion import dist_util, logger
+from training.checkpoints import latest_checkpoint
+from training.loop import MAX_NONFINITE, LoopPolicy, StopSignal, all_finite, run_loop, run_training
 from training.syncnet import TRAINABLE, SyncExpert, expert_accuracy, save_syncnet_checkpoint, sync_bce
 
 PREFIX = "syncnet"  # checkpoints are syncnet_STEP.pt
@@ -35,17 +38,17 @@ BEST_NAME = "syncnet_best.pt"
 
 
 def syncnet_train_defaults() -> dict:
-    """Every flag of train_syncnet.py with its default (Wav2Lip's expert settings where it had one)."""
+    """Every flag of scripts.train_syncnet with its default (Wav2Lip's expert settings where it had one)."""
     return SYNCNET_OPTIONS.defaults()
 
 
 SYNCNET_OPTIONS = Options(
     Option("data_root", "", "preprocessed data folder (dataset/preprocess.py output) with train.txt, val.txt and clips/"),
     Option("output_dir", "outputs/syncnet128", "where checkpoints syncnet_STEP.pt, syncnet_best.pt, log.txt and progress.csv go"),
-    Option("kind", "syncnet128", "the network: syncnet128 (for 128 px crops, 18.3M parameters) or syncnet64 (light, for 64 px "
-        "crops, 2.6M parameters); any crop size works, the lower half is resized to the network's input"),
+    Option("kind", "syncnet128", "the network: syncnet128 (for 128 px crops, 18.3M parameters) or syncnet64 (light, "
+           "for 64 px crops, 2.6M parameters); any crop size works, the lower half is resized to the network's input"),
     Option("batch_size", 64, "pairs per step and process (the global batch is this times the number of processes); "
-        "BatchNorm runs per process on 1x1 embeddings, so keep it at 16 or more (at least 2)"),
+           "BatchNorm runs per process on 1x1 embeddings, so keep it at 16 or more (at least 2)"),
     Option("lr", 1e-4, "AdamW learning rate (Wav2Lip's expert: 1e-4)"),
     Option("weight_decay", 0.0, "AdamW weight decay (0 is Wav2Lip's plain Adam)"),
     Option("max_steps", 200000, "train until this optimizer step (a resumed run counts from its checkpoint's step)"),
@@ -58,6 +61,7 @@ SYNCNET_OPTIONS = Options(
     Option("resume", False, "continue from the newest syncnet_STEP.pt in --output_dir (starts fresh if there is none)"),
     Option("num_workers", 4, "DataLoader worker processes per training process (0: load in the training process)"),
     Option("seed", 0, "seed of the network's initialisation and of the training pairs"),
+    MAX_NONFINITE,
 )
 
 
@@ -76,7 +80,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise Diff2LipError(
             f"--batch_size must be at least 2 (use 16 or more for useful BatchNorm), got {args.batch_size}"
         )
-    for flag in ("max_steps", "min_offset", "save_every", "keep", "log_every"):
+    for flag in ("max_steps", "min_offset", "save_every", "keep", "log_every", "max_nonfinite"):
         if getattr(args, flag) < 1:
             raise Diff2LipError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     for flag in ("val_every", "num_workers", "weight_decay", "seed"):
@@ -90,35 +94,67 @@ def check_args(args: argparse.Namespace) -> None:
         raise Diff2LipError(f"--val_pairs must be at least 1 when validating, got {args.val_pairs}")
 
 
-class StepSampler(Sampler[int]):
-    """Indices one rank loads for steps `start_step .. max_steps - 1`, `batch_size` per step.
-
-    At step t rank r takes pairs (t * world + r) * batch_size + 0 .. batch_size - 1: the ranks
-    never share a pair, and resuming at step t continues the same sequence.
-    """
-
-    def __init__(self, start_step: int, max_steps: int, batch_size: int, rank: int, world_size: int):
-        self.start_step, self.max_steps = start_step, max_steps
-        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
-
-    def __iter__(self) -> Iterator[int]:
-        for step in range(self.start_step, self.max_steps):
-            first = (step * self.world_size + self.rank) * self.batch_size
-            yield from range(first, first + self.batch_size)
-
-    def __len__(self) -> int:
-        return max(self.max_steps - self.start_step, 0) * self.batch_size
-
-
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, frames: torch.Tensor, mel: torch.Tensor,
-               label: torch.Tensor) -> float:
-    """One optimizer step on a batch (frames `[B, 5, 3, S, S]`, mel `[B, 80, 16]`, label `[B]`); returns the loss."""
+               label: torch.Tensor) -> Optional[float]:
+    """One optimizer step on a batch (frames `[B, 5, 3, S, S]`, mel `[B, 80, 16]`, label `[B]`);
+    returns the loss, or None when it was non-finite on some rank (then nothing was updated)."""
     audio_emb, video_emb = model(frames, mel)
     loss = sync_bce(audio_emb, video_emb, label)
     opt.zero_grad(set_to_none=True)
+    if not all_finite(loss):
+        return None
     loss.backward()
     opt.step()
     return loss.item()
+
+
+class SyncNetTask:
+    """The SyncNet BCE objective for training.loop: one step per batch of pairs, validation every
+    --val_every steps and at the end (the best accuracy also as syncnet_best.pt)."""
+
+    def __init__(self, args, expert: SyncExpert, model: torch.nn.Module, opt: torch.optim.Optimizer, batches,
+                 val_set: Optional[SyncPairs], seed: int, best_val_acc: float, device):
+        self.args, self.expert, self.model, self.opt, self.batches = args, expert, model, opt, batches
+        self.val_set, self.seed, self.best_val_acc, self.device = val_set, seed, best_val_acc, device
+
+    def step(self, step: int) -> bool:
+        frames, mel, label = next(self.batches)
+        loss = train_step(self.model, self.opt, frames.to(self.device, non_blocking=True),
+                          mel.to(self.device, non_blocking=True), label.to(self.device, non_blocking=True))
+        if loss is None:
+            return False
+        logger.logkv_mean("loss", loss)
+        return True
+
+    def after_step(self, step: int, last: bool) -> bool:
+        args = self.args
+        if self.val_set is None or not (step % args.val_every == 0 or last):
+            return False
+        # Each rank's BatchNorm statistics saw only its own batches: validate rank 0's, the saved ones.
+        dist_util.sync_params(self.expert.buffers())
+        val_loss, val_acc = expert_accuracy(self.expert, self.val_set, args.batch_size, args.num_workers)
+        self.model.train()
+        logger.logkv("val_loss", val_loss)
+        logger.logkv("val_acc", val_acc)
+        if val_acc > self.best_val_acc:
+            self.best_val_acc = val_acc
+            if dist_util.is_main_process():
+                save_syncnet_checkpoint(os.path.join(args.output_dir, BEST_NAME), self.expert.net, self.expert.kind,
+                                        **self.resume_state(step))
+        return True
+
+    def log_totals(self, step: int, elapsed: float) -> dict:
+        return {"samples": step * self.args.batch_size * dist_util.world_size()}
+
+    def resume_state(self, step: int) -> dict:
+        """What a resumed run needs besides the weights: optimizer, step, flags and the pair seed
+        (the data position is the step: pair i is a function of (seed, i))."""
+        return dict(opt=self.opt.state_dict(), step=step, args=vars(self.args), rng={"seed": self.seed},
+                    best_val_acc=self.best_val_acc)
+
+    def checkpoint(self, step: int) -> dict:
+        """`{"kind", "model", ...}` as `save_syncnet_checkpoint` writes it, with `resume_state`."""
+        return {"kind": self.expert.kind, "model": self.expert.net.state_dict(), **self.resume_state(step)}
 
 
 def load_resume_state(args: argparse.Namespace) -> Optional[dict]:
@@ -140,20 +176,13 @@ def load_resume_state(args: argparse.Namespace) -> Optional[dict]:
     ckpt = dist_util.load_state_dict(newest, weights_only=True)
     needed = {"kind", "model", "opt", "step", "rng"}
     if not isinstance(ckpt, dict) or not needed <= set(ckpt) or ckpt["kind"] not in TRAINABLE:
-        raise CheckpointError(f"'{newest}' is not a train_syncnet.py checkpoint; move it out of --output_dir")
+        raise CheckpointError(f"'{newest}' is not a scripts.train_syncnet checkpoint; move it out of --output_dir")
     if ckpt["kind"] != args.kind:
         raise Diff2LipError(
             f"'{newest}' holds a {ckpt['kind']} but --kind is {args.kind}; pass --kind {ckpt['kind']} to resume it"
         )
     ckpt["path"] = newest
     return ckpt
-
-
-def save_checkpoint(path: str, expert: SyncExpert, opt: torch.optim.Optimizer, step: int,
-                    args: argparse.Namespace, seed: int, best_val_acc: float) -> None:
-    """Everything a resumed run needs: weights, optimizer, step, flags and the pair seed."""
-    save_syncnet_checkpoint(path, expert.net, kind=expert.kind, opt=opt.state_dict(), step=step, args=vars(args),
-                            rng={"seed": seed}, best_val_acc=best_val_acc)
 
 
 def train(args: argparse.Namespace) -> SyncExpert:
@@ -174,65 +203,42 @@ def train(args: argparse.Namespace) -> SyncExpert:
         except Diff2LipError as exc:
             raise Diff2LipError(f"{exc} (or pass --val_every 0 to train without validation)") from exc
 
-    logger.configure(args.output_dir)
+    stop = StopSignal()  # from here: a signal during set-up stops after the first step
+    try:
+        logger.configure(args.output_dir)
 
-    torch.manual_seed(args.seed)
-    device = dist_util.dev()
-    expert = SyncExpert(args.kind).to(device)
-    opt = torch.optim.AdamW(expert.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    if resume:
-        expert.net.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["opt"])
-        logger.log(f"resumed from {resume['path']} at step {start_step}")
-    # DDP broadcasts rank 0's weights now and all-reduces the gradients of every step.
-    model = (DistributedDataParallel(expert, device_ids=[device] if device.type == "cuda" else None)
-             if world > 1 else expert)
-    n_params = sum(p.numel() for p in expert.parameters())
-    logger.log(
-        f"{args.kind}: {n_params:,} parameters on {device}, {world} process(es); "
-        f"train: {len(train_set.clips)} clips ({train_set.skipped} too short skipped)"
-        + (f", val: {len(val_set.clips)} clips, {len(val_set)} fixed pairs" if val_set else ", no validation")
-    )
-    if start_step >= args.max_steps:
-        logger.log(f"already at step {start_step} >= --max_steps {args.max_steps}; nothing to do")
-        return expert
+        torch.manual_seed(args.seed)
+        device = dist_util.dev()
+        expert = SyncExpert(args.kind).to(device)
+        opt = torch.optim.AdamW(expert.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        if resume:
+            expert.net.load_state_dict(resume["model"])
+            opt.load_state_dict(resume["opt"])
+            logger.log(f"resumed from {resume['path']} at step {start_step}")
+        # DDP broadcasts rank 0's weights now and all-reduces the gradients of every step.
+        model = (DistributedDataParallel(expert, device_ids=[device] if device.type == "cuda" else None)
+                 if world > 1 else expert)
+        n_params = sum(p.numel() for p in expert.parameters())
+        logger.log(
+            f"{args.kind}: {n_params:,} parameters on {device}, {world} process(es); "
+            f"train: {len(train_set.clips)} clips ({train_set.skipped} too short skipped)"
+            + (f", val: {len(val_set.clips)} clips, {len(val_set)} fixed pairs" if val_set else ", no validation")
+        )
+        if start_step >= args.max_steps:
+            logger.log(f"already at step {start_step} >= --max_steps {args.max_steps}; nothing to do")
+            return expert
 
-    loader = DataLoader(
-        train_set, batch_size=args.batch_size, num_workers=args.num_workers, pin_memory=device.type == "cuda",
-        sampler=StepSampler(start_step, args.max_steps, args.batch_size, rank, world),
-    )
-    model.train()
-    step = start_step
-    for frames, mel, label in loader:
-        loss = train_step(model, opt, frames.to(device, non_blocking=True), mel.to(device, non_blocking=True),
-                          label.to(device, non_blocking=True))
-        step += 1
-        logger.logkv_mean("loss", loss)
-        final = step == args.max_steps
-        dump = step % args.log_every == 0 or final
-
-        if val_set is not None and (step % args.val_every == 0 or final):
-            # Each rank's BatchNorm statistics saw only its own batches: validate rank 0's, the saved ones.
-            dist_util.sync_params(expert.buffers())
-            val_loss, val_acc = expert_accuracy(expert, val_set, args.batch_size, args.num_workers)
-            model.train()
-            logger.logkv("val_loss", val_loss)
-            logger.logkv("val_acc", val_acc)
-            dump = True
-            if val_acc > best_val_acc:
-                best_val_acc = val_acc
-                if rank == 0:
-                    save_checkpoint(os.path.join(args.output_dir, BEST_NAME), expert, opt, step, args, seed,
-                                    best_val_acc)
-
-        if rank == 0 and (step % args.save_every == 0 or final):
-            save_checkpoint(checkpoint_path(args.output_dir, step, PREFIX), expert, opt, step, args, seed, best_val_acc)
-            prune_checkpoints(args.output_dir, args.keep, PREFIX)
-
-        if dump:
-            logger.logkv("step", step)
-            logger.logkv("samples", step * global_batch)
-            logger.dumpkvs(step)
+        loader = DataLoader(
+            train_set, batch_size=args.batch_size, num_workers=args.num_workers, pin_memory=device.type == "cuda",
+            sampler=SyncPairSampler(start_step, args.max_steps, args.batch_size, rank, world),
+        )
+        model.train()
+        task = SyncNetTask(args, expert, model, opt, iter(loader), val_set, seed, best_val_acc, device)
+        policy = LoopPolicy(args.output_dir, args.max_steps, args.save_every, args.keep, args.log_every,
+                            args.max_nonfinite, prefix=PREFIX)
+        run_loop(task, policy, start_step, stop, device)
+    finally:
+        stop.restore()
     # Every rank returns only once rank 0 has written the final checkpoint.
     dist_util.barrier()
     return expert

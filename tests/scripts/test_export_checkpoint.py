@@ -1,4 +1,4 @@
-"""Tests for export_checkpoint.py: training checkpoints become release files that generate.py and
+"""Tests for scripts.export_checkpoint (training.export): training checkpoints become release files that generate.py and
 train.py load, half the size in float16, with one-line errors for what cannot be exported."""
 
 import os
@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-import export_checkpoint
+from scripts import export_checkpoint
 from guided_diffusion.checkpoint_format import load_model_weights, network_flags, read_metadata
 from guided_diffusion.script_util import tfg_create_model_and_diffusion, tfg_model_and_diffusion_defaults
 from training.syncnet import SyncNet64, load_sync_expert, save_syncnet_checkpoint

@@ -1,4 +1,4 @@
-"""train.py: the losses, the shared timestep, overfitting, exact resume, DDP, stop signals."""
+"""training.diff2lip and train.py: the losses, the shared timestep, overfitting, exact resume, DDP, stop signals."""
 
 import hashlib
 import os
@@ -10,7 +10,8 @@ import time
 import pytest
 import torch
 
-import train as train_script
+import train
+import training.diff2lip as train_script
 from guided_diffusion import logger
 from common.errors import CheckpointError, Diff2LipError
 from guided_diffusion.script_util import create_gaussian_diffusion, tfg_create_model_and_diffusion
@@ -229,8 +230,8 @@ def test_random_lpips_backbone_is_a_fixed_draw_that_leaves_the_random_stream_alo
 
 
 def test_bad_flags_are_one_line_errors(data_root, tmp_path, capsys):
-    assert train_script.main(train_args(data_root, tmp_path, "--precision", "fp16", "--max_steps", "1")) == 1
-    assert train_script.main(train_args(tmp_path / "nothing", tmp_path, "--max_steps", "1")) == 1
+    assert train.main(train_args(data_root, tmp_path, "--precision", "fp16", "--max_steps", "1")) == 1
+    assert train.main(train_args(tmp_path / "nothing", tmp_path, "--max_steps", "1")) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("error: --precision fp16 needs a GPU")
     assert err[1].startswith("error: ") and "preprocess" in err[1]
@@ -314,11 +315,11 @@ def test_fine_tuning_a_network_file_takes_its_flags(data_root, tmp_path, capsys)
     no_network_flags = train_args(data_root, tmp_path / "run")[len(TINY_CLI_FLAGS):]
     assert no_network_flags[0] == "--data_root"
     argv = [*no_network_flags, "--init_from", str(init), "--max_steps", "1", "--lr", "0"]
-    assert train_script.main(argv) == 0
+    assert train.main(argv) == 0
     saved = torch.load(tmp_path / "run" / "checkpoint_0000001.pt", weights_only=True)
     assert {k: saved["args"][k] for k in ("image_size", "num_channels", "channel_mult", "predict_xstart")} == {
         "image_size": 32, "num_channels": 32, "channel_mult": "1,2", "predict_xstart": True}
     assert all(torch.equal(saved["model"][k], v) for k, v in model.state_dict().items())  # lr 0
     assert "flags from" in capsys.readouterr().out
-    assert train_script.main([*argv, "--num_channels", "64"]) == 1
+    assert train.main([*argv, "--num_channels", "64"]) == 1
     assert "--num_channels 64 contradicts" in capsys.readouterr().err
