@@ -1,10 +1,9 @@
-"""LSE-C / LSE-D: syncnet_python's network in the real `syncnet_v2.model` format (random values), its
-feature windows and scores against transcriptions of the reference code, and the face-track crop."""
+"""LSE-C / LSE-D: syncnet_python's feature windows and scores against transcriptions of the reference
+code, and the scorer on rendered clips with its network in the real `syncnet_v2.model` format (random
+values). The network itself is tested in test_syncnet_eval.py, the face track in test_face_track.py."""
 
 import math
-import os
 
-import cv2
 import numpy as np
 import pytest
 import python_speech_features
@@ -12,13 +11,7 @@ import torch
 
 from audio.audio import load_wav
 from dataset.video_io import iter_frames
-from evaluation.face_track import (
-    crop_frame,
-    crop_window,
-    detect_track,
-    fixed_track,
-    track_from_detections,
-)
+from evaluation.face_track import crop_frame
 from evaluation.lse import (
     LSEScorer,
     audio_windows,
@@ -28,10 +21,10 @@ from evaluation.lse import (
     syncnet_mfcc,
     to_int16,
 )
-from evaluation.syncnet_eval import SyncNetEval, load_syncnet_eval
+from evaluation.syncnet_eval import load_syncnet_eval
 from face_detection import voxceleb2_box
 from common.errors import CheckpointError, Diff2LipError, MediaError
-from helpers import old_pytorch_state, render_clip, read_manifest, syncnet_v2_state
+from helpers import BoxInFramesDetector, render_clip, syncnet_v2_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -100,36 +93,6 @@ def numpy_scores(video, audio, vshift):
     table = np.array([[np.linalg.norm(video[i] - padded[i + j] + 1e-6) for j in range(2 * vshift + 1)] for i in range(n)])
     mdist = table.mean(axis=0)
     return np.median(mdist) - mdist.min(), mdist.min(), vshift - int(np.argmin(mdist))
-
-
-# ---------------------------------------------------------------- network and loading
-
-
-def test_manifest_state_dict_loads_in_order_with_forward_shapes(net):
-    own = net.state_dict()
-    assert [(k, tuple(v.shape)) for k, v in own.items()] == read_manifest("syncnet_python_eval.tsv")
-    for name, value in syncnet_v2_state().items():
-        assert torch.equal(own[name], value), name
-    assert not net.training and not any(p.requires_grad for p in net.parameters())
-    with torch.no_grad():
-        assert net.forward_aud(torch.randn(3, 1, 13, 20)).shape == (3, 1024)
-        assert net.forward_lip(torch.rand(2, 3, 5, 224, 224) * 255).shape == (2, 1024)
-
-
-def test_missing_or_foreign_weights_are_one_line_checkpoint_errors(tmp_path):
-    with pytest.raises(CheckpointError) as err:
-        load_syncnet_eval(tmp_path / "syncnet_v2.model")
-    assert "syncnet_v2.model" in str(err.value) and os.path.join("checkpoints", "syncnet_v2.model") in str(err.value)
-    with pytest.raises(CheckpointError, match="checkpoints"):
-        LSEScorer(weights_path=tmp_path / "nowhere" / "syncnet_v2.model", face_track="voxceleb2")
-    state = syncnet_v2_state()
-    del state["netcnnlip.19.running_var"]
-    state["netfcaud.3.weight"] = torch.zeros(512, 512)
-    torch.save(state, tmp_path / "bad.model")
-    with pytest.raises(CheckpointError) as err:
-        load_syncnet_eval(tmp_path / "bad.model")
-    assert "netcnnlip.19.running_var" in str(err.value) and "netfcaud.3.weight" in str(err.value)
-    assert "\n" not in str(err.value)
 
 
 # ---------------------------------------------------------------- windows and features
@@ -209,85 +172,6 @@ def test_identical_features_score_offset_zero_and_distance_zero():
     assert lse_c > 5
 
 
-# ---------------------------------------------------------------- face track
-
-
-def test_crop_of_a_known_box_inside_the_frame():
-    rng = np.random.default_rng(2)
-    frame = rng.integers(0, 256, (100, 120, 3), dtype=np.uint8)
-    # Box x 40..80, y 30..70: half size 20, centre (60, 50); bsi = int(20 * 1.8) = 36.
-    track = fixed_track(1, (30, 70, 40, 80))
-    assert (track.cx[0], track.cy[0], track.half_size[0]) == (60, 50, 20)
-    # rows my - bs .. my + 1.8 bs = 86 - 20 .. 86 + 36, columns mx -+ 1.4 bs = 96 -+ 28 (padded frame)
-    assert crop_window(60, 50, 20, 0.4) == (36, 66, 122, 68, 124)
-    crop = crop_frame(frame, 60, 50, 20)
-    # Minus the pad that is rows 30..86, columns 32..88 of the frame itself, resized, then BGR.
-    expected = cv2.resize(frame[30:86, 32:88], (224, 224))[:, :, ::-1]
-    np.testing.assert_array_equal(crop, expected)
-
-
-def test_crop_past_the_frame_edge_reads_the_constant_110():
-    frame = np.full((64, 64, 3), 7, np.uint8)
-    # Box 0..40 both ways: centre (20, 20), half size 20, bsi 36, window rows 36..92, columns 28..84.
-    assert crop_window(20, 20, 20, 0.4) == (36, 36, 92, 28, 84)
-    hand = np.full((56, 56, 3), 110, np.uint8)
-    hand[:, 8:] = 7  # padded columns 28..35 lie left of the frame; rows 0..55 and columns 0..47 inside it
-    np.testing.assert_array_equal(crop_frame(frame, 20, 20, 20), cv2.resize(hand, (224, 224)))
-
-
-def medfilt_by_hand(values, kernel=13):
-    """Median of each zero-padded window of `kernel` values."""
-    half = kernel // 2
-    padded = np.concatenate([np.zeros(half), values, np.zeros(half)])
-    return np.array([np.sort(padded[i : i + kernel])[half] for i in range(len(values))])
-
-
-def test_track_interpolates_gaps_trims_ends_and_median_filters():
-    n = 20
-    # A box moving linearly: x1 = 10 + 2f, y1 = 5 + f, side 40 + f; none before frame 2, after 17, nor at 6..8.
-    box = lambda f: (10 + 2 * f, 5 + f, 50 + 3 * f, 45 + 2 * f)
-    raw = [box(f) if 2 <= f <= 17 and not 6 <= f <= 8 else None for f in range(n)]
-    track = track_from_detections(raw, "clip.mp4")
-    assert (track.start, track.n_frames) == (2, 16)
-    frames = np.arange(2, 18)
-    # Linear interpolation of a linear motion is the motion itself, so the unsmoothed values are exact.
-    np.testing.assert_allclose(track.cx, medfilt_by_hand(30 + 2.5 * frames))
-    np.testing.assert_allclose(track.cy, medfilt_by_hand(25 + 1.5 * frames))
-    np.testing.assert_allclose(track.half_size, medfilt_by_hand((40 + frames) / 2))
-
-
-def test_track_without_faces_or_too_short_is_a_media_error():
-    with pytest.raises(MediaError, match="no face found in any of the 4 frames of 'clip.mp4'"):
-        track_from_detections([None] * 4, "clip.mp4")
-    with pytest.raises(MediaError, match="'clip.mp4'.*frames 1..5"):
-        track_from_detections([None] + [(0, 0, 10, 10)] * 5 + [None] * 6, "clip.mp4")
-
-
-class FakeDetector:
-    """Finds a fixed face box in frames 1..9 of the downscaled frames it is given."""
-
-    batch_size = 4
-
-    def __init__(self):
-        self.shapes = []
-
-    def detect(self, frames):
-        start = len(self.shapes)
-        self.shapes.extend(f.shape for f in frames)
-        return [(10, 12, 40, 44) if 1 <= start + i <= 9 else None for i in range(len(frames))]
-
-
-def test_s3fd_track_on_downscaled_frames_maps_boxes_back(clip):
-    detector = FakeDetector()
-    track = detect_track(clip, detector)
-    assert detector.shapes == [(56, 56, 3)] * 12  # 224 * 0.25
-    assert (track.start, track.n_frames) == (1, 9)
-    # Boxes times 224 / 56: x 40..160, y 48..176 -> centre (100, 112), half size max(120, 128) / 2.
-    np.testing.assert_allclose(track.cx, 100)
-    np.testing.assert_allclose(track.cy, 112)
-    np.testing.assert_allclose(track.half_size, 64)
-
-
 # ---------------------------------------------------------------- LSEScorer on a rendered clip
 
 
@@ -309,7 +193,7 @@ def test_scorer_with_voxceleb2_crop_on_a_rendered_clip(weights, clip):
 
 
 def test_scorer_s3fd_track_cuts_frames_and_audio(weights, clip):
-    scorer = LSEScorer(weights, face_track="s3fd", detector=FakeDetector(), batch_size=3)
+    scorer = LSEScorer(weights, face_track="s3fd", detector=BoxInFramesDetector(), batch_size=3)
     video_feats, audio_feats = scorer.features(clip)
     frames = list(iter_frames(clip))[1:10]
     crops = [crop_frame(f, 100, 112, 64) for f in frames]
@@ -325,6 +209,11 @@ def test_scorer_without_face_track_reads_bgr_frames(weights, clip):
     crops = [np.ascontiguousarray(f[:, :, ::-1]) for f in iter_frames(clip)]
     expected = syncnet_features(scorer.net, crops, 12, to_int16(load_wav(clip, 16000)), batch_size=4)
     torch.testing.assert_close(scorer.features(clip), expected)
+
+
+def test_scorer_without_its_weights_is_a_checkpoint_error_naming_checkpoints(tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoints"):
+        LSEScorer(weights_path=tmp_path / "nowhere" / "syncnet_v2.model", face_track="voxceleb2")
 
 
 def test_scorer_rejects_bad_options_and_unscorable_clips(weights, tmp_path):
@@ -344,22 +233,3 @@ def test_scorer_rejects_bad_options_and_unscorable_clips(weights, tmp_path):
         LSEScorer(weights, face_track="s3fd", detector=type("NoFace", (), {"batch_size": 2, "detect": lambda self, f: [None] * len(f)})()).score(short)
 
 
-def test_syncnet_v2_from_old_pytorch_without_batchnorm_counters_loads(tmp_path):
-    reference = SyncNetEval()
-    state = old_pytorch_state(reference, seed=3)
-    assert len(reference.state_dict()) - len(state) == 14  # the counters the real file may lack
-    torch.save(state, tmp_path / "syncnet_v2.model")
-
-    net = load_syncnet_eval(tmp_path / "syncnet_v2.model")
-
-    loaded = net.state_dict()
-    for name, value in state.items():
-        assert torch.equal(loaded[name], value), name
-    x = torch.randn(2, 1, 13, 20)
-    with torch.no_grad():
-        torch.testing.assert_close(net.forward_aud(x), reference.eval().forward_aud(x), rtol=0, atol=0)
-
-    del state["netcnnaud.1.running_var"]
-    torch.save(state, tmp_path / "bad.model")
-    with pytest.raises(CheckpointError, match=r"1 missing \(netcnnaud\.1\.running_var\)$"):
-        load_syncnet_eval(tmp_path / "bad.model")

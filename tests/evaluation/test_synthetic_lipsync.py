@@ -102,12 +102,3 @@ def test_read_pairs(tmp_path):
     (tmp_path / "bad.txt").write_text("a/b/c\n")
     with pytest.raises(ValueError, match="expected 'AUDIO VIDEO'"):
         sl.read_pairs(str(tmp_path / "bad.txt"))
-
-
-def test_labelled_sheet_resizes_cells_and_refuses_ragged_rows():
-    frame = np.full((90, 160, 3), 40, np.uint8)
-    image = sheets.labelled_sheet([[frame, frame]], ["before", "after"], cell_height=45)
-    assert image.shape == (sheets.LABEL_BAND + 45, 2 * 80, 3)  # no row labels: no left band
-    assert (image[sheets.LABEL_BAND:] == 40).all()
-    with pytest.raises(ValueError, match="one frame per column"):
-        sheets.labelled_sheet([[frame]], ["before", "after"])

@@ -1,10 +1,9 @@
-"""Box arithmetic of Wav2Lip's face_detect: flags, fill, pads, smoothing, VoxCeleb2 crop, face_boxes."""
+"""Box arithmetic of Wav2Lip's face_detect: flags, fill, pads, smoothing, VoxCeleb2 crop."""
 
 import numpy as np
 import pytest
 
 from face_detection import (
-    face_boxes,
     fill_missing,
     pad_boxes,
     parse_box,
@@ -119,90 +118,3 @@ def test_voxceleb2_box():
     assert voxceleb2_box(224, 224) == (0, 158, 50, 174)
     # 256x320: int(256*2.36/8)=int(75.52)=75 -> 181; int(320*1.8/8)=72 -> 248.
     assert voxceleb2_box(256, 320) == (0, 181, 72, 248)
-
-
-# ---------------------------------------------------------------- face_boxes
-
-
-class FakeDetector:
-    """Boxes keyed by frame index (written into pixel [0, 0, 0]); records batch sizes."""
-
-    def __init__(self, table, batch_size=3):
-        self.table = table
-        self.batch_size = batch_size
-        self.calls = []
-
-    def detect(self, frames):
-        self.calls.append(len(frames))
-        return [self.table[int(f[0, 0, 0])] for f in frames]
-
-
-def frame_stream(n, hw=(60, 80), log=None):
-    for i in range(n):
-        if log is not None:
-            log.append(i)
-        frame = np.zeros((*hw, 3), dtype=np.uint8)
-        frame[0, 0, 0] = i
-        yield frame
-
-
-def test_face_boxes_detected_equals_fill_pad_smooth():
-    table = [None, (10, 5, 40, 30), (12, 6, 41, 33), None, None, (9, 4, 60, 50), None, (0, 0, 79, 59), None]
-    det = FakeDetector(table, batch_size=3)
-    yielded = []
-    boxes, n_missing = face_boxes(
-        frame_stream(len(table), log=yielded), det, pads=(0, 10, 2, 3), source_name="v.mp4"
-    )
-    xyxy, expected_missing = fill_missing(table, "v.mp4")
-    expected = smooth_boxes(pad_boxes(xyxy, (0, 10, 2, 3), (60, 80)))
-    np.testing.assert_array_equal(boxes, expected)
-    assert boxes.dtype == np.int64 and n_missing == expected_missing == 5
-    assert det.calls == [3, 3, 3]
-    assert len(yielded) == len(table)
-
-
-def test_face_boxes_streams_in_batches():
-    """Only one detector batch of frames is pulled from the iterator before each detect call."""
-    table = [(1, 1, 20, 20)] * 7
-    yielded = []
-
-    class Watching(FakeDetector):
-        def detect(self, frames):
-            # the frames handed over are exactly the ones pulled since the last call
-            assert len(yielded) == sum(self.calls) + len(frames)
-            return super().detect(frames)
-
-    det = Watching(table, batch_size=2)
-    boxes, n_missing = face_boxes(frame_stream(7, log=yielded), det, smooth=False)
-    assert det.calls == [2, 2, 2, 1]
-    assert boxes.tolist() == [[1, 20, 1, 20]] * 7 and n_missing == 0
-
-
-def test_face_boxes_no_face_raises():
-    with pytest.raises(MediaError, match=r"no face found in any of the 4 frames of 'x\.mp4'"):
-        face_boxes(frame_stream(4), FakeDetector([None] * 4), source_name="x.mp4")
-
-
-def test_face_boxes_fixed_box_and_voxceleb2_are_constant():
-    boxes, n_missing = face_boxes(frame_stream(6), None, pads=(0, 10, 0, 0), box=(3, 50, 7, 70))
-    assert boxes.tolist() == [[3, 50, 7, 70]] * 6 and n_missing == 0
-    boxes, n_missing = face_boxes(frame_stream(5, hw=(224, 224)), None, is_voxceleb2=True)
-    assert boxes.tolist() == [[0, 158, 50, 174]] * 5 and n_missing == 0
-
-
-def test_face_boxes_bad_inputs():
-    with pytest.raises(Diff2LipError, match=r"--box 3,61,7,70 is not inside the 60x80.*'c\.mp4'"):
-        face_boxes(frame_stream(2), None, box=(3, 61, 7, 70), source_name="c.mp4")
-    with pytest.raises(Diff2LipError, match="--box and --is_voxceleb2"):
-        face_boxes(frame_stream(2), None, box=(3, 50, 7, 70), is_voxceleb2=True)
-    with pytest.raises(MediaError, match="no video frames"):
-        face_boxes(iter([]), None, is_voxceleb2=True, source_name="e.mp4")
-
-    def mixed():
-        yield np.zeros((60, 80, 3), np.uint8)
-        yield np.zeros((60, 81, 3), np.uint8)
-
-    with pytest.raises(MediaError, match="frame 1 of 'm.mp4' is 60x81"):
-        face_boxes(mixed(), None, is_voxceleb2=True, source_name="m.mp4")
-    with pytest.raises(Diff2LipError, match="--pads 0,-30,0,0"):
-        face_boxes(frame_stream(2), FakeDetector([(10, 5, 40, 30)] * 2), pads=(0, -30, 0, 0))

@@ -6,7 +6,7 @@ import pytest
 from skimage.data import astronaut
 
 from dataset.synthetic import draw_face
-from face_detection import ClipScan, colour_histogram, fill_missing, parse_face_select, scene_cuts, smooth_boxes, track_boxes
+from face_detection import colour_histogram, fill_missing, parse_face_select, scene_cuts, smooth_boxes
 from face_detection.tracking import FaceSelect, fade_weights, select_face, track_face
 from common.errors import Diff2LipError, MediaError
 
@@ -112,45 +112,3 @@ def test_histogram_cuts_find_the_cut_and_not_the_motion():
     assert distance[:5].max() < 0.05 and distance[6:].max() < 0.1 and distance[5] > 0.9
     assert scene_cuts(hists, 0.5) == [6]
     assert scene_cuts(hists, 0) == []
-
-
-def scan(dets, cuts_at=()):
-    """A scan whose histograms change completely at `cuts_at`."""
-    hists, shot = [], 0
-    for i in range(len(dets)):
-        shot += i in cuts_at
-        hists.append(np.eye(64, dtype=np.float32)[shot])
-    return ClipScan([np.asarray(d, dtype=float).reshape(-1, 5) for d in dets], hists, HW)
-
-
-def test_track_boxes_passthrough_fill_and_counts():
-    # 20 frames: A everywhere except a 2-frame gap (filled) and a 6-frame gap (passed through).
-    dets = [[A]] * 20
-    for i in (4, 5, 10, 11, 12, 13, 14, 15):
-        dets[i] = []
-    track = track_boxes(scan(dets), FaceSelect("largest"), no_face="passthrough", max_gap=3)
-    assert (track.n_missing, track.n_filled, track.n_passed, track.n_generated) == (8, 2, 6, 14)
-    assert track.weights[10:16].tolist() == [0] * 6
-    assert track.weights[7:10].tolist() == [0.25 * k for k in (3, 2, 1)]
-    assert track.boxes.tolist() == [[80, 280, 100, 260]] * 20  # (y1, y2, x1, x2); placeholders too
-    assert "no face in 8 of 20 frames: 2 filled with the nearest box, 6 passed through; 14 generated" in track.summary()
-    nearest = track_boxes(scan(dets), FaceSelect("largest"), no_face="nearest")
-    assert (nearest.n_filled, nearest.n_passed) == (8, 0) and (nearest.weights == 1).all()
-    with pytest.raises(MediaError, match=r"no face in frame 10 \(0.40 s\).*--max_fill_gap 3"):
-        track_boxes(scan(dets), FaceSelect("largest"), no_face="fail", max_gap=3)
-    empty = track_boxes(scan([[]] * 4), FaceSelect("largest"))
-    assert empty.n_passed == 4 and (empty.weights == 0).all() and empty.boxes.tolist() == [[0, 360, 0, 640]] * 4
-
-
-def test_track_boxes_never_smooths_or_fills_across_a_cut():
-    # Shot 1 (0-5): A moving; shot 2 (6-11): C, its first frame missed by the detector.
-    dets = [[moved(A, 10 * i)] for i in range(6)] + [[]] + [[C]] * 5
-    track = track_boxes(scan(dets, cuts_at=[6]), FaceSelect("largest"), cut_threshold=0.5, max_gap=3)
-    assert track.cuts == [6]
-    # Shot 2's boxes are C's alone: the gap at 6 takes C (its own shot), not A's last box.
-    assert track.boxes[6:].tolist() == [[100, 200, 300, 380]] * 6
-    # Shot 1 is smoothed among itself (the released rule within the run: means of 5, last window).
-    expected = smooth_boxes(np.array([[80, 280, 100 + 10 * i, 260 + 10 * i] for i in range(6)]))
-    assert np.array_equal(track.boxes[:6], expected)
-    no_cut = track_boxes(scan(dets, cuts_at=[6]), FaceSelect("largest"), cut_threshold=0, max_gap=3)
-    assert no_cut.cuts == [] and no_cut.boxes[4, 2] != expected[4, 2]  # smoothed with C's boxes
