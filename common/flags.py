@@ -14,6 +14,7 @@ what is valid.
 """
 
 import argparse
+import re
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, get_type_hints
 
@@ -293,6 +294,12 @@ class _ArgumentParser(argparse.ArgumentParser):
 
     options: Options = Options()
     flag_rules: Sequence[FlagRule] = ()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # argparse reads a value that starts with '-' as a negative number only if it is one
+        # number; comma lists of numbers (`--pads -5,0,0,0`) are values too, never flags.
+        self._negative_number_matcher = re.compile(r"^-\d*\.?\d+(,-?\d*\.?\d+)*$")
 
     def error(self, message: str):
         raise Diff2LipError(f"{message}; see --help")

@@ -92,10 +92,12 @@ class Clip:
         try:
             with open(os.path.join(self.folder, "meta.json"), encoding="utf-8") as f:
                 self.meta = json.load(f)
-        except (OSError, ValueError) as exc:
+            self.n_frames: int = int(self.meta["n_frames"])
+            self.image_size: int = int(self.meta["image_size"])
+        except (OSError, ValueError, TypeError) as exc:
             raise Diff2LipError(f"clip '{self.folder}' is incomplete ({exc}); preprocess it again") from exc
-        self.n_frames: int = int(self.meta["n_frames"])
-        self.image_size: int = int(self.meta["image_size"])
+        except KeyError as exc:
+            raise Diff2LipError(f"clip '{self.folder}' is incomplete (meta.json has no {exc}); preprocess it again") from exc
         self._mel = None
 
     @property

@@ -152,11 +152,6 @@ def test_a_missing_or_corrupt_crop_names_its_file(written):
             clip.faces([0, i])
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason=(
-    "dataset/preprocessed.py Clip.__init__ catches only OSError/ValueError around meta.json: a meta.json that "
-    "is valid JSON without n_frames / image_size raises a bare KeyError instead of the 'incomplete; "
-    "preprocess it again' Diff2LipError"
-))
 def test_a_meta_without_its_counts_is_incomplete(written):
     root, *_ = written
     with open(os.path.join(clip_dir(str(root), NAME), "meta.json"), "w") as f:

@@ -90,10 +90,6 @@ def test_negative_pads_parse_in_the_equals_form():
     assert parse("--is_voxceleb2", "False", "--pads=-5,0,0,0").pads == "-5,0,0,0"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "argparse takes '-5,0,0,0' for an option (it is not a negative number), so `--pads -5,0,0,0` fails "
-    "with 'argument --pads: expected one argument' although negative pads are valid; only --pads=-5,0,0,0 works"
-))
 def test_negative_top_pad_parses_in_the_space_form():
     assert parse("--is_voxceleb2", "False", "--pads", "-5,0,0,0").pads == "-5,0,0,0"
 
