@@ -48,7 +48,9 @@ EXPORT_OPTIONS = Options(
 
 def main(argv: Optional[List[str]] = None) -> int:
     def body() -> int:
-        args = create_argparser(EXPORT_OPTIONS, description=__doc__).parse_args(argv)
+        parser = create_argparser(EXPORT_OPTIONS, description=__doc__)
+        parser.prog = "python -m scripts.export_checkpoint"
+        args = parser.parse_args(argv)
         if not args.checkpoint or not args.out:
             raise Diff2LipError("--checkpoint and --out are required")
         export(args.checkpoint, args.out, args.weights, args.half, plain=args.plain, note=args.note)

@@ -79,8 +79,10 @@ DISTILL_OPTIONS = Options(
 def create_parser() -> argparse.ArgumentParser:
     respacing_unused = Option("timestep_respacing", "", "not used: each round's teacher and student sample with ddimN, N "
                               "from --teacher_steps and --student_steps")
-    return create_argparser(MODEL_AND_DIFFUSION_OPTIONS, respacing_unused, DATA_OPTIONS, DISTILL_OPTIONS,
-                            description=__doc__)
+    parser = create_argparser(MODEL_AND_DIFFUSION_OPTIONS, respacing_unused, DATA_OPTIONS, DISTILL_OPTIONS,
+                              description=__doc__)
+    parser.prog = "python -m scripts.train_distill"
+    return parser
 
 
 def round_args(args, round_dir: str, teacher: str, student_steps: int) -> argparse.Namespace:

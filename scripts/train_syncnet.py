@@ -66,7 +66,9 @@ SYNCNET_OPTIONS = Options(
 
 
 def create_parser() -> argparse.ArgumentParser:
-    return create_argparser(SYNCNET_OPTIONS, description=__doc__)
+    parser = create_argparser(SYNCNET_OPTIONS, description=__doc__)
+    parser.prog = "python -m scripts.train_syncnet"
+    return parser
 
 
 def check_args(args: argparse.Namespace) -> None:

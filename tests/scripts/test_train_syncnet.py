@@ -18,6 +18,9 @@ import numpy as np
 import pytest
 import torch
 
+if __name__ == "__main__":  # run as the torchrun worker: the helpers in tests/ are not on a script's path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from scripts import train_syncnet
 from audio.audio import melspectrogram, num_full_windows, syncnet_mel_window
 from dataset.preprocessed import Clip, write_clip, write_split
