@@ -27,10 +27,10 @@ DEMO_MODEL_EPS = {**DEMO_MODEL, "predict_xstart": False, "learn_sigma": True}
 DEMO_NETWORKS = {"x0": DEMO_MODEL, "eps": DEMO_MODEL_EPS}
 DEMO_CHECKPOINT = "checkpoints/demo/diff2lip_synthetic64.pt"
 DEMO_CHECKPOINT_EPS = "checkpoints/demo/diff2lip_synthetic64_eps.pt"
-# The demo network distilled into 2 DDIM steps (train_distill.py): what `make demo` runs.
+# The demo network distilled into 2 DDIM steps (scripts/train_distill.py): what `make demo` runs.
 DEMO_STUDENT = "checkpoints/demo/diff2lip_synthetic64_student2.pt"
 DEMO_SYNC_EXPERT = "checkpoints/demo/syncnet64_synthetic.pt"
-# Stored in the demo network files (export_checkpoint.py --note); generate.py and the web app show it.
+# Stored in the demo network files (scripts/export_checkpoint.py --note); generate.py and the web app show it.
 DEMO_NOTE = ("demo network: trained only on the synthetic heads of make demo-train (dataset/synthetic.py); on a real "
              "face it paints a frozen mouth. For real videos use the released checkpoint: python -m scripts.fetch_weights")
 # The held-out clips: 6 identities (the test identities of a 7-identity render) of data seed 1.

@@ -46,7 +46,7 @@ def test_demo_train_eps_fine_tunes_the_x0_network_with_the_released_parameteriza
 
 def test_demo_train_default_is_the_x0_network_from_scratch(tmp_path, monkeypatch):
     calls = run_demo_train_recorded(tmp_path, monkeypatch)
-    # then step 5, the 2-step student of the exported x0 network (tests/test_train_distill.py pins its flags)
+    # then step 5, the 2-step student of the exported x0 network (tests/scripts/test_train_distill.py pins its flags)
     assert list(calls) == ["train the SyncNet64 expert", "train Diff2Lip", "export the demo network",
                            "export the expert", "evaluate like the demo", "distil the 2-step student",
                            "evaluate the student like the demo"]
