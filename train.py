@@ -1,6 +1,6 @@
 """Train Diff2Lip (the authors released no training code; this follows the paper, Sec. 3.2.1).
 
-    python train.py --data_root data/vox_pre --output_dir outputs/train --sync_expert checkpoints/syncnet_best.pt
+    python train.py --data_root data/vox_pre --output_dir outputs/train --sync_expert outputs/syncnet128/syncnet_best.pt
     torchrun --nproc_per_node 8 train.py ...        mpiexec -n 8 python train.py ...
 
 Per batch of B sequences of `nframes` frames: one diffusion step t per sequence, shared by its

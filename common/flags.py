@@ -8,9 +8,9 @@ drift apart.
 
 The released Diff2Lip command lines parse unchanged: `--flag value` and `--flag=value`, booleans
 as True/False, true/false, 1/0. Prefix abbreviations are off, so a mistyped flag is an error
-rather than another flag. Values are checked once, when a command parses its flags, before any
-model is built or any file is touched; a bad value is one line naming the flag, the value and
-what is valid.
+rather than another flag. Values are checked when a command parses its flags (and again for those
+a network file sets), before any model is built or any file is touched; a bad value is one line
+naming the flag, the value and what is valid.
 """
 
 import argparse
@@ -201,6 +201,9 @@ class Options(Mapping[str, Option]):
         return Options(*(self._options[n] for n in names), rules=[r for r in self.rules if r.applies_to(names)])
 
     def without(self, *names: str) -> "Options":
+        unknown = sorted(set(names) - set(self._options))
+        if unknown:
+            raise KeyError(f"no such options: {', '.join(unknown)}")
         return self.only(*(n for n in self._options if n not in names))
 
 

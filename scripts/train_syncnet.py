@@ -17,6 +17,7 @@ scripts.train_syncnet --help` lists every flag; the checkpoints load with
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from typing import Optional, Sequence
@@ -26,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from common.errors import CheckpointError, Diff2LipError
-from common.flags import Option, Options, create_argparser
+from common.flags import Option, Options, at_least, between, create_argparser, one_of
 from dataset.sync_pairs import VAL_SEED, SyncPairSampler, SyncPairs
 from guided_diffusion import dist_util, logger
 from training.checkpoints import latest_checkpoint
@@ -46,21 +47,23 @@ SYNCNET_OPTIONS = Options(
     Option("data_root", "", "preprocessed data folder (dataset/preprocess.py output) with train.txt, val.txt and clips/"),
     Option("output_dir", "outputs/syncnet128", "where checkpoints syncnet_STEP.pt, syncnet_best.pt, log.txt and progress.csv go"),
     Option("kind", "syncnet128", "the network: syncnet128 (for 128 px crops, 18.3M parameters) or syncnet64 (light, "
-           "for 64 px crops, 2.6M parameters); any crop size works, the lower half is resized to the network's input"),
+           "for 64 px crops, 2.6M parameters); any crop size works, the lower half is resized to the network's input",
+           one_of(*TRAINABLE)),
     Option("batch_size", 64, "pairs per step and process (the global batch is this times the number of processes); "
-           "BatchNorm runs per process on 1x1 embeddings, so keep it at 16 or more (at least 2)"),
-    Option("lr", 1e-4, "AdamW learning rate (Wav2Lip's expert: 1e-4)"),
-    Option("weight_decay", 0.0, "AdamW weight decay (0 is Wav2Lip's plain Adam)"),
-    Option("max_steps", 200000, "train until this optimizer step (a resumed run counts from its checkpoint's step)"),
-    Option("min_offset", 5, "off-sync pairs take frames at least this many frames away from the audio's"),
-    Option("val_every", 1000, "validate every this many steps and at the end (0: no validation, no syncnet_best.pt)"),
+           "BatchNorm runs per process on 1x1 embeddings, so keep it at 16 or more (at least 2)", at_least(2)),
+    Option("lr", 1e-4, "AdamW learning rate (Wav2Lip's expert: 1e-4)",
+           between(0, math.inf, low_open=True, high_open=True)),
+    Option("weight_decay", 0.0, "AdamW weight decay (0 is Wav2Lip's plain Adam)", at_least(0)),
+    Option("max_steps", 200000, "train until this optimizer step (a resumed run counts from its checkpoint's step)", at_least(1)),
+    Option("min_offset", 5, "off-sync pairs take frames at least this many frames away from the audio's", at_least(1)),
+    Option("val_every", 1000, "validate every this many steps and at the end (0: no validation, no syncnet_best.pt)", at_least(0)),
     Option("val_pairs", 1024, "size of the fixed set of validation pairs drawn from val.txt's clips"),
-    Option("save_every", 5000, "write syncnet_STEP.pt every this many steps and at the end"),
-    Option("keep", 3, "keep only the newest this many syncnet_STEP.pt files"),
-    Option("log_every", 100, "write the mean training loss to stdout, progress.csv and TensorBoard every this many steps"),
+    Option("save_every", 5000, "write syncnet_STEP.pt every this many steps and at the end", at_least(1)),
+    Option("keep", 3, "keep only the newest this many syncnet_STEP.pt files", at_least(1)),
+    Option("log_every", 100, "write the mean training loss to stdout, progress.csv and TensorBoard every this many steps", at_least(1)),
     Option("resume", False, "continue from the newest syncnet_STEP.pt in --output_dir (starts fresh if there is none)"),
-    Option("num_workers", 4, "DataLoader worker processes per training process (0: load in the training process)"),
-    Option("seed", 0, "seed of the network's initialisation and of the training pairs"),
+    Option("num_workers", 4, "DataLoader worker processes per training process (0: load in the training process)", at_least(0)),
+    Option("seed", 0, "seed of the network's initialisation and of the training pairs", at_least(0)),
     MAX_NONFINITE,
 )
 
@@ -72,26 +75,11 @@ def create_parser() -> argparse.ArgumentParser:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """Raise `Diff2LipError` naming the first flag whose value cannot work."""
+    """What the declarations cannot check alone: the data folder, and validation pairs when validating."""
     if not args.data_root:
         raise Diff2LipError("--data_root is required: the folder dataset/preprocess.py wrote")
     if not os.path.isdir(args.data_root):
         raise Diff2LipError(f"--data_root '{args.data_root}' is not a folder; run dataset/preprocess.py first")
-    if args.batch_size < 2:
-        # BatchNorm on the 1x1 embeddings needs more than one value per channel in training.
-        raise Diff2LipError(
-            f"--batch_size must be at least 2 (use 16 or more for useful BatchNorm), got {args.batch_size}"
-        )
-    for flag in ("max_steps", "min_offset", "save_every", "keep", "log_every", "max_nonfinite"):
-        if getattr(args, flag) < 1:
-            raise Diff2LipError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
-    for flag in ("val_every", "num_workers", "weight_decay", "seed"):
-        if getattr(args, flag) < 0:
-            raise Diff2LipError(f"--{flag} must not be negative, got {getattr(args, flag)}")
-    if args.lr <= 0:
-        raise Diff2LipError(f"--lr must be positive, got {args.lr}")
-    if args.kind not in TRAINABLE:
-        raise Diff2LipError(f"--kind {args.kind!r} is not one of {', '.join(TRAINABLE)}")
     if args.val_every and args.val_pairs < 1:
         raise Diff2LipError(f"--val_pairs must be at least 1 when validating, got {args.val_pairs}")
 

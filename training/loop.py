@@ -26,12 +26,13 @@ import torch
 
 from common.command import run_command
 from common.errors import Diff2LipError
-from common.flags import Option
+from common.flags import Option, at_least
 from guided_diffusion import dist_util, logger
 from training.checkpoints import save_checkpoint
 
 
-MAX_NONFINITE = Option("max_nonfinite", 10, "stop with an error after this many non-finite losses in a row (each is skipped)")
+MAX_NONFINITE = Option("max_nonfinite", 10, "stop with an error after this many non-finite losses in a row (each is skipped)",
+                       at_least(1))
 
 
 def warmup_lr(base_lr: float, step: int, warmup_steps: int) -> float:
@@ -123,7 +124,9 @@ def run_loop(task: TrainingTask, policy: LoopPolicy, start_step: int, stop: Stop
         updated = task.step(step)
         step += 1
         last = step == policy.max_steps
-        if not updated:
+        if updated:
+            nonfinite = 0
+        else:
             nonfinite += 1
             logger.warn(f"step {step - 1}: non-finite loss, step skipped ({nonfinite} in a row)")
             if nonfinite >= policy.max_nonfinite:
@@ -131,13 +134,13 @@ def run_loop(task: TrainingTask, policy: LoopPolicy, start_step: int, stop: Stop
                     f"the loss was non-finite for {nonfinite} steps in a row (last at step {step - 1}); "
                     "lower --lr, use --precision fp32, or check the data"
                 )
-            continue
-        nonfinite = 0
-        dump = task.after_step(step, last)
+        # A skipped step still counts: it saves and heeds a stop signal like any other (its
+        # terms were not logged, so it writes no periodic log line).
+        dump = task.after_step(step, last) if updated else False
         stopping = stop.any_rank(device)
         if step % policy.save_every == 0 or stopping or last:
             save(task, policy, step)
-        if dump or stopping or last or step % policy.log_every == 0:
+        if stopping or last or (updated and (dump or step % policy.log_every == 0)):
             logger.logkv("step", step)
             for name, value in task.log_totals(step, time.perf_counter() - started).items():
                 logger.logkv(name, value)

@@ -292,10 +292,10 @@ def test_help_documents_every_flag(capsys):
     ([], "--data_root is required"),
     (["--data_root", "ROOT", "--bogus", "1"], "unrecognized arguments: --bogus"),
     (["--data_root", "ROOT", "--batch_size", "two"], "invalid int value"),
-    (["--data_root", "ROOT", "--batch_size", "1"], "--batch_size must be at least 2"),
-    (["--data_root", "ROOT", "--keep", "0"], "--keep must be at least 1"),
-    (["--data_root", "ROOT", "--lr", "0"], "--lr must be positive"),
-    (["--data_root", "ROOT", "--kind", "wav2lip"], "--kind 'wav2lip' is not one of syncnet128, syncnet64"),
+    (["--data_root", "ROOT", "--batch_size", "1"], "--batch_size 1: expected a value >= 2"),
+    (["--data_root", "ROOT", "--keep", "0"], "--keep 0: expected a value >= 1"),
+    (["--data_root", "ROOT", "--lr", "0"], "--lr 0.0: expected 0 < value < inf"),
+    (["--data_root", "ROOT", "--kind", "wav2lip"], "--kind 'wav2lip': expected one of syncnet128, syncnet64"),
     (["--data_root", "ROOT", "--resume", "maybe"], "expected a boolean"),
 ])
 def test_bad_flags_are_one_error_line(data_root, flags, message, capsys):

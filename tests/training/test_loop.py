@@ -73,7 +73,31 @@ def test_a_nonfinite_step_is_skipped_and_counted_then_too_many_in_a_row_stop(tmp
             run_loop(CountingTask(nonfinite={0, 1, 2}), policy(tmp_path / "n"), 0, stop, "cpu")
     finally:
         stop.restore()
-    assert list_checkpoints(str(tmp_path / "n")) == []
+    # Step 2 was due a checkpoint: skipped steps change nothing, so it holds the untouched state.
+    assert [os.path.basename(p) for p in list_checkpoints(str(tmp_path / "n"))] == ["checkpoint_0000002.pt"]
+
+
+def test_a_nonfinite_last_step_still_writes_the_final_checkpoint(tmp_path, logged):
+    import torch
+
+    task, stop = CountingTask(nonfinite={4}), StopSignal()
+    try:
+        assert run_loop(task, policy(tmp_path, save_every=100), 0, stop, "cpu") == 5
+    finally:
+        stop.restore()
+    final = list_checkpoints(str(tmp_path))
+    assert [os.path.basename(p) for p in final] == ["checkpoint_0000005.pt"]
+    assert torch.load(final[0], weights_only=True) == {"step": 5, "value": 4}
+
+
+def test_a_stop_signal_during_nonfinite_steps_saves_and_returns(tmp_path, logged):
+    stop = StopSignal()
+    try:
+        task = CountingTask(nonfinite={1, 2}, signal_at=1)
+        assert run_loop(task, policy(tmp_path, max_steps=0, save_every=100), 0, stop, "cpu") == 2
+    finally:
+        stop.restore()
+    assert [os.path.basename(p) for p in list_checkpoints(str(tmp_path))] == ["checkpoint_0000002.pt"]
 
 
 def test_a_stop_signal_finishes_the_step_saves_and_returns(tmp_path, logged, capsys):
