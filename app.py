@@ -36,13 +36,13 @@ from typing import Any, Callable, List, Optional, Sequence
 import numpy as np
 import torch
 
+from common.errors import Diff2LipError
+from common.files import atomic_write_text
+from common.flags import Option, Options, as_flags, create_argparser
 from dataset.video_io import IMAGE_EXTENSIONS, iter_frames, probe_video
 from evaluation import synthetic_demo
 from evaluation.sheets import labelled_sheet, write_png
 from guided_diffusion.checkpoint_format import is_safetensors, read_metadata, split_network_file
-from common.errors import Diff2LipError
-from common.flags import Option, Options, as_flags, create_argparser
-from common.files import atomic_write_text
 from inference.lipsync import FPS
 from inference.options import GENERATE_OPTIONS, create_parser, parse_args
 from inference.pipeline import Generator, check_single, network_key, single_outputs

@@ -15,12 +15,22 @@ from typing import List, Optional
 
 import numpy as np
 
-from evaluation.lse import FACE_TRACKS
-from evaluation.runner import METRICS, Metrics, cache_path, clip_paths, per_clip_rows, save_cache, summarise, table, write_outputs
-from guided_diffusion import dist_util
 from common.command import Interrupted, check_output_folder, run_command
 from common.errors import Diff2LipError
 from common.flags import DEVICE, PROGRESS, Option, Options, at_least, create_argparser, one_of
+from evaluation.lse import FACE_TRACKS
+from evaluation.runner import (
+    METRICS,
+    Metrics,
+    cache_path,
+    clip_paths,
+    per_clip_rows,
+    save_cache,
+    summarise,
+    table,
+    write_outputs,
+)
+from guided_diffusion import dist_util
 from inference.filelist import for_each_item, read_filelist, unique_items
 
 

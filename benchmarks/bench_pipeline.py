@@ -63,8 +63,9 @@ def render(path: str, seconds: float, with_audio: bool = True, height: int = HEI
 
 def write_speech(path: str, seconds: float) -> None:
     """`seconds` of speech-like audio as a 16 kHz AAC file, encoded in 10 s pieces."""
-    import av
     from fractions import Fraction
+
+    import av
 
     from dataset.synthetic import speech_like
 

@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench_unet import realistic_random_model  # noqa: E402
+
 from guided_diffusion.precision import prepare_for_inference, resolve_precision  # noqa: E402
 from guided_diffusion.script_util import create_gaussian_diffusion  # noqa: E402
 from guided_diffusion.tfg_data_util import shared_noise, tfg_process_batch  # noqa: E402

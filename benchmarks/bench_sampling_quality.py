@@ -21,11 +21,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from common.files import atomic_write_json  # noqa: E402
 from dataset.video_io import iter_frames  # noqa: E402
 from evaluation import synthetic_demo  # noqa: E402
 from evaluation import synthetic_lipsync as sl  # noqa: E402
 from face_detection.boxes import voxceleb2_box  # noqa: E402
-from common.files import atomic_write_json  # noqa: E402
 
 # name -> (generate.py's sampler flags, network passes per frame)
 SAMPLERS: Dict[str, tuple] = {

@@ -34,8 +34,8 @@ def child(mode: str, batch: int, steps: int, precision: str) -> None:
     from guided_diffusion.precision import autocast
     from guided_diffusion.script_util import tfg_create_model_and_diffusion, tfg_model_and_diffusion_defaults
     from training.diff2lip import create_parser, forward_losses
-    from training.syncnet import SyncExpert
     from training.losses import DiffusionLoss, L2Loss, LPIPSLoss, SequenceGANLoss, SequencePatchGAN, SyncLoss
+    from training.syncnet import SyncExpert
 
     device = torch.device("cpu")
     args = create_parser().parse_args(["--data_root", "unused", "--precision", precision])

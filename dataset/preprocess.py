@@ -35,6 +35,17 @@ if __package__ in (None, ""):
 import numpy as np  # noqa: E402
 
 from audio.audio import load_wav, melspectrogram, num_full_windows  # noqa: E402
+from common.command import (  # noqa: E402
+    Interrupted,
+    check_output_folder,
+    run_command,
+    sigterm_unwinds,
+    worker_signals,
+)
+from common.errors import CheckpointError, Diff2LipError, MediaError  # noqa: E402
+from common.files import atomic_write_json  # noqa: E402
+from common.flags import PROGRESS, Option, Options, at_least, between, check_device, create_argparser, one_of, str2bool  # noqa: E402
+from common.progress import track  # noqa: E402
 from dataset.preprocessed import clip_dir, write_clip, write_split  # noqa: E402
 from dataset.video_io import iter_frames, probe_video  # noqa: E402
 from face_detection import (  # noqa: E402
@@ -46,18 +57,7 @@ from face_detection import (  # noqa: E402
     fixed_boxes,
     parse_pads,
 )
-from common.command import (  # noqa: E402
-    Interrupted,
-    check_output_folder,
-    run_command,
-    sigterm_unwinds,
-    worker_signals,
-)
-from common.errors import CheckpointError, Diff2LipError, MediaError  # noqa: E402
-from common.progress import track  # noqa: E402
-from common.flags import PROGRESS, Option, Options, at_least, between, check_device, create_argparser, one_of, str2bool  # noqa: E402
 from face_detection.options import FACE_OPTIONS  # noqa: E402
-from common.files import atomic_write_json  # noqa: E402
 
 FPS = 25
 SAMPLE_RATE = 16000

@@ -59,6 +59,10 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import signal  # noqa: E402
 
+from common.errors import Diff2LipError  # noqa: E402
+from common.files import atomic_write_json, atomic_write_text  # noqa: E402
+from common.flags import PROGRESS, Option, Options, create_argparser  # noqa: E402
+from common.progress import track  # noqa: E402
 from dataset.lipmeter import (  # noqa: E402
     INTERIOR_RGB,
     OPENING_MAX_FRAC,
@@ -68,11 +72,7 @@ from dataset.lipmeter import (  # noqa: E402
     implied_opening_from_audio,
 )
 from dataset.video_io import PathLike, VideoWriter  # noqa: E402
-from common.progress import track  # noqa: E402
 from face_detection import voxceleb2_box  # noqa: E402
-from common.errors import Diff2LipError  # noqa: E402
-from common.flags import PROGRESS, Option, Options, create_argparser  # noqa: E402
-from common.files import atomic_write_json, atomic_write_text  # noqa: E402
 
 FPS = 25
 SAMPLE_RATE = 16000

@@ -4,8 +4,8 @@ import contextlib
 import os
 import pickle
 
-from face_detection import is_oom_error
 from common.errors import CheckpointError
+from face_detection import is_oom_error
 
 
 @contextlib.contextmanager

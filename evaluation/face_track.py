@@ -33,9 +33,9 @@ import cv2
 import numpy as np
 from scipy import signal
 
+from common.errors import MediaError
 from dataset.video_io import iter_frames
 from face_detection import Box, detect_faces
-from common.errors import MediaError
 
 PathLike = Union[str, "os.PathLike[str]"]
 XYXYF = Tuple[float, float, float, float]

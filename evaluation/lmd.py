@@ -20,10 +20,10 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from common.errors import MediaError
 from face_detection import Box
 
 from . import loading_weights
-from common.errors import MediaError
 
 FAN_FILENAME = "2DFAN4-11f355bf06.pth.tar"  # face-alignment 1.5's models_urls["2DFAN-4"]
 MOUTH = slice(48, 68)

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from audio.audio import load_wav, to_int16
+from common.errors import Diff2LipError, MediaError
 from dataset.video_io import VideoInfo, iter_frames, probe_video
 from face_detection import Box, FaceDetector, check_box, voxceleb2_box
-from common.errors import Diff2LipError, MediaError
 
 from .face_track import CROP_SCALE, CROP_SIZE, FACEDET_SCALE, FaceTrack, detect_track, fixed_track, iter_track_crops
 from .syncnet_eval import DEFAULT_SYNCNET_EVAL_PATH, SyncNetEval, load_syncnet_eval

@@ -16,10 +16,10 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from dataset.video_io import iter_frames
-from face_detection import voxceleb2_box
 from common.errors import Diff2LipError
 from common.files import atomic_write, atomic_write_json, atomic_write_text
+from dataset.video_io import iter_frames
+from face_detection import voxceleb2_box
 from inference.filelist import FilelistItem, output_name, resolve_media, safe_output_path
 
 METRICS = ("fid", "ssim", "psnr", "lmd", "lse")

@@ -24,8 +24,8 @@ from typing import Union
 import torch
 from torch import nn
 
-from guided_diffusion import dist_util
 from common.errors import CheckpointError
+from guided_diffusion import dist_util
 from training.syncnet import _fitting_state
 
 SYNCNET_EVAL_FILENAME = "syncnet_v2.model"

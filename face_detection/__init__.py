@@ -11,8 +11,8 @@ from .boxes import Box, check_box, fill_missing, pad_boxes, parse_box, parse_pad
 from .crop import PASTE_MODES, border_gradient, crop_face, feather_mask, paste_face
 from .detector import (
     FACE_DETECTORS,
-    BatchedDetector,
     S3FD_FILENAME,
+    BatchedDetector,
     CenterFaceDetector,
     FaceDetector,
     is_oom_error,

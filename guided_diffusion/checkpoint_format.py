@@ -17,23 +17,23 @@ off the tensor shapes (`infer_flags_from_shapes`) and names the flags that diffe
 
 from __future__ import annotations
 
-import json
-import os
-import re
 import argparse
+import json
+import re
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from . import dist_util
 from common.errors import CheckpointError
+from common.files import atomic_save, atomic_write
+from common.flags import validate_flags
+
+from . import dist_util
 from .script_util import (
     CHANNEL_MULT_BY_SIZE,
     tfg_create_model_and_diffusion,
     tfg_model_and_diffusion_defaults,
 )
-from common.files import atomic_save, atomic_write
-from common.flags import validate_flags
 
 # Flags that change how a network runs, not what its weights are: never stored, never contradicted.
 RUNTIME_FLAGS = ("use_fp16", "use_checkpoint", "fused_attention", "dropout")

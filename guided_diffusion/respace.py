@@ -6,6 +6,7 @@ import numpy as np
 import torch as th
 
 from common.errors import Diff2LipError
+
 from .gaussian_diffusion import GaussianDiffusion
 
 

@@ -16,7 +16,15 @@ from common.errors import Diff2LipError, MediaError
 from dataset.video_io import probe_video
 from guided_diffusion import dist_util
 
-from .filelist import FilelistItem, for_each_item, output_name, read_filelist, resolve_media, safe_output_path, unique_items
+from .filelist import (
+    FilelistItem,
+    for_each_item,
+    output_name,
+    read_filelist,
+    resolve_media,
+    safe_output_path,
+    unique_items,
+)
 from .lipsync import FPS
 from .options import create_parser, parse_args
 from .pipeline import Generator, check_single, single_outputs

@@ -28,9 +28,9 @@ from audio.audio import (
     num_full_windows,
     samples_for_frames,
 )
-from dataset.video_io import VideoWriter, is_image, iter_frames, probe_video
 from common.errors import MediaError
 from common.flags import options_dataclass
+from dataset.video_io import VideoWriter, is_image, iter_frames, probe_video
 from face_detection import (
     Box,
     ClipScan,

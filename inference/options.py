@@ -11,7 +11,18 @@ A new sampling option is one `Option` in SAMPLING_OPTIONS: it is a flag of gener
 import argparse
 from typing import List, Optional, Sequence, Tuple
 
-from common.flags import DEVICE, PROGRESS, FlagRule, Option, Options, at_least, between, create_argparser, one_of, validate_flags
+from common.flags import (
+    DEVICE,
+    PROGRESS,
+    FlagRule,
+    Option,
+    Options,
+    at_least,
+    between,
+    create_argparser,
+    one_of,
+    validate_flags,
+)
 from face_detection.options import FACE_OPTIONS
 from guided_diffusion.checkpoint_format import apply_checkpoint_flags, read_metadata
 from guided_diffusion.precision import PRECISION

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from common.errors import CheckpointError, Diff2LipError
 from common.flags import Option, Options, at_least, between, create_argparser, one_of
-from dataset.sync_pairs import VAL_SEED, SyncPairSampler, SyncPairs
+from dataset.sync_pairs import VAL_SEED, SyncPairs, SyncPairSampler
 from guided_diffusion import dist_util, logger
 from training.checkpoints import latest_checkpoint
 from training.loop import MAX_NONFINITE, LoopPolicy, StopSignal, all_finite, run_loop, run_training

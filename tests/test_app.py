@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import app
+from common.errors import Diff2LipError
 from dataset.video_io import iter_frames, probe_video
 from evaluation import synthetic_demo
-from common.errors import Diff2LipError
 from helpers import render_clip, save_tiny_checkpoint
 from inference.cli import main as generate_main
 from inference.options import GENERATE_OPTIONS, parse_args

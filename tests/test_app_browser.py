@@ -118,10 +118,11 @@ def count_frames(path: str) -> int:
 
 @pytest.mark.timeout(300)
 def test_the_page_lip_syncs_an_upload_and_shows_errors(server, browser, tmp_path):
-    from audio.audio import save_wav
-    from dataset.synthetic import speech_like
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
+
+    from audio.audio import save_wav
+    from dataset.synthetic import speech_like
 
     url, out_root = server
     video, audio, bad = tmp_path / "face.mp4", tmp_path / "speech.wav", tmp_path / "broken.mp4"

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import train
-from guided_diffusion.checkpoint_format import load_model_weights
 from common.errors import Diff2LipError
 from common.flags import create_argparser
 from evaluation import synthetic_demo
+from guided_diffusion.checkpoint_format import load_model_weights
 from guided_diffusion.script_util import (
     MODEL_AND_DIFFUSION_OPTIONS,
     tfg_create_model_and_diffusion,

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from common.errors import Diff2LipError
-from guided_diffusion.gaussian_diffusion import ModelMeanType, masked_mean_flat, precompute_conditioning
-from guided_diffusion.respace import SpacedDiffusion
 from guided_diffusion.checkpoint_format import network_flags
+from guided_diffusion.gaussian_diffusion import ModelMeanType, masked_mean_flat, precompute_conditioning
 from guided_diffusion.precision import autocast
+from guided_diffusion.respace import SpacedDiffusion
 from guided_diffusion.script_util import create_gaussian_diffusion
 from guided_diffusion.tfg_data_util import tfg_process_batch
 from training.losses import DistillationLoss, L2Loss, PredictedSequences, weighted_sum

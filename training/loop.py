@@ -30,7 +30,6 @@ from common.flags import Option, at_least
 from guided_diffusion import dist_util, logger
 from training.checkpoints import save_checkpoint
 
-
 MAX_NONFINITE = Option("max_nonfinite", 10, "stop with an error after this many non-finite losses in a row (each is skipped)",
                        at_least(1))
 

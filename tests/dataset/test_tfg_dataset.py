@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from audio.audio import frame_mel_start, syncnet_mel_start
+from common.errors import Diff2LipError
 from dataset.preprocessed import Clip
 from dataset.tfg_dataset import StepSampler, TFGDataset, reference_indices, usable_starts
-from common.errors import Diff2LipError
 from helpers import make_preprocessed_root
 
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from audio.audio import load_wav
+from common.errors import MediaError
 from dataset import video_io
 from dataset.video_io import IMAGE_EXTENSIONS, VideoInfo, VideoWriter, is_image, iter_frames, probe_video, write_video
-from common.errors import MediaError
 from helpers import has_encoder
 
 H, W, BITS = 32, 128, 8

@@ -1,7 +1,6 @@
 """FID: pytorch-fid's Inception loaded from a random-weight file in its real format, a small
 injected network for the distance's behaviour, and the mouth crop rule."""
 
-from helpers import random_inception_state_dict
 import urllib.error
 
 import numpy as np
@@ -10,6 +9,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from common.errors import CheckpointError
 from dataset.synthetic import draw_face
 from evaluation.fid import (
     INCEPTION_FILENAME,
@@ -20,7 +20,7 @@ from evaluation.fid import (
     mouth_region,
 )
 from face_detection import crop_face, voxceleb2_box
-from common.errors import CheckpointError
+from helpers import random_inception_state_dict
 
 
 @pytest.fixture(autouse=True)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import CheckpointError, MediaError
 from dataset.video_io import iter_frames
 from evaluation.lmd import FAN_FILENAME, MOUTH, MouthLandmarks, fan_weights_path, lmd, lmd_of_frames, mouth_points
 from face_detection import voxceleb2_box
-from common.errors import CheckpointError, MediaError
 from helpers import render_clip
 
 LIP_RGB = np.array([150, 40, 60])  # draw_face's mouth colour

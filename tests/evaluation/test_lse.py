@@ -10,6 +10,7 @@ import python_speech_features
 import torch
 
 from audio.audio import load_wav
+from common.errors import CheckpointError, Diff2LipError, MediaError
 from dataset.video_io import iter_frames
 from evaluation.face_track import crop_frame
 from evaluation.lse import (
@@ -23,7 +24,6 @@ from evaluation.lse import (
 )
 from evaluation.syncnet_eval import load_syncnet_eval
 from face_detection import voxceleb2_box
-from common.errors import CheckpointError, Diff2LipError, MediaError
 from helpers import BoxInFramesDetector, render_clip, syncnet_v2_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from common.errors import Diff2LipError, MediaError
 from face_detection import (
     fill_missing,
     pad_boxes,
@@ -11,7 +12,6 @@ from face_detection import (
     smooth_boxes,
     voxceleb2_box,
 )
-from common.errors import Diff2LipError, MediaError
 
 
 def reference_smooth(rows, T=5):

@@ -7,9 +7,9 @@ import pytest
 import torch
 from skimage.data import astronaut
 
+from common.errors import CheckpointError, Diff2LipError
 from face_detection import CenterFaceDetector, FaceDetector, make_detector, s3fd_weights_path
 from face_detection.tracking import iou
-from common.errors import CheckpointError, Diff2LipError
 
 # The astronaut's face (x1, y1, x2, y2), checked by eye once on a saved crop: hairline to
 # chin, cheek to cheek.

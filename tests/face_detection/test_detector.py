@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from face_detection import S3FD_FILENAME, FaceDetector, is_oom_error, s3fd_weights_path
 from common.errors import CheckpointError, Diff2LipError
+from face_detection import S3FD_FILENAME, FaceDetector, is_oom_error, s3fd_weights_path
 from helpers import DATA_DIR
 
 

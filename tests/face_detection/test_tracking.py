@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from skimage.data import astronaut
 
+from common.errors import Diff2LipError, MediaError
 from dataset.synthetic import draw_face
 from face_detection import colour_histogram, fill_missing, parse_face_select, scene_cuts, smooth_boxes
 from face_detection.tracking import FaceSelect, fade_weights, select_face, track_face
-from common.errors import Diff2LipError, MediaError
 
 HW = (360, 640)
 # Two people: A on the left (large), B on the right (small), x1, y1, x2, y2, score.

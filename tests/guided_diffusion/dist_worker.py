@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from guided_diffusion import dist_util, logger
 from common.errors import CheckpointError
+from guided_diffusion import dist_util, logger
 
 
 def _digest(tensor: torch.Tensor) -> str:

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from common.errors import CheckpointError
 from guided_diffusion.checkpoint_format import (
     apply_checkpoint_flags,
     given_flags,
@@ -12,7 +13,6 @@ from guided_diffusion.checkpoint_format import (
     read_metadata,
     save_network,
 )
-from common.errors import CheckpointError
 from guided_diffusion.script_util import tfg_create_model_and_diffusion, tfg_model_and_diffusion_defaults
 from helpers import TINY_CLI_FLAGS, TINY_FLAGS, read_manifest
 from inference.cli import create_parser

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from guided_diffusion import dist_util
 from common.errors import CheckpointError
+from guided_diffusion import dist_util
 from launchers import LAUNCHER_VARS, mpiexec, torchrun
 
 # Loaded by path: test folders are not packages (importlib import mode).

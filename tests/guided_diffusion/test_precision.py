@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from common.errors import Diff2LipError
-from guided_diffusion.precision import autocast, prepare_for_inference, resolve_precision
 from guided_diffusion.nn import GroupNorm32
+from guided_diffusion.precision import autocast, prepare_for_inference, resolve_precision
 from guided_diffusion.unet import AttentionBlock
 from helpers import randomize_zero_init
 

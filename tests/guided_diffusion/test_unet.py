@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
-from helpers import TINY_FLAGS, randomize_zero_init, read_manifest
-from guided_diffusion.checkpoint_format import load_model_weights
 from common.errors import CheckpointError
+from guided_diffusion.checkpoint_format import load_model_weights
 from guided_diffusion.nn import timestep_embedding
 from guided_diffusion.script_util import tfg_create_model_and_diffusion
 from guided_diffusion.unet import AttentionBlock, AudioEncoder
+from helpers import TINY_FLAGS, randomize_zero_init, read_manifest
 
 MANIFEST = "diff2lip_official_tfgmodel.tsv"
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from audio.audio import load_wav, save_wav
-from dataset.video_io import iter_frames, probe_video
 from common.errors import Diff2LipError
 from dataset.synthetic import draw_face, speech_like
+from dataset.video_io import iter_frames, probe_video
 from helpers import TINY_CLI_FLAGS, full_windows, render_clip, save_tiny_checkpoint
 from inference.cli import main
 from inference.filelist import output_name, read_filelist, safe_output_path

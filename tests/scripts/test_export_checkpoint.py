@@ -6,11 +6,11 @@ import os
 import pytest
 import torch
 
-from scripts import export_checkpoint
 from guided_diffusion.checkpoint_format import load_model_weights, network_flags, read_metadata
 from guided_diffusion.script_util import tfg_create_model_and_diffusion, tfg_model_and_diffusion_defaults
-from training.syncnet import SyncNet64, load_sync_expert, save_syncnet_checkpoint
 from helpers import TINY_FLAGS, randomize_zero_init
+from scripts import export_checkpoint
+from training.syncnet import SyncNet64, load_sync_expert, save_syncnet_checkpoint
 
 
 def tiny_model(seed):

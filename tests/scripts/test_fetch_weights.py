@@ -20,6 +20,7 @@ import pytest
 from launchers import REPO_ROOT, child_env
 from scripts import fetch_weights
 
+
 def blob(n: int, seed: int) -> bytes:
     return hashlib.shake_256(f"weights-{seed}".encode()).digest(n)
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from audio.audio import save_wav
-from dataset.video_io import iter_frames, probe_video
 from dataset.synthetic import speech_like
+from dataset.video_io import iter_frames, probe_video
 from helpers import TINY_CLI_FLAGS, render_clip, save_tiny_checkpoint
 from launchers import REPO_ROOT, child_env
 

@@ -7,18 +7,17 @@ import os
 import pytest
 import torch
 
-from scripts import train_distill
-from guided_diffusion import logger
-from guided_diffusion.checkpoint_format import load_model_weights, network_flags
 from common.errors import Diff2LipError
 from common.flags import create_argparser
+from guided_diffusion import logger
+from guided_diffusion.checkpoint_format import load_model_weights, network_flags
 from guided_diffusion.script_util import (
-    MODEL_AND_DIFFUSION_OPTIONS,
     tfg_create_model_and_diffusion,
     tfg_model_and_diffusion_defaults,
 )
 from helpers import TINY_CLI_FLAGS, make_preprocessed_root, save_tiny_checkpoint
 from launchers import REPO_ROOT, run, torchrun
+from scripts import train_distill
 
 
 @pytest.fixture(scope="module")
@@ -162,9 +161,8 @@ def test_two_process_ddp_keeps_parameters_identical(data_root, teacher, tmp_path
 
 def test_demo_train_student_only_distils_the_exported_network_and_scores_it_with_two_steps(tmp_path, monkeypatch):
     from evaluation import synthetic_demo as demo
-    from scripts import demo_train
-
     from helpers import run_demo_train_recorded
+    from scripts import demo_train
 
     export = tmp_path / "export"
     calls = run_demo_train_recorded(tmp_path, monkeypatch, "--student_only", "True")

@@ -6,9 +6,9 @@ import sys
 import pytest
 import torch
 
-from training.syncnet import SyncNet128, save_syncnet_checkpoint
 from helpers import TINY_CLI_FLAGS, make_preprocessed_root
 from launchers import REPO_ROOT, child_env
+from training.syncnet import SyncNet128, save_syncnet_checkpoint
 
 
 @pytest.mark.slow

@@ -21,14 +21,14 @@ import torch
 if __name__ == "__main__":  # run as the torchrun worker: the helpers in tests/ are not on a script's path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts import train_syncnet
 from audio.audio import melspectrogram, num_full_windows, syncnet_mel_window
 from dataset.preprocessed import Clip, write_clip, write_split
-from dataset.sync_pairs import SyncPairSampler, SyncPairs
+from dataset.sync_pairs import SyncPairs, SyncPairSampler
 from dataset.synthetic import draw_face, speech_like
 from guided_diffusion import dist_util
-from training.syncnet import SyncExpert, load_sync_expert
 from launchers import REPO_ROOT, child_env, run, torchrun
+from scripts import train_syncnet
+from training.syncnet import SyncExpert, load_sync_expert
 
 N_FRAMES = 40
 

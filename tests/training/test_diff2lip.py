@@ -13,13 +13,13 @@ import torch
 
 import train
 import training.diff2lip as train_script
-from guided_diffusion import logger
 from common.errors import Diff2LipError
+from guided_diffusion import logger
 from guided_diffusion.script_util import create_gaussian_diffusion, tfg_create_model_and_diffusion
-from training.losses import L2Loss
-from training.checkpoints import list_checkpoints
 from helpers import TINY_CLI_FLAGS, TINY_FLAGS, make_preprocessed_root, save_tiny_checkpoint
 from launchers import REPO_ROOT, child_env, run, torchrun
+from training.checkpoints import list_checkpoints
+from training.losses import L2Loss
 
 
 @pytest.fixture(scope="module")

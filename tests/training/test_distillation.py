@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import Diff2LipError
 from guided_diffusion.respace import space_timesteps
 from guided_diffusion.script_util import (
     tfg_create_model_and_diffusion,
     tfg_model_and_diffusion_defaults,
 )
-from common.errors import Diff2LipError
+from helpers import TINY_CLI_FLAGS, TINY_FLAGS, make_preprocessed_root
 from training import diff2lip
 from training.distillation import ProgressiveDistillation, respacing, round_schedule, step_plan, x0_matching_step
 from training.losses import L2Loss
-from helpers import TINY_CLI_FLAGS, TINY_FLAGS, make_preprocessed_root
 
 
 @pytest.fixture(scope="module")

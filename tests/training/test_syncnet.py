@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import CheckpointError
+from helpers import DATA_DIR, old_pytorch_state
 from training.syncnet import (
-    SyncNet64,
     SyncExpert,
+    SyncNet64,
     SyncNet128,
     Wav2LipSyncNet,
     load_sync_expert,
@@ -19,8 +20,6 @@ from training.syncnet import (
     sync_bce,
     sync_probability,
 )
-from helpers import DATA_DIR, old_pytorch_state
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
