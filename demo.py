@@ -23,19 +23,17 @@ The scores also go to `OUT_DIR/scores.json`.
 import sys
 from typing import List, Optional
 
-from common.errors import Diff2LipError
+from common.command import run_command
 from common.flags import create_argparser
 from evaluation.synthetic_demo import DEMO_OPTIONS, run
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = create_argparser(DEMO_OPTIONS, description=__doc__)
-    try:
-        run(parser.parse_args(argv))
-    except Diff2LipError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    def body() -> int:
+        run(create_argparser(DEMO_OPTIONS, description=__doc__).parse_args(argv))
+        return 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

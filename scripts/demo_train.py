@@ -39,6 +39,7 @@ import sys
 import time
 from typing import Dict, List, Optional
 
+from common.command import run_command
 from common.errors import Diff2LipError
 from common.files import atomic_write_json
 from common.flags import PROGRESS, Option, Options, as_flags, create_argparser
@@ -245,13 +246,11 @@ def run(args) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = create_argparser(DEMO_TRAIN_OPTIONS, description=__doc__)
-    try:
-        run(parser.parse_args(argv))
-    except Diff2LipError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    def body() -> int:
+        run(create_argparser(DEMO_TRAIN_OPTIONS, description=__doc__).parse_args(argv))
+        return 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":
