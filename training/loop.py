@@ -13,7 +13,7 @@ its policy:
 
 The loop knows no network, loss or flag; a task is a small object (EDM's loss callables, DiT's
 checkpoint dict): Diff2Lip's objective (training.diff2lip), the progressive distillation (the
-same task with training.distillation's objective) and the SyncNet BCE (scripts/train_syncnet).
+same task with training.distillation's objective) and the SyncNet BCE (training.syncnet_training).
 """
 
 import signal

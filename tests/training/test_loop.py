@@ -1,6 +1,6 @@
 """training.loop: one policy for checkpoints, stop signals, non-finite losses and logs, with a
 stand-in task; the real commands' runs are in tests/training/test_diff2lip.py and
-tests/scripts/test_train_syncnet.py."""
+tests/training/test_syncnet_training.py."""
 
 import os
 import signal

@@ -1,4 +1,4 @@
-"""scripts.train_syncnet on a tiny preprocessed root: the pairs, checkpoints, resume, logs, learning, DDP,
+"""training.syncnet_training and its command scripts.train_syncnet on a tiny preprocessed root: the pairs, checkpoints, resume, logs, learning, DDP,
 flag errors and the shell script.
 
 Run as a script, this file is the per-rank worker of the torchrun test (see `_ddp_worker`).
@@ -27,7 +27,8 @@ from dataset.sync_pairs import SyncPairs, SyncPairSampler
 from dataset.synthetic import draw_face, speech_like
 from guided_diffusion import dist_util
 from launchers import REPO_ROOT, child_env, run, torchrun
-from scripts import train_syncnet
+from scripts.train_syncnet import main as train_syncnet_main
+from training import syncnet_training as train_syncnet
 from training.syncnet import SyncExpert, load_sync_expert
 
 N_FRAMES = 40
@@ -121,7 +122,7 @@ def test_step_sampler_shards_steps_over_ranks_and_resumes():
 def test_checkpoints_resume_and_logs(data_root, tmp_path):
     out = tmp_path / "run"
     flags = tiny_flags(data_root, out, "--save_every", 1, "--keep", 2, "--val_every", 2)
-    assert train_syncnet.main([*flags, "--max_steps", "3"]) == 0
+    assert train_syncnet_main([*flags, "--max_steps", "3"]) == 0
     names = sorted(p.name for p in out.iterdir())
     # Only the newest 2 step checkpoints; no temporary file left behind.
     assert [n for n in names if n.startswith("syncnet_")] == ["syncnet_0000002.pt", "syncnet_0000003.pt",
@@ -143,9 +144,9 @@ def test_checkpoints_resume_and_logs(data_root, tmp_path):
     assert load_sync_expert(out / "syncnet_best.pt").kind == "syncnet128"
 
     # Without --resume the folder is not silently reused.
-    assert train_syncnet.main([*flags, "--max_steps", "4"]) == 1
+    assert train_syncnet_main([*flags, "--max_steps", "4"]) == 1
 
-    assert train_syncnet.main([*flags, "--max_steps", "4", "--resume", "True"]) == 0
+    assert train_syncnet_main([*flags, "--max_steps", "4", "--resume", "True"]) == 0
     names = sorted(p.name for p in out.iterdir())
     assert "syncnet_0000002.pt" not in names and "syncnet_0000004.pt" in names
     resumed = torch.load(out / "syncnet_0000004.pt", weights_only=True)
@@ -158,19 +159,19 @@ def test_checkpoints_resume_and_logs(data_root, tmp_path):
 def test_syncnet64_trains_resumes_and_refuses_another_kind(data_root, tmp_path):
     out = tmp_path / "light"
     flags = tiny_flags(data_root, out, "--kind", "syncnet64", "--val_every", 0)
-    assert train_syncnet.main([*flags, "--max_steps", "1"]) == 0
+    assert train_syncnet_main([*flags, "--max_steps", "1"]) == 0
     ckpt = torch.load(out / "syncnet_0000001.pt", weights_only=True)
     assert ckpt["kind"] == "syncnet64" and ckpt["model"]["face_encoder.0.conv_block.0.weight"].shape == (16, 15, 7, 7)
     assert load_sync_expert(out / "syncnet_0000001.pt").kind == "syncnet64"
     # Resuming under the other kind is refused with the flag to pass.
-    assert train_syncnet.main([*tiny_flags(data_root, out, "--val_every", 0), "--max_steps", "2", "--resume", "True"]) == 1
-    assert train_syncnet.main([*flags, "--max_steps", "2", "--resume", "True"]) == 0
+    assert train_syncnet_main([*tiny_flags(data_root, out, "--val_every", 0), "--max_steps", "2", "--resume", "True"]) == 1
+    assert train_syncnet_main([*flags, "--max_steps", "2", "--resume", "True"]) == 0
     assert torch.load(out / "syncnet_0000002.pt", weights_only=True)["step"] == 2
 
 
 def test_training_without_validation(data_root, tmp_path):
     out = tmp_path / "no_val"
-    assert train_syncnet.main(tiny_flags(data_root, out, "--max_steps", 1, "--val_every", 0)) == 0
+    assert train_syncnet_main(tiny_flags(data_root, out, "--max_steps", 1, "--val_every", 0)) == 0
     assert sorted(p.name for p in out.glob("syncnet_*")) == ["syncnet_0000001.pt"]
     rows = read_csv(out / "progress.csv")
     assert len(rows) == 1 and "val_acc" not in rows[0] and float(rows[0]["loss"]) > 0
@@ -197,7 +198,7 @@ def test_nonfinite_losses_are_skipped_and_counted_then_stop_with_a_message(data_
 
     monkeypatch.setattr(train_syncnet, "sync_bce", poisoned)
     out = tmp_path / "nan"
-    assert train_syncnet.main(tiny_flags(data_root, out, "--kind", "syncnet64", "--val_every", 0,
+    assert train_syncnet_main(tiny_flags(data_root, out, "--kind", "syncnet64", "--val_every", 0,
                                          "--max_steps", 3, "--max_nonfinite", 2)) == 0
     assert "step 1: non-finite loss, step skipped (1 in a row)" in (out / "log.txt").read_text()
     ckpt = torch.load(out / "syncnet_0000003.pt", weights_only=True)
@@ -206,7 +207,7 @@ def test_nonfinite_losses_are_skipped_and_counted_then_stop_with_a_message(data_
 
     monkeypatch.setattr(train_syncnet, "sync_bce", lambda *args: real_bce(*args) * float("nan"))
     capsys.readouterr()
-    assert train_syncnet.main(tiny_flags(data_root, tmp_path / "all", "--kind", "syncnet64", "--val_every", 0,
+    assert train_syncnet_main(tiny_flags(data_root, tmp_path / "all", "--kind", "syncnet64", "--val_every", 0,
                                          "--max_steps", 5, "--max_nonfinite", 2)) == 1
     assert "non-finite for 2 steps in a row" in capsys.readouterr().err
     assert not list((tmp_path / "all").glob("syncnet_*.pt"))
@@ -230,8 +231,8 @@ def test_sigterm_saves_and_a_resumed_run_continues_bit_for_bit(data_root, tmp_pa
     assert len(saved) == 1 and "stop signal: saved step" in output
     stopped = torch.load(saved[0], weights_only=True)["step"]
     assert 2 <= stopped < 1000
-    assert train_syncnet.main(tiny_flags(data_root, out, *flags, "--max_steps", stopped + 2, "--resume", "True")) == 0
-    assert train_syncnet.main(tiny_flags(data_root, straight, *flags, "--max_steps", stopped + 2)) == 0
+    assert train_syncnet_main(tiny_flags(data_root, out, *flags, "--max_steps", stopped + 2, "--resume", "True")) == 0
+    assert train_syncnet_main(tiny_flags(data_root, straight, *flags, "--max_steps", stopped + 2)) == 0
     name = f"syncnet_{stopped + 2:07d}.pt"
     resumed, direct = (torch.load(d / name, weights_only=True) for d in (out, straight))
     assert _state_digest(resumed["model"]) == _state_digest(direct["model"])
@@ -279,7 +280,7 @@ def test_two_torchrun_ranks_keep_identical_weights(data_root, tmp_path):
 
 def test_help_documents_every_flag(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        train_syncnet.main(["--help"])
+        train_syncnet_main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for flag in train_syncnet.syncnet_train_defaults():
@@ -299,7 +300,7 @@ def test_help_documents_every_flag(capsys):
     (["--data_root", "ROOT", "--resume", "maybe"], "expected a boolean"),
 ])
 def test_bad_flags_are_one_error_line(data_root, flags, message, capsys):
-    assert train_syncnet.main([str(data_root) if f == "ROOT" else f for f in flags]) == 1
+    assert train_syncnet_main([str(data_root) if f == "ROOT" else f for f in flags]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
 
@@ -307,19 +308,19 @@ def test_bad_flags_are_one_error_line(data_root, flags, message, capsys):
 def test_bad_data_is_one_error_line(data_root, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert train_syncnet.main(["--data_root", str(empty), "--output_dir", str(tmp_path / "o")]) == 1
+    assert train_syncnet_main(["--data_root", str(empty), "--output_dir", str(tmp_path / "o")]) == 1
     assert "train.txt' not found" in capsys.readouterr().err
     write_split(str(empty), "train", [])
-    assert train_syncnet.main(["--data_root", str(empty), "--output_dir", str(tmp_path / "o")]) == 1
+    assert train_syncnet_main(["--data_root", str(empty), "--output_dir", str(tmp_path / "o")]) == 1
     assert "train.txt' lists no clips" in capsys.readouterr().err
     # Clips all too short for --min_offset.
-    assert train_syncnet.main(tiny_flags(data_root, tmp_path / "o", "--min_offset", 36)) == 1
+    assert train_syncnet_main(tiny_flags(data_root, tmp_path / "o", "--min_offset", 36)) == 1
     assert "has the 41 frames a pair needs" in capsys.readouterr().err
     # No val.txt: the error says how to train without validation.
     no_val = tmp_path / "no_val"
     os.symlink(data_root / "clips", empty / "clips")
     write_split(str(empty), "train", ["id0/vid/00001"])
-    assert train_syncnet.main(["--data_root", str(empty), "--output_dir", str(no_val)]) == 1
+    assert train_syncnet_main(["--data_root", str(empty), "--output_dir", str(no_val)]) == 1
     err = capsys.readouterr().err
     assert "val.txt' not found" in err and "--val_every 0" in err
     assert not no_val.exists()  # nothing written before the data is known to be usable
