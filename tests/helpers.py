@@ -244,3 +244,32 @@ class BoxInFramesDetector:
         start = len(self.shapes)
         self.shapes.extend(f.shape for f in frames)
         return [self.box if self.first <= start + i <= self.last else None for i in range(len(frames))]
+
+
+SYNC_ROOT_FRAMES = 40
+
+
+def write_sync_clip(root, name, n_frames, seed):
+    """A preprocessed clip of `n_frames` drawn 128 px faces with speech-like audio; returns its frame count."""
+    from audio.audio import melspectrogram, num_full_windows
+    from dataset.preprocessed import write_clip
+    from dataset.synthetic import draw_face, speech_like
+
+    wav = speech_like(n_frames / 25 + 0.2, seed=seed)
+    mel = melspectrogram(wav)
+    n = min(n_frames, num_full_windows(mel.shape[1]))
+    faces = (draw_face(i, 128, 128, seed=seed) for i in range(n))
+    return write_clip(str(root), name, faces, wav, mel, dict(image_size=128, fps=25))
+
+
+def make_sync_root(root):
+    """The lip-sync expert's tiny root: 3 training clips of SYNC_ROOT_FRAMES frames, 1 too short (9
+    frames), 1 validation clip; 128 px crops."""
+    from dataset.preprocessed import write_split
+
+    for k in range(4):
+        assert write_sync_clip(root, f"id{k}/vid/00001", SYNC_ROOT_FRAMES, seed=k) == SYNC_ROOT_FRAMES
+    assert write_sync_clip(root, "id9/vid/00001", 9, seed=9) == 9
+    write_split(str(root), "train", ["id0/vid/00001", "id1/vid/00001", "id9/vid/00001", "id2/vid/00001"])
+    write_split(str(root), "val", ["id3/vid/00001"])
+    return root
