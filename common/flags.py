@@ -201,11 +201,14 @@ class Options(Mapping[str, Option]):
         """`{name: default}`: the `*_defaults()` view of guided-diffusion's `script_util`."""
         return {name: option.default for name, option in self._options.items()}
 
-    def with_defaults(self, **defaults: Any) -> "Options":
-        """The same declarations with other defaults (a command whose defaults differ)."""
-        unknown = sorted(set(defaults) - set(self._options))
+    def _check_known(self, names: Iterable[str]) -> None:
+        unknown = sorted(set(names) - set(self._options))
         if unknown:
             raise KeyError(f"no such options: {', '.join(unknown)}")
+
+    def with_defaults(self, **defaults: Any) -> "Options":
+        """The same declarations with other defaults (a command whose defaults differ)."""
+        self._check_known(defaults)
         return Options(*(o.with_default(defaults[n]) if n in defaults else o for n, o in self._options.items()),
                        rules=self.rules)
 
@@ -214,9 +217,7 @@ class Options(Mapping[str, Option]):
         return Options(*(self._options[n] for n in names), rules=[r for r in self.rules if r.applies_to(names)])
 
     def without(self, *names: str) -> "Options":
-        unknown = sorted(set(names) - set(self._options))
-        if unknown:
-            raise KeyError(f"no such options: {', '.join(unknown)}")
+        self._check_known(names)
         return self.only(*(n for n in self._options if n not in names))
 
 

@@ -26,10 +26,10 @@ from .filelist import (
     unique_items,
 )
 from .lipsync import FPS
-from .options import create_parser, parse_args
+from .options import parse_args
 from .pipeline import Generator, check_single, single_outputs
 
-__all__ = ["check_filelist_run", "check_single", "create_parser", "main", "parse_args", "run_filelist", "run_single"]
+__all__ = ["check_filelist_run", "main", "run_filelist", "run_single"]
 
 
 def _finished_output(path: str) -> bool:

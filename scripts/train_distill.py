@@ -61,9 +61,8 @@ DISTILL_OPTIONS = Options(
            "TensorBoard events, the exported student)"),
     Option("export", "", "also write the final student here (empty: only in its round's folder)"),
     Option("export_half", True, "store the exported students' weights in float16"),
-    diff2lip.TRAIN_OPTIONS.only(*TRAIN_FLAGS).with_defaults(lambda_l2=0.0, lambda_sync=0.0, lambda_lpips=0.0, lambda_gan=0.0,
-                                                            ema_rate=0.999),
-    # train.py's flags whose meaning differs here
+    diff2lip.TRAIN_OPTIONS.only(*TRAIN_FLAGS).with_defaults(ema_rate=0.999),
+    # train.py's flags whose meaning (and default) differs here
     Option("lambda_l2", 0.0, "weight of the L2 loss of the student's clipped x0 against the real frame, inside the mask "
            "(0: off)"),
     Option("lambda_sync", 0.0, "weight of the lip-sync expert loss on the student's clipped x0 (0: off)"),

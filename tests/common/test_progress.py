@@ -65,7 +65,8 @@ def test_generate_reports_every_network_pass_in_plain_lines(tmp_path, capsys, mo
     from audio.audio import save_wav
     from dataset.synthetic import speech_like
     from helpers import TINY_CLI_FLAGS, render_clip, save_tiny_checkpoint
-    from inference import cli
+    from inference.options import parse_args
+    from inference.pipeline import Generator
 
     checkpoint, video, audio = tmp_path / "tiny.pt", tmp_path / "face.mp4", tmp_path / "speech.wav"
     save_tiny_checkpoint(checkpoint)
@@ -75,9 +76,9 @@ def test_generate_reports_every_network_pass_in_plain_lines(tmp_path, capsys, mo
     argv = [*TINY_CLI_FLAGS, "--model_path", str(checkpoint), "--sampling_batch_size", "5", "--generate_from_filelist", "0",
             "--video_path", str(video), "--audio_path", str(audio), "--out_path", str(tmp_path / "out.mp4"),
             "--is_voxceleb2", "False", "--box", "40,200,50,174"]
-    args = cli.parse_args(argv)[0]
+    args = parse_args(argv)[0]
     seen = []
-    assert cli.Generator(args).clip(args.video_path, args.audio_path, args.out_path, on_progress=lambda d, t: seen.append((d, t))) == 12
+    assert Generator(args).clip(args.video_path, args.audio_path, args.out_path, on_progress=lambda d, t: seen.append((d, t))) == 12
     err = capsys.readouterr().err
     assert "\r" not in err and "\x1b" not in err
     total = seen[-1][1]

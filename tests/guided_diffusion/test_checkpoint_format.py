@@ -15,7 +15,7 @@ from guided_diffusion.checkpoint_format import (
 )
 from guided_diffusion.script_util import tfg_create_model_and_diffusion, tfg_model_and_diffusion_defaults
 from helpers import TINY_CLI_FLAGS, TINY_FLAGS, read_manifest
-from inference.cli import create_parser
+from inference.options import create_parser
 
 STUDENT_FLAGS = {**TINY_FLAGS, "predict_xstart": True, "learn_sigma": False, "timestep_respacing": "ddim2", "use_ddim": True}
 
