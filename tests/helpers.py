@@ -273,3 +273,10 @@ def make_sync_root(root):
     write_split(str(root), "train", ["id0/vid/00001", "id1/vid/00001", "id9/vid/00001", "id2/vid/00001"])
     write_split(str(root), "val", ["id3/vid/00001"])
     return root
+
+
+def lower_half_kwargs(n: int, size: int = 8) -> dict:
+    """The masking inputs of `n` frames of `size` px whose lower half is repainted (a zero masked frame)."""
+    mask = torch.zeros(n, 1, size, size)
+    mask[..., size // 2:, :] = 1
+    return {"cond_img": torch.zeros(n, 3, size, size), "mask": mask}

@@ -15,7 +15,7 @@ from guided_diffusion.script_util import (
     tfg_create_model_and_diffusion,
     tfg_model_and_diffusion_defaults,
 )
-from helpers import TINY_CLI_FLAGS, make_preprocessed_root, save_tiny_checkpoint
+from helpers import TINY_CLI_FLAGS, lower_half_kwargs, make_preprocessed_root, save_tiny_checkpoint
 from launchers import REPO_ROOT, run, torchrun
 from scripts import train_distill
 
@@ -46,12 +46,6 @@ def run_distill(argv):
         return train_distill.distill(train_distill.create_parser().parse_args(argv))
     finally:
         logger.close()
-
-
-def kwargs_for(n: int, size: int = 8):
-    mask = torch.zeros(n, 1, size, size)
-    mask[..., size // 2:, :] = 1
-    return {"cond_img": torch.zeros(n, 3, size, size), "mask": mask}
 
 
 def digest(state) -> str:
@@ -90,7 +84,7 @@ def test_one_round_runs_for_real_and_exports_a_student_that_loads_and_samples(da
     assert all(torch.equal(model.state_dict()[k], v.half().float()) for k, v in ema.items())
     calls = []
     model.register_forward_hook(lambda *a: calls.append(1))
-    kwargs = kwargs_for(2, 32)
+    kwargs = lower_half_kwargs(2, 32)
     kwargs.update(ref_img=torch.zeros(2, 3, 32, 32), indiv_mels=torch.zeros(2, 80, 16))
     sample = diffusion.ddim_sample_loop(model, (2, 3, 32, 32), noise=torch.randn(2, 3, 32, 32), model_kwargs=kwargs)
     assert len(calls) == 2 and torch.isfinite(sample).all()

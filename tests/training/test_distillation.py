@@ -13,7 +13,7 @@ from guided_diffusion.script_util import (
     tfg_create_model_and_diffusion,
     tfg_model_and_diffusion_defaults,
 )
-from helpers import TINY_CLI_FLAGS, TINY_FLAGS, make_preprocessed_root
+from helpers import TINY_CLI_FLAGS, TINY_FLAGS, lower_half_kwargs, make_preprocessed_root
 from training import diff2lip
 from training.distillation import ProgressiveDistillation, respacing, round_schedule, step_plan, x0_matching_step
 from training.losses import L2Loss
@@ -101,12 +101,6 @@ def numpy_ddim(x: np.ndarray, timesteps, gain: float) -> np.ndarray:
     return x
 
 
-def kwargs_for(n: int, size: int = 8):
-    mask = torch.zeros(n, 1, size, size)
-    mask[..., size // 2:, :] = 1
-    return {"cond_img": torch.zeros(n, 3, size, size), "mask": mask}
-
-
 FLAGS_X0 = dict(tfg_model_and_diffusion_defaults(), predict_xstart=True, learn_sigma=False)
 
 
@@ -120,7 +114,7 @@ def test_the_target_equals_the_analytic_two_step_ddim_value(predict_eps):
     g = torch.Generator().manual_seed(1)
     x_t = torch.randn(4, 3, 8, 8, generator=g) * 2  # large enough that the teacher clips
     k = torch.tensor([0, 1, 1, 0])
-    target = objective.target(x_t, k, kwargs_for(4))
+    target = objective.target(x_t, k, lower_half_kwargs(4))
     abar = linear_alphas_cumprod()
     x = x_t.double().numpy()
     for row, step in enumerate(k.tolist()):
@@ -154,7 +148,7 @@ def test_with_a_fixed_x0_teacher_the_target_is_that_x0_except_at_the_top_where_t
     objective = ProgressiveDistillation(FLAGS_X0, teacher_steps=8, student_steps=4)
     objective.attach(Constant(image))
     noise = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    target = objective.target(noise, torch.tensor([0, 1, 2, 3]), kwargs_for(4))
+    target = objective.target(noise, torch.tensor([0, 1, 2, 3]), lower_half_kwargs(4))
     assert torch.allclose(target[:3], image.expand(3, -1, -1, -1), atol=1e-5)
     abar = linear_alphas_cumprod()
     a_teacher, a_student, a_prev = abar[875], abar[750], abar[500]
