@@ -79,7 +79,10 @@ def load_wav(path: PathLike, sr: int = hparams.sample_rate, max_samples: Optiona
                         chunks.append(samples)
                         have += samples.size
 
+            decoded = 0  # samples per channel decoded so far, for the position of a bad sample
             for frame in container.decode(stream):
+                _check_finite(frame, path, decoded)
+                decoded += frame.samples
                 take(to_s16.resample(frame))
                 if max_samples is not None and have >= max_samples:
                     break
@@ -99,6 +102,23 @@ def load_wav(path: PathLike, sr: int = hparams.sample_rate, max_samples: Optiona
     if wav.size == 0:
         raise MediaError(f"audio file '{path}' contains no audio samples; give a file with speech, e.g. a .wav")
     return wav[:max_samples].astype(np.float32, copy=False)
+
+
+def _check_finite(frame: "av.AudioFrame", path: str, decoded: int) -> None:
+    """Refuse a float frame holding NaN or inf: the 16-bit conversion would turn each such sample
+    into silence or a full-scale click without a word, and the lips would follow that."""
+    if frame.format.name not in ("flt", "fltp", "dbl", "dblp"):
+        return  # integer PCM and the decoders' own output cannot hold them
+    samples = frame.to_ndarray()  # planar: [C, n]; packed: [1, n * C], interleaved
+    if not frame.format.is_planar:
+        samples = samples.reshape(-1, len(frame.layout.channels)).T
+    bad = ~np.isfinite(samples).all(axis=0)
+    if bad.any():
+        first = decoded + int(np.argmax(bad))
+        raise MediaError(
+            f"audio file '{path}' holds non-finite samples (NaN or inf), the first at {first / frame.sample_rate:.3f} s; "
+            "they are no sound to lip-sync to: re-export the audio from its source"
+        )
 
 
 def to_int16(wav: np.ndarray) -> np.ndarray:

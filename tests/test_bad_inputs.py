@@ -354,14 +354,13 @@ def test_any_one_frame_source_is_a_still_that_covers_the_audio(source, media, tm
 
 
 @pytest.mark.parametrize("audio", ["nan", "inf"])
-def test_audio_with_non_finite_samples_is_handled(audio, media, tmp_path, capsys):
-    """NaN / inf in a float wav: decoded as the release's ffmpeg does (16-bit samples, clipped),
-    so the run works and gives a clip as long as the audio."""
+def test_audio_with_non_finite_samples_is_refused_naming_the_time(audio, media, tmp_path, capsys):
+    """NaN / inf in a float wav (samples 1000..1099 at 16 kHz): the 16-bit conversion would make
+    them silence or clicks without a word; refused before any frame is made, naming the first one's time."""
     out = tmp_path / "o.mp4"
-    assert cli.main(single(media, out, audio=media[audio])) == 0
-    assert "Traceback" not in capsys.readouterr().err
-    assert probe_video(str(out)).num_frames == 5
-    assert sorted(os.listdir(tmp_path)) == ["o.mp4"]
+    assert cli.main(single(media, out, audio=media[audio])) == 1
+    one_error_line(capsys, str(media[audio]), "non-finite", "0.062 s")
+    assert os.listdir(tmp_path) == []
 
 
 # ----------------------------------------------------------------------------------------------

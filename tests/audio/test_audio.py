@@ -362,3 +362,21 @@ def test_samples_for_frames_keep_the_mel_of_the_frames_windows(n_frames):
     cut = wav[: audio.samples_for_frames(n_frames)]
     np.testing.assert_array_equal(audio.melspectrogram(cut)[:, :steps], audio.melspectrogram(wav)[:, :steps])
     assert audio.num_full_windows(steps) == max(n_frames, 2)  # frames 0 and 1 share a window
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_load_wav_refuses_non_finite_float_samples_naming_the_first_ones_time(tmp_path, bad, channels):
+    """A float wav (packed, interleaved channels) with one bad sample at 22050 in the second
+    channel: the 16-bit conversion would hide it, so it is refused at 22050 / 44100 = 0.500 s."""
+    from scipy.io import wavfile
+
+    wav = (0.1 * np.sin(np.arange(44100 * channels, dtype=np.float32) / 10)).reshape(44100, channels)
+    wav[22050, channels - 1] = bad
+    path = tmp_path / "bad.wav"
+    wavfile.write(path, 44100, wav)
+    with pytest.raises(MediaError, match=r"non-finite samples .* at 0\.500 s"):
+        audio.load_wav(path)
+    wav[22050, channels - 1] = 0.0
+    wavfile.write(path, 44100, wav)
+    assert audio.load_wav(path).shape == (16000,)  # the same file, repaired, loads (resampled to 16 kHz)
