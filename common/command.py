@@ -15,7 +15,8 @@ import tempfile
 import threading
 from typing import Callable, Iterator, Sequence
 
-from common.errors import Diff2LipError
+from common.errors import Diff2LipError, DiskFullError
+from common.files import disk_full_error, is_disk_full
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -71,6 +72,28 @@ def run_command(body: Callable[[], int]) -> int:
     except Interrupted as exc:
         print(f"stopped by {exc.name}; unfinished outputs were removed, finished ones kept", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:
+        # The net under every writer: one that did not name its folder (a log line, a library's
+        # own file) still ends in one line when the disk is full, not a traceback.
+        if not is_disk_full(exc):
+            raise
+        print(f"error: {_disk_full_message(exc)}", file=sys.stderr)
+        return 1
+
+
+def _disk_full_message(exc: BaseException) -> str:
+    """The line for a full disk that escaped as a library's error: a writer's own `DiskFullError`
+    that this one was raised during (e.g. a log flushed on the way out), else the file it names."""
+    cause, seen = exc, set()
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, DiskFullError):
+            return str(cause)
+        cause = cause.__cause__ or cause.__context__
+    filename = getattr(exc, "filename", None)
+    if filename:
+        return str(disk_full_error(filename, atomic=False))
+    return f"no space left on a disk this command writes to ({exc}); free some space there or give another output folder"
 
 
 def worker_signals() -> None:

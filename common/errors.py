@@ -15,3 +15,7 @@ class CheckpointError(Diff2LipError):
 
 class MediaError(Diff2LipError):
     """A video, image or audio file is missing, unreadable, or lacks the needed stream."""
+
+
+class DiskFullError(Diff2LipError):
+    """A write failed for lack of space (a full disk, a quota, a file-size limit)."""

@@ -42,6 +42,7 @@ import numpy as np
 
 from common.command import check_output_folder
 from common.errors import MediaError
+from common.files import reporting_full_disk
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -473,8 +474,10 @@ class VideoWriter:
         self._audio_sent = until
 
     def _mux(self, packets: List["av.Packet"]) -> None:
-        for packet in packets:
-            self._container.mux(packet)
+        # A full disk shows first here or in close(): one line naming the folder, not PyAV's OSError.
+        with reporting_full_disk(self.path):
+            for packet in packets:
+                self._container.mux(packet)
 
     def close(self) -> None:
         """Flush the encoders, finish the file and rename it to `path`; on failure delete it."""
@@ -486,7 +489,8 @@ class VideoWriter:
             self._mux(self._video.encode(None))
             if self._audio_stream is not None:
                 self._mux(self._audio_stream.encode(None))
-            self._container.close()
+            with reporting_full_disk(self.path):  # the trailer (an MP4's index) is written here
+                self._container.close()
             os.replace(self._tmp, self.path)
         except BaseException:
             self.discard()

@@ -29,6 +29,7 @@ from audio.audio import (
     samples_for_frames,
 )
 from common.errors import MediaError
+from common.files import reporting_full_disk
 from common.flags import options_dataclass
 from dataset.video_io import VideoWriter, is_image, iter_frames, probe_video
 from face_detection import (
@@ -158,6 +159,15 @@ class SourceFrames:
         if plan.revisit:
             h, w = plan.frame_hw
             fd, self._cache_path = tempfile.mkstemp(prefix=".frames-", suffix=".u8", dir=cache_dir)
+            try:
+                # Reserve the blocks now: a memory map over a sparse file that meets a full disk
+                # ends the process with SIGBUS, past any error handling.
+                with reporting_full_disk(os.path.dirname(self._cache_path)):
+                    os.posix_fallocate(fd, 0, plan.n_video * h * w * 3)
+            except BaseException:
+                os.close(fd)
+                os.remove(self._cache_path)
+                raise
             os.close(fd)
             self._cache = np.memmap(self._cache_path, dtype=np.uint8, mode="w+", shape=(plan.n_video, h, w, 3))
             try:

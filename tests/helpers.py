@@ -280,3 +280,36 @@ def lower_half_kwargs(n: int, size: int = 8) -> dict:
     mask = torch.zeros(n, 1, size, size)
     mask[..., size // 2:, :] = 1
     return {"cond_img": torch.zeros(n, 3, size, size), "mask": mask}
+
+
+def small_disk(folder, size: str):
+    """A real file system of `size` (e.g. "2m") at `folder`, for full-disk tests: a tmpfs mounted
+    there; a context manager yielding `(folder, preexec_fn)`. Where mounting is not allowed it
+    falls back to a file-size limit (RLIMIT_FSIZE) that `preexec_fn` sets in a child process to
+    `size` less what the folder holds when the child starts, with SIGXFSZ ignored, so a write
+    past it fails with EFBIG as a full disk fails with ENOSPC (`preexec_fn` is None on a tmpfs)."""
+    import contextlib
+    import resource
+    import signal
+    import subprocess
+
+    @contextlib.contextmanager
+    def mounted():
+        os.makedirs(folder, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+        if done.returncode == 0:
+            try:
+                yield str(folder), None
+            finally:
+                subprocess.run(["umount", "-l", str(folder)], check=True)
+            return
+        limit = int(size[:-1]) * {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[size[-1].lower()]
+
+        def limited():
+            used = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files)
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (max(limit - used, 1), max(limit - used, 1)))
+
+        yield str(folder), limited
+
+    return mounted()

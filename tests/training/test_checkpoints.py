@@ -1,0 +1,57 @@
+"""training/checkpoints.py: checkpoints on a full disk, and resuming after a network flag changed.
+
+The full disk is real: a tmpfs with room for one checkpoint of the tiny network (73 MB of 100 MB),
+or, where mounting is not allowed, a file-size limit (see helpers.small_disk).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from helpers import TINY_CLI_FLAGS, make_preprocessed_root, small_disk
+from launchers import REPO_ROOT, child_env
+from training.checkpoints import list_checkpoints
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pre")
+    make_preprocessed_root(root, n_clips=3, n_frames=14, image_size=32, val_clips=0)
+    return root
+
+
+def train(data_root, output_dir, *extra, preexec=None) -> subprocess.CompletedProcess:
+    argv = [*TINY_CLI_FLAGS, "--data_root", str(data_root), "--output_dir", str(output_dir), "--batch_size", "2",
+            "--num_workers", "0", "--lambda_sync", "0", "--lambda_lpips", "0", "--log_every", "1", *extra]
+    return subprocess.run([sys.executable, "train.py", *argv], cwd=REPO_ROOT, env=child_env(), capture_output=True,
+                          text=True, timeout=300, preexec_fn=preexec)
+
+
+def test_a_full_disk_is_one_line_and_the_previous_checkpoint_stays_resumable(data_root, tmp_path):
+    with small_disk(tmp_path / "disk", "100m") as (folder, preexec):
+        run = os.path.join(folder, "run")
+        assert train(data_root, run, "--max_steps", "1").returncode == 0
+        first = torch.load(os.path.join(run, "checkpoint_0000001.pt"), weights_only=False)
+        done = train(data_root, run, "--max_steps", "2", "--resume", "True", preexec=preexec)
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.strip().splitlines()[-1] == (
+            f"error: no space left on the disk of '{run}' (writing 'checkpoint_0000002.pt'): nothing was written "
+            "under the final name and earlier files there are intact; free some space there or give another output folder"
+        )
+        assert [os.path.basename(p) for p in list_checkpoints(run)] == ["checkpoint_0000001.pt"]
+        assert not [f for f in os.listdir(run) if f.startswith(".")]  # no temporary left
+        kept = torch.load(os.path.join(run, "checkpoint_0000001.pt"), weights_only=False)
+        assert kept["step"] == 1 and all(torch.equal(kept["model"][k], first["model"][k]) for k in first["model"])
+        moved = tmp_path / "moved"
+        shutil.copytree(run, moved)
+    resumed = train(data_root, moved, "--max_steps", "2", "--resume", "True")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    assert torch.load(moved / "checkpoint_0000002.pt", weights_only=False)["step"] == 2
