@@ -69,6 +69,8 @@ def media(tmp_path_factory):
     Image.fromarray(draw_face(0, SIZE, SIZE)).save(m["png"])
     m["speech"] = root / "speech.wav"
     save_wav(speech_like(0.3), m["speech"], 16000)  # 5 frames
+    m["long_speech"] = root / "long.wav"
+    save_wav(speech_like(2.0), m["long_speech"], 16000)  # 50 frames: more than the video's 10
     m["tiny_audio"] = root / "short.wav"
     save_wav(speech_like(0.1), m["tiny_audio"], 16000)
     for name, bad in (("nan", np.nan), ("inf", np.inf)):
@@ -361,6 +363,25 @@ def test_audio_with_non_finite_samples_is_refused_naming_the_time(audio, media, 
     assert cli.main(single(media, out, audio=media[audio])) == 1
     one_error_line(capsys, str(media[audio]), "non-finite", "0.062 s")
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("cache", ["video writer", "frame cache"])
+def test_generate_into_a_full_disk_is_one_line_and_leaves_nothing(cache, media, tmp_path):
+    """A real 64 KiB tmpfs, filled (helpers.small_disk): the H.264 file, or first the
+    --loop_video frame cache beside it (a memory map, whose full disk was a SIGBUS), finds no room."""
+    from helpers import small_disk
+
+    with small_disk(tmp_path / "disk", "64k") as (folder, preexec):
+        with open(os.path.join(folder, "filler"), "wb") as f:
+            f.write(b"\0" * 64 * 1024)
+        out = os.path.join(folder, "o.mp4")
+        extra = ["--loop_video", "True"] if cache == "frame cache" else []
+        argv = single(media, out, *extra, audio=media["long_speech"])
+        done = subprocess.run([sys.executable, "generate.py", *argv], cwd=REPO_ROOT, env=child_env(),
+                              capture_output=True, text=True, timeout=120, preexec_fn=preexec)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.strip().splitlines()[-1].startswith(f"error: no space left on the disk of '{folder}'")
+        assert sorted(os.listdir(folder)) == ["filler"]
 
 
 # ----------------------------------------------------------------------------------------------
