@@ -26,7 +26,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench_unet import realistic_random_model  # noqa: E402
 
-from guided_diffusion.precision import prepare_for_inference, resolve_precision  # noqa: E402
+from guided_diffusion.precision import (  # noqa: E402
+    cpu_bf16_units,
+    cpu_model,
+    prepare_for_inference,
+    prepare_with_precision,
+)
 from guided_diffusion.script_util import create_gaussian_diffusion  # noqa: E402
 from guided_diffusion.tfg_data_util import shared_noise, tfg_process_batch  # noqa: E402
 from inference.lipsync import LipSyncer, SamplingOptions  # noqa: E402
@@ -80,19 +85,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=4, help="frames per sampling call (default 4)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--precision", default="", help="fast-path precision ('' = bf16 on CPU, fp16 on CUDA)")
+    parser.add_argument("--precision", default="auto", help="fast-path precision (default auto: what generate.py's "
+                        "--precision auto picks under --use_fp16 True here: fp16 on CUDA, on a CPU bf16 where faster, else fp32)")
     parser.add_argument("--rounds", type=int, default=2, help="timed runs of each row, fastest kept (default 2)")
     parser.add_argument("--skip_compile", action="store_true", help="skip the torch.compile row")
     parser.add_argument("--skip_released", action="store_true", help="skip the float32 eager DDIM-25 reference")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     device = torch.device(args.device)
-    precision = args.precision or ("fp16" if device.type == "cuda" else "bf16")
-    precision = resolve_precision(precision, device)
+    fast, precision, why = prepare_with_precision(realistic_random_model(), device, args.precision, True, 128)
     n = args.batch
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}, {precision}, batch {n} frames at 128 px")
+    print(f"{cpu_model()} ({cpu_bf16_units()} bf16 units), torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{device}, {precision} ({why}), batch {n} frames at 128 px")
     batch = make_batch(n, 128, device)
-    fast = prepare_for_inference(realistic_random_model(), device, precision)
     syncer(fast, "ddim2", precision, device).sample(batch)  # warm-up: allocator, kernels
 
     results = {}

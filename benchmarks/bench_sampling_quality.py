@@ -70,7 +70,8 @@ def quick(args, names: List[str], checkpoint: str, data_dir: str, pair) -> int:
     video, audio = (os.path.join(data_dir, rel + ".mp4") for rel in (video_rel, audio_rel))
 
     def frames_of(name: str) -> np.ndarray:
-        flags = {**dict(timestep_respacing="ddim25", precision=args.precision), **SAMPLERS[name][0]}
+        flags = {**dict(timestep_respacing="ddim25", precision=args.precision, use_fp16=args.precision == "auto"),
+                 **SAMPLERS[name][0]}
         argv = [*synthetic_demo.model_flags(args.parameterization), "--model_path", checkpoint, "--progress", "False",
                 *as_flags(flags)]
         gen = Generator(create_parser().parse_args(argv))
@@ -100,7 +101,8 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--checkpoint", default="", help="its checkpoint ('' = the committed one)")
     parser.add_argument("--samplers", default=DEFAULT_SAMPLERS, help=f"comma list of {', '.join(SAMPLERS)}, or all")
     parser.add_argument("--out_dir", default="outputs/bench_sampling_quality", help="clips and results go here")
-    parser.add_argument("--precision", default="bf16", help="generate.py's --precision (default bf16)")
+    parser.add_argument("--precision", default="auto", help="generate.py's --precision (default auto, with --use_fp16 True: "
+                        "the fast path of this machine)")
     parser.add_argument("--quick_frames", type=int, default=0,
                         help="only the mouth PSNR vs DDIM-25, on the first N frames of the first cross pair, generated "
                         "in-process (minutes, not an hour); 0 = the full evaluation")

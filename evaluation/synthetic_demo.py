@@ -69,7 +69,8 @@ DEMO_OPTIONS = Options(
     Option("sync_expert", DEMO_SYNC_EXPERT, "the SyncNet checkpoint whose accuracy is measured"),
     Option("timestep_respacing", "ddim2", "sampling steps of generate.py (ddimN)"),
     SAMPLING_OPTIONS.only(*SAMPLER_FLAGS),
-    Option("precision", "bf16", "generate.py's --precision: bf16 (fast on CPUs with AVX-512 bf16 / AMX and on GPUs) or fp32",
+    Option("precision", "auto", "generate.py's --precision; auto (default) runs generate.py with --use_fp16 True "
+           "--precision auto: float16 on a GPU, on a CPU bfloat16 where it is faster than float32 (AMX), else float32",
            PRECISION.check),
     Option("seconds", DEMO_DATA["seconds"], "length of each rendered clip"),
     Option("parameterization", "x0", "the --checkpoint's network: x0 (the demo network, predicts the clean frame) or eps (the "
@@ -110,6 +111,8 @@ def generate(checkpoint: str, data_dir: str, filelist: str, sample_dir: str, arg
         *model_flags(args.parameterization), "--model_path", checkpoint, "--generate_from_filelist", "True",
         "--filelist", os.path.join(data_dir, filelist), "--test_video_dir", data_dir, "--sample_path", sample_dir,
         "--timestep_respacing", args.timestep_respacing, *sampler_flags(args), "--precision", args.precision,
+        # auto means the fast path here, which generate.py takes under the released --use_fp16 True.
+        *(["--use_fp16", "True"] if args.precision == "auto" else []),
         "--sampling_seed", "7", "--progress", str(args.progress),
         # A resumed benchmark keeps the clips an earlier run finished (generate.py probes them).
         "--skip_existing", str(getattr(args, "skip_existing", False)),

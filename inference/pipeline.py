@@ -20,7 +20,7 @@ from dataset.video_io import check_video_output, iter_frames
 from face_detection import BatchedDetector, ClipScan, make_detector
 from guided_diffusion import dist_util
 from guided_diffusion.checkpoint_format import load_model_weights
-from guided_diffusion.precision import prepare_for_inference, resolve_precision
+from guided_diffusion.precision import prepare_with_precision
 from guided_diffusion.script_util import (
     tfg_create_diffusion,
     tfg_create_model_and_diffusion,
@@ -65,19 +65,20 @@ class Generator:
     def __init__(self, args, reuse: Optional["Generator"] = None):
         self.args = args
         self.device = torch.device(args.device) if args.device else dist_util.dev()
-        precision = resolve_precision(args.precision, self.device, args.use_fp16)
-        if args.use_fp16 and precision != "fp16":
-            dist_util.print0(f"--use_fp16 True on {self.device.type}: running {precision} instead of float16")
-        key = network_key(args)  # before the resolved precision replaces an automatic one
-        args.precision = precision
-        self.opts = SamplingOptions.from_args(args)
+        key = network_key(args)  # before the chosen precision replaces an automatic one
         flags = args_to_dict(args, tfg_model_and_diffusion_defaults())
         if reuse is not None and reuse.network_key == key:
             model, diffusion = reuse.syncer.model, tfg_create_diffusion(**flags)
+            precision, why = reuse.precision, reuse.precision_reason
         else:
             model, diffusion = tfg_create_model_and_diffusion(**flags)
             load_model_weights(model, args.model_path)
-            model = prepare_for_inference(model, self.device, precision, compile=args.compile)
+            model, precision, why = prepare_with_precision(model, self.device, args.precision, args.use_fp16,
+                                                           args.image_size, compile=args.compile, log=dist_util.print0)
+            dist_util.print0(f"precision {precision}: {why}")
+        args.precision = precision
+        self.precision, self.precision_reason = precision, why
+        self.opts = SamplingOptions.from_args(args)
         self.network_key = key
         self.syncer = LipSyncer(model, diffusion, self.opts, self.device)
         self._detector = reuse._detector if reuse is not None and detector_key(reuse.args) == detector_key(args) else None

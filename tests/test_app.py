@@ -79,9 +79,9 @@ def test_settings_and_widgets_come_from_the_flag_declarations():
     for name, flag in flags.items():
         assert getattr(app.Settings(), name) == GENERATE_OPTIONS[flag].default, name
     gr = SimpleNamespace(**{kind: (lambda kind: lambda *a, **k: (kind, a, k))(kind) for kind in ("Dropdown", "Checkbox", "Number", "Textbox")})
-    kind, _, shown = app.flag_control(gr, "precision", "")
+    kind, _, shown = app.flag_control(gr, "precision", "auto")
     assert kind == "Dropdown"
-    assert app.flag_control(gr, "precision", "")[1][0] == [("auto", ""), ("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16")]
+    assert app.flag_control(gr, "precision", "auto")[1][0] == [("auto", "auto"), ("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16")]
     assert app.flag_control(gr, "sampler", "ddim")[1][0] == [(c, c) for c in GENERATE_OPTIONS["sampler"].choices]
     assert shown["label"] == "Precision" and shown["info"] == f"--precision: {GENERATE_OPTIONS['precision'].help}"
     kind, (value,), shown = app.flag_control(gr, "seed", 7)

@@ -22,7 +22,7 @@ from dataset.tfg_dataset import StepSampler, TFGDataset, collate
 from guided_diffusion import dist_util, logger
 from guided_diffusion.checkpoint_format import load_model_weights
 from guided_diffusion.nn import update_ema
-from guided_diffusion.precision import PRECISION, autocast, resolve_precision
+from guided_diffusion.precision import PRECISIONS, autocast, resolve_precision
 from guided_diffusion.samplers import SAMPLERS
 from guided_diffusion.script_util import (
     DATA_OPTIONS,
@@ -31,7 +31,7 @@ from guided_diffusion.script_util import (
     tfg_model_and_diffusion_defaults,
 )
 from guided_diffusion.tfg_data_util import tfg_process_batch
-from training.checkpoints import latest_checkpoint, rng_state, set_rng_state
+from training.checkpoints import resume_checkpoint, rng_state, set_rng_state
 from training.loop import MAX_NONFINITE, LoopPolicy, StopSignal, all_finite, run_loop, warmup_lr
 from training.losses import (
     LPIPS_BACKBONES,
@@ -76,7 +76,7 @@ TRAIN_OPTIONS = Options(
            "checkpoint or Wav2Lip's lipsync_expert.pth"),
     Option("disc_lr", 1e-4, "AdamW learning rate of the discriminator"),
     Option("disc_channels", 64, "base channel count of the PatchGAN discriminator"),
-    Option("precision", "fp32", "fp32, bf16 (autocast) or fp16 (autocast with loss scaling, GPU only)", PRECISION.check),
+    Option("precision", "fp32", "fp32, bf16 (autocast) or fp16 (autocast with loss scaling, GPU only)", one_of(*PRECISIONS)),
     Option("save_every", 5000, "write a checkpoint every N steps"),
     Option("preview_every", 0, "every N steps, sample the EMA network on a fixed val batch and write preview_STEP.png "
            "(0: off)"),
@@ -86,7 +86,8 @@ TRAIN_OPTIONS = Options(
     Option("preview_sampling_steps", 10, "network passes of a dpm++ preview sampler", at_least(1)),
     Option("keep", 3, "keep the newest N checkpoints"),
     Option("log_every", 100, "write the averaged loss terms every N steps"),
-    Option("resume", False, "continue from the newest checkpoint in --output_dir (exactly: data order and RNG included)"),
+    Option("resume", False, "continue from the newest complete checkpoint in --output_dir (exactly: data order and RNG "
+           "included); a worker group that torchrun --max-restarts brings back does so by itself"),
     Option("init_from", "", "start from these network weights (e.g. the released checkpoint.pt) for fine-tuning"),
     Option("seed", 0, "seed of the initial weights, the data order and the diffusion noise"),
     Option("num_workers", 2, "data-loading worker processes per training process"),
@@ -318,12 +319,10 @@ def train(args, objective=None):
                             generator, None, forward, None, device)
 
         step = 0
-        path = latest_checkpoint(args.output_dir) if args.resume else None
-        if path:
-            step = task.load(dist_util.load_state_dict(path))
-            logger.log(f"resumed from {path} at step {step}")
-        elif args.resume:
-            logger.log(f"--resume: no checkpoint in {args.output_dir}, starting at step 0")
+        resumed = resume_checkpoint(args.output_dir, args.resume, required=("model", "ema", "opt", "step", "rng"))
+        if resumed:
+            step = task.load(resumed[1])
+            logger.log(f"resumed from {resumed[0]} at step {step}")
         task.distribute()
 
         dataset = TFGDataset(args.data_root, "train", args.nframes, augment=args.augment)

@@ -1,11 +1,24 @@
 """The fast inference path gives the float32 result; precision choices and their errors."""
 
+import json
+import os
+
 import pytest
 import torch
 
 from common.errors import Diff2LipError
 from guided_diffusion.nn import GroupNorm32
-from guided_diffusion.precision import autocast, prepare_for_inference, resolve_precision
+from guided_diffusion.precision import (
+    PROBE_MARGIN,
+    autocast,
+    choose_precision,
+    fast_cpu_precision,
+    prepare_for_inference,
+    prepare_with_precision,
+    probe_choice,
+    probe_key,
+    resolve_precision,
+)
 from guided_diffusion.unet import AttentionBlock
 from helpers import randomize_zero_init
 
@@ -81,3 +94,57 @@ def test_autocast_fp16_is_float16_autocast_only_in_training():
     for precision, training in [("fp16", False), ("fp32", False), ("fp32", True)]:
         with autocast("cpu", precision, fp16_autocast=training):
             assert not torch.is_autocast_enabled("cpu")
+
+
+def test_auto_keeps_the_released_use_fp16_meaning_and_an_explicit_precision_wins(tiny_model_and_diffusion):
+    model, _ = tiny_model_and_diffusion
+    assert choose_precision("auto", "cpu", False, model, 32) == ("fp32", "--use_fp16 False")
+    assert choose_precision("auto", "cuda", True, model, 32) == ("fp16", "--use_fp16 True on a GPU")
+    assert choose_precision("bf16", "cpu", False, model, 32) == ("bf16", "--precision bf16")
+    assert choose_precision("fp32", "cpu", True, model, 32) == ("fp32", "--precision fp32")
+    with pytest.raises(Diff2LipError, match="--precision fp16 needs a GPU"):
+        choose_precision("fp16", "cpu", True, model, 32)
+
+
+def test_probe_picks_bf16_only_when_clearly_faster():
+    assert probe_choice(1.0, 0.5) == "bf16"
+    assert probe_choice(1.0, 1.0 / PROBE_MARGIN) == "bf16"
+    assert probe_choice(1.0, 0.95) == "fp32"  # within the noise margin: float32 is never slower
+    assert probe_choice(1.0, 5.0) == "fp32"  # AVX-512 bf16 without AMX, as measured on an AMD EPYC
+
+
+def test_cpu_units_decide_without_a_probe(tiny_model_and_diffusion, tmp_path):
+    model, _ = tiny_model_and_diffusion
+    cache = str(tmp_path / "probe.json")
+    assert fast_cpu_precision(model, 32, cache, units="amx")[0] == "bf16"
+    assert fast_cpu_precision(model, 32, cache, units="none")[0] == "fp32"
+    assert not os.path.exists(cache)  # nothing measured, nothing cached
+
+
+def test_probe_measures_once_then_follows_its_cache(tiny_model_and_diffusion, tmp_path):
+    model, _ = tiny_model_and_diffusion
+    model = prepare_for_inference(model, "cpu", "fp32")
+    cache = str(tmp_path / "probe.json")
+    chosen, why = fast_cpu_precision(model, 32, cache, units="bf16")
+    stored = json.load(open(cache))
+    key = probe_key(model, 32)
+    assert list(stored) == [key] and all(s > 0 for s in stored[key])
+    assert chosen == probe_choice(*stored[key]) and "measured now" in why
+    # The cached figures decide from now on: a file saying bf16 is 5x slower gives fp32, 2x faster bf16.
+    json.dump({key: [1.0, 5.0]}, open(cache, "w"))
+    chosen, why = fast_cpu_precision(model, 32, cache, units="bf16")
+    assert chosen == "fp32" and "0.20x float32's speed" in why and "cached in" in why
+    json.dump({key: [1.0, 0.5]}, open(cache, "w"))
+    assert fast_cpu_precision(model, 32, cache, units="bf16")[0] == "bf16"
+    # Another network shape is measured anew; a damaged file is measured again, not an error.
+    assert probe_key(model, 64) != key
+    open(cache, "w").write("{not json")
+    assert "measured now" in fast_cpu_precision(model, 32, cache, units="bf16")[1]
+    assert key in json.load(open(cache))
+
+
+def test_prepare_with_precision_converts_only_for_fp16(tiny_model_and_diffusion, tmp_path):
+    model, _ = tiny_model_and_diffusion
+    prepared, precision, why = prepare_with_precision(model, "cpu", "auto", False, 32, cache_path=str(tmp_path / "p.json"))
+    assert (precision, why) == ("fp32", "--use_fp16 False")
+    assert all(p.dtype == torch.float32 for p in prepared.parameters())
