@@ -15,6 +15,7 @@ A clip folder is written under a temporary name and renamed when complete, so a 
 """
 
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -30,6 +31,8 @@ from common.files import atomic_write_text
 FRAME_NAME = "{:05d}.jpg"
 JPEG_QUALITY = 95
 CLIPS = "clips"
+
+log = logging.getLogger(__name__)
 
 
 def clip_dir(root: str, name: str) -> str:
@@ -83,6 +86,18 @@ def write_clip(root: str, name: str, faces: Iterable[np.ndarray], wav: np.ndarra
         raise
 
 
+def open_clips(root: str, names: Iterable[str]) -> List["Clip"]:
+    """The clips of `names` that open (meta.json and mel.npy readable); each broken one is
+    reported as a warning and left out, so one bad folder does not end a training run."""
+    clips = []
+    for name in names:
+        try:
+            clips.append(Clip(root, name))
+        except Diff2LipError as exc:
+            log.warning("skipping broken clip '%s': %s", name, exc)
+    return clips
+
+
 class Clip:
     """A preprocessed clip: its face crops by index and its mel."""
 
@@ -99,19 +114,26 @@ class Clip:
         except KeyError as exc:
             raise Diff2LipError(f"clip '{self.folder}' is incomplete (meta.json has no {exc}); preprocess it again") from exc
         self._mel = None
+        # The mel's header now, so that a clip without it is found when the clip list is made,
+        # not in a training step.
+        self.mel_steps: int = self._load_mel(mmap_mode="r").shape[1]
 
-    @property
-    def mel_steps(self) -> int:
-        """Length of the mel, read from the file header only."""
-        if self._mel is not None:
-            return self._mel.shape[1]
-        return np.load(os.path.join(self.folder, "mel.npy"), mmap_mode="r").shape[1]
+    def _load_mel(self, mmap_mode=None) -> np.ndarray:
+        path = os.path.join(self.folder, "mel.npy")
+        try:
+            mel = np.load(path, mmap_mode=mmap_mode)
+        except (OSError, ValueError, EOFError) as exc:
+            raise Diff2LipError(f"clip '{self.folder}': mel.npy is missing or unreadable ({exc}); preprocess it again") from exc
+        if mel.ndim != 2 or mel.shape[0] != 80 or mel.dtype != np.float32:
+            raise Diff2LipError(f"clip '{self.folder}': mel.npy is {mel.dtype} {list(mel.shape)}, not float32 [80, T]; "
+                                "preprocess it again")
+        return mel
 
     @property
     def mel(self) -> np.ndarray:
         """Wav2Lip mel `[80, T]` float32 (80 steps per second)."""
         if self._mel is None:
-            self._mel = np.load(os.path.join(self.folder, "mel.npy"))
+            self._mel = self._load_mel()
         return self._mel
 
     def faces(self, indices: Iterable[int]) -> np.ndarray:
@@ -122,5 +144,8 @@ class Clip:
             image = cv2.imread(path, cv2.IMREAD_COLOR)
             if image is None:
                 raise Diff2LipError(f"face crop '{path}' is missing or unreadable; preprocess the clip again")
+            if image.shape != (self.image_size, self.image_size, 3):
+                raise Diff2LipError(f"face crop '{path}' is {image.shape[1]}x{image.shape[0]}, not the clip's "
+                                    f"{self.image_size}x{self.image_size}; preprocess the clip again")
             out.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
         return np.stack(out)

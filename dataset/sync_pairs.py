@@ -3,6 +3,7 @@ trains and is validated on (`python -m scripts.train_syncnet`, the demo's accura
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Iterator, List, Tuple
 
@@ -13,10 +14,14 @@ from torch.utils.data import Dataset, Sampler
 from audio.audio import syncnet_mel_window
 from common.errors import Diff2LipError
 
-from .preprocessed import Clip, read_split
+from .preprocessed import Clip, open_clips, read_split
+
+log = logging.getLogger(__name__)
 
 #: Consecutive frames a lip-sync expert embeds (0.2 s at 25 fps).
 SYNC_FRAMES = 5
+#: Broken pairs in a row replaced before a run gives up.
+MAX_RETRIES = 5
 #: The validation pairs never change between runs, whatever --seed is, so accuracies compare.
 VAL_SEED = 20240101
 
@@ -38,10 +43,9 @@ class SyncPairs(Dataset):
         # Names and lengths only: a Clip caches its mel, which must not pile up over a whole split.
         self.clips: List[Tuple[str, int]] = []
         sizes = set()
-        for name in names:
-            clip = Clip(root, name)
+        for clip in open_clips(root, names):
             if clip.n_frames >= SYNC_FRAMES + min_offset:
-                self.clips.append((name, clip.n_frames))
+                self.clips.append((clip.name, clip.n_frames))
                 sizes.add(clip.image_size)
         self.skipped = len(names) - len(self.clips)
         if not self.clips:
@@ -73,13 +77,21 @@ class SyncPairs(Dataset):
 
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """frames `[5, 3, S, S]` in [-1, 1] RGB, mel `[80, 16]`, label `[]` (1.0 in sync, 0.0 off)."""
-        name, audio_start, video_start, label = self.pair(index)
-        clip = Clip(self.root, name)
-        faces = clip.faces(range(video_start, video_start + SYNC_FRAMES))
-        frames = torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        # Every frame of a clip has its mel window, so every 5-frame window has its SyncNet one.
-        mel = torch.from_numpy(syncnet_mel_window(clip.mel, audio_start))
-        return frames, mel, torch.tensor(float(label))
+        for attempt in range(MAX_RETRIES):
+            # A broken pair (a face crop gone bad after the clip list was made) is reported and
+            # replaced by pair index + k * num_pairs: drawn like any other, the same on every run.
+            name, audio_start, video_start, label = self.pair(index + attempt * self.num_pairs)
+            try:
+                clip = Clip(self.root, name)
+                faces = clip.faces(range(video_start, video_start + SYNC_FRAMES))
+                # Every frame of a clip has its mel window, so every 5-frame window has its SyncNet one.
+                mel = torch.from_numpy(syncnet_mel_window(clip.mel, audio_start))
+            except Diff2LipError as exc:
+                log.warning("skipping broken pair of clip '%s': %s", name, exc)
+                continue
+            frames = torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            return frames, mel, torch.tensor(float(label))
+        raise Diff2LipError(f"{MAX_RETRIES} pairs in a row failed to load from '{self.root}'; check the data")
 
 
 class SyncPairSampler(Sampler[int]):

@@ -16,7 +16,7 @@ from audio.audio import frame_mel_start, num_syncnet_windows, syncnet_mel_start
 from audio.hparams import hparams
 from common.errors import Diff2LipError
 
-from .preprocessed import Clip, read_split
+from .preprocessed import Clip, open_clips, read_split
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +57,20 @@ class TFGDataset(Dataset):
         self.max_retries = max_retries
         self.clips: List[Clip] = []
         self.starts: List[int] = []
+        names = read_split(root, split)
         skipped = 0
-        for name in read_split(root, split):
-            clip = Clip(root, name)
+        for clip in open_clips(root, names):
             n = usable_starts(clip, nframes)
             if n == 0:
                 skipped += 1
                 continue
             self.clips.append(clip)
             self.starts.append(n)
+        self.broken = len(names) - len(self.clips) - skipped
         if not self.clips:
             raise Diff2LipError(
-                f"no clip of '{root}' split '{split}' has {nframes + 1} frames with audio; preprocess longer clips"
+                f"no clip of '{root}' split '{split}' has {nframes + 1} frames with audio ({self.broken} of "
+                f"{len(names)} broken, reported above); preprocess longer clips or preprocess the broken ones again"
             )
         self.skipped = skipped
 

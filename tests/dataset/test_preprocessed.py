@@ -11,7 +11,9 @@ import pytest
 
 from audio.audio import load_wav, melspectrogram, to_int16
 from common.errors import Diff2LipError
-from dataset.preprocessed import CLIPS, FRAME_NAME, JPEG_QUALITY, Clip, clip_dir, read_split, write_clip, write_split
+from dataset.preprocessed import (
+    CLIPS, FRAME_NAME, JPEG_QUALITY, Clip, clip_dir, open_clips, read_split, write_clip, write_split,
+)
 from dataset.synthetic import draw_face, speech_like
 
 NAME = "id00012/abc/00001"
@@ -158,3 +160,41 @@ def test_a_meta_without_its_counts_is_incomplete(written):
         json.dump({"fps": 25}, f)
     with pytest.raises(Diff2LipError, match="is incomplete"):
         Clip(str(root), NAME)
+
+
+@pytest.mark.parametrize("damage, needle", [
+    ("removed", r"mel.npy is missing or unreadable"),
+    ("truncated", r"mel.npy is missing or unreadable"),
+    ("wrong shape", r"mel.npy is float32 \[40, 3\], not float32 \[80, T\]"),
+])
+def test_a_clip_with_a_missing_or_broken_mel_is_refused_when_opened(written, damage, needle):
+    root, *_ = written
+    path = os.path.join(clip_dir(str(root), NAME), "mel.npy")
+    if damage == "removed":
+        os.remove(path)
+    elif damage == "truncated":
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[:100])
+    else:
+        np.save(path, np.zeros((40, 3), np.float32))
+    with pytest.raises(Diff2LipError, match=rf"clip '.*00001': {needle}.*preprocess it again"):
+        Clip(str(root), NAME)
+
+
+def test_a_crop_of_another_size_is_refused_naming_it(written):
+    root, faces, *_ = written
+    clip = Clip(str(root), NAME)
+    cv2.imwrite(os.path.join(clip.folder, FRAME_NAME.format(2)), cv2.resize(faces[2], (40, 48)))
+    with pytest.raises(Diff2LipError, match=r"face crop '.*00002.jpg' is 40x48, not the clip's 48x48"):
+        clip.faces([2])
+
+
+def test_open_clips_reports_the_broken_ones_and_keeps_the_rest_in_order(tmp_path, caplog):
+    wav = speech_like(7 / 25 + 0.2, seed=1)
+    names = [f"id/{i}" for i in range(4)]
+    for name in names:
+        write_clip(str(tmp_path), name, crops(7), wav, melspectrogram(wav), {"image_size": 48, "fps": 25})
+    os.remove(os.path.join(clip_dir(str(tmp_path), "id/1"), "mel.npy"))
+    os.remove(os.path.join(clip_dir(str(tmp_path), "id/3"), "meta.json"))
+    assert [clip.name for clip in open_clips(str(tmp_path), names)] == ["id/0", "id/2"]
+    assert "skipping broken clip 'id/1'" in caplog.text and "skipping broken clip 'id/3'" in caplog.text

@@ -60,3 +60,24 @@ def test_step_sampler_shards_steps_over_ranks_and_resumes():
     assert indices(2, 0) == rank0[6:] and indices(2, 1) == rank1[6:]  # resuming at step 2
 
 
+
+
+def test_a_broken_pair_is_replaced_by_a_later_drawn_pair_the_same_on_every_run(tmp_path, caplog):
+    """Pair 0's clip loses its crops: pair 0 becomes pair 0 + k * num_pairs for the first k of another clip."""
+    import os
+    import shutil
+
+    root = make_sync_root(tmp_path / "root")
+    pairs = SyncPairs(str(root), "train", 50, seed=3, min_offset=5)
+    name = pairs.pair(0)[0]
+    index = next(k for k in range(1, 20) if pairs.pair(k * 50)[0] != name)  # the first of another clip
+    assert index < 5  # within the replacements tried
+    good = SyncPairs(str(root), "train", 50 * (index + 1), seed=3, min_offset=5)[index * 50]
+    folder = Clip(str(root), name).folder
+    for f in os.listdir(folder):
+        if f.endswith(".jpg"):
+            os.remove(os.path.join(folder, f))
+    frames, mel, label = pairs[0]
+    assert torch.equal(frames, good[0]) and torch.equal(mel, good[1]) and torch.equal(label, good[2])
+    assert f"skipping broken pair of clip '{name}'" in caplog.text
+    shutil.rmtree(root)

@@ -86,3 +86,30 @@ def test_broken_clip_is_replaced_by_the_next(root, caplog):
         assert "skipping broken sample" in caplog.text
     finally:
         os.rename(os.path.join(broken.folder, "moved.jpg"), os.path.join(broken.folder, "00003.jpg"))
+
+
+def test_a_clip_without_its_mel_is_reported_and_left_out_and_samples_stay_deterministic(tmp_path, caplog):
+    """A real root of 4 clips, one without mel.npy: the dataset holds the other 3 in order, says
+    which one it left out, and draws the same samples twice."""
+    import os
+
+    names = make_preprocessed_root(tmp_path, n_clips=4, n_frames=16, image_size=32, val_clips=0)
+    os.remove(os.path.join(Clip(str(tmp_path), names[1]).folder, "mel.npy"))
+    ds = TFGDataset(str(tmp_path), "train", nframes=5)
+    assert [clip.name for clip in ds.clips] == [names[0], names[2], names[3]] and ds.broken == 1
+    assert f"skipping broken clip '{names[1]}'" in caplog.text
+    again = TFGDataset(str(tmp_path), "train", nframes=5)
+    for key in [(0, 5), (1, 6), (2, 7)]:
+        assert torch.equal(ds[key]["frames"], again[key]["frames"]) and torch.equal(ds[key]["mels"], again[key]["mels"])
+
+
+def test_a_broken_frame_is_replaced_by_the_next_clip_s_sample_deterministically(tmp_path, caplog):
+    names = make_preprocessed_root(tmp_path, n_clips=3, n_frames=16, image_size=32, val_clips=0)
+    ds = TFGDataset(str(tmp_path), "train", nframes=5)
+    for i in range(16):  # every frame of clip 0 broken: any draw of it fails
+        with open(f"{ds.clips[0].folder}/{i:05d}.jpg", "wb") as f:
+            f.write(b"\xff\xd8 not a jpeg")
+    item = ds[(0, 42)]
+    expected = ds._sample(1, 42)
+    assert torch.equal(item["frames"], expected["frames"]) and torch.equal(item["refs"], expected["refs"])
+    assert f"skipping broken sample of clip {names[0]}" in caplog.text
