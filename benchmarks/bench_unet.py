@@ -4,6 +4,7 @@ Measures, in one run (the machine is noisy, so only same-run ratios mean much):
   (a) the released way: float32 eager, einsum attention, the audio encoder run at every call;
   (b) our fastest CPU path: bfloat16 autocast, channels-last, fused attention, the audio
       encoder run once per frame (it does not depend on the diffusion step);
+  (c) the same path in float32 (what --precision auto runs where bfloat16 does not pay);
 for a batch of 10 frames: forward frames/s, achieved GFLOP/s (FLOPs counted by
 torch.utils.flop_counter) and that as a fraction of a large matmul's GFLOP/s in the same
 precision; the relative error of (b)'s predicted noise against (a); and one full DDIM-25 sample
@@ -21,7 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from guided_diffusion.precision import autocast, prepare_for_inference  # noqa: E402
+from guided_diffusion.precision import autocast, cpu_bf16_units, cpu_model, prepare_for_inference  # noqa: E402
 from guided_diffusion.script_util import create_gaussian_diffusion, tfg_create_model_and_diffusion  # noqa: E402
 from guided_diffusion.tfg_data_util import shared_noise, tfg_process_batch  # noqa: E402
 
@@ -72,7 +73,8 @@ def main():
     parser.add_argument("--skip_ddim", action="store_true", help="skip the two full DDIM-25 samples")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch} frames at 128 px")
+    print(f"{cpu_model()} (bf16 units: {cpu_bf16_units()}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"batch {args.batch} frames at 128 px")
 
     size, n = 128, args.batch
     torch.manual_seed(1)
@@ -104,6 +106,13 @@ def main():
         with autocast("cpu", "bf16"):
             return fast(x_t_cl, t, **kwargs_b)
 
+    # (c) the same fast path in float32: what --precision auto runs where bfloat16 does not pay
+    kwargs_c = fast.precompute_conditioning(
+        {k: (v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v) for k, v in batch.model_kwargs.items()})
+
+    def forward_c():
+        return fast(x_t_cl, t, **kwargs_c)
+
     eps_a = forward_a()[:, :3].float()
     eps_b = forward_b()[:, :3].float()
     rel_err = ((eps_b - eps_a).norm() / eps_a.norm()).item()
@@ -112,6 +121,7 @@ def main():
     flops_b = count_flops(forward_b)
     sec_a = timed(forward_a, args.repeats)
     sec_b = timed(forward_b, args.repeats)
+    sec_c = timed(forward_c, args.repeats)
     peak_fp32 = matmul_gflops(torch.float32)
     peak_bf16 = matmul_gflops(torch.bfloat16)
 
@@ -122,12 +132,17 @@ def main():
     print(f"large matmul: fp32 {peak_fp32:.0f} GFLOP/s, bf16 {peak_bf16:.0f} GFLOP/s")
     print(f"(a) fp32 eager      : {sec_a * 1000:7.1f} ms  {fps_a:6.2f} frames/s  {gflops_a:6.0f} GFLOP/s = {gflops_a / peak_fp32:.0%} of fp32 matmul")
     print(f"(b) bf16 fast path  : {sec_b * 1000:7.1f} ms  {fps_b:6.2f} frames/s  {gflops_b:6.0f} GFLOP/s = {gflops_b / peak_bf16:.0%} of bf16 matmul")
-    print(f"speed-up (b)/(a): {fps_b / fps_a:.2f}x   predicted-noise relative error: {rel_err:.3%}")
+    print(f"(c) fp32 fast path  : {sec_c * 1000:7.1f} ms  {n / sec_c:6.2f} frames/s")
+    print(f"speed-up (b)/(a): {fps_b / fps_a:.2f}x, (c)/(a): {sec_a / sec_c:.2f}x, bf16 over fp32 on the fast path "
+          f"(b)/(c): {sec_c / sec_b:.2f}x   predicted-noise relative error: {rel_err:.3%}")
 
     figures = {
         "fp32_frames_per_s": fps_a,
         "fast_frames_per_s": fps_b,
         "speedup": fps_b / fps_a,
+        "fast_fp32_frames_per_s": n / sec_c,
+        "fast_fp32_speedup": sec_a / sec_c,
+        "bf16_over_fp32_fast_path": sec_c / sec_b,
         "fp32_gflops": gflops_a,
         "fast_gflops": gflops_b,
         "fp32_fraction_of_matmul": gflops_a / peak_fp32,
