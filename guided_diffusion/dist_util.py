@@ -57,7 +57,7 @@ def _default_backend() -> str:
 def setup_dist(backend: str | None = None) -> None:
     """Join the process group the launcher describes; a no-op after the first call.
 
-    torchrun: env:// rendezvous. mpiexec: rank 0 picks an address and a free port and
+    torchrun: env:// rendezvous (a store prefix per elastic attempt). mpiexec: rank 0 picks an address and a free port and
     broadcasts them over MPI, then tcp:// rendezvous. Otherwise a single process without a
     process group. `backend` defaults to NCCL with CUDA, gloo without.
     """
@@ -71,10 +71,22 @@ def setup_dist(backend: str | None = None) -> None:
     elif _launched_by_torchrun():
         _local_rank = int(os.environ.get("LOCAL_RANK", 0))
         _set_cuda_device()
-        dist.init_process_group(backend=backend, init_method="env://")
+        _init_from_torchrun(backend)
     elif _launched_by_mpi():
         _init_from_mpi(backend)
     _initialized = True
+
+
+def _init_from_torchrun(backend: str) -> None:
+    """env:// rendezvous in the store of this attempt of the worker group.
+
+    The elastic agent keeps one store for every attempt (`--max-restarts`), and env:// puts no
+    attempt in its keys: after a restart, a rank would read the addresses of the dead group's ranks
+    and fail to connect. A prefix per attempt keeps each group to its own keys.
+    """
+    store, rank_, world = next(dist.rendezvous("env://"))
+    store = dist.PrefixStore(f"attempt_{restart_count()}", store)
+    dist.init_process_group(backend=backend, store=store, rank=rank_, world_size=world)
 
 
 def _init_from_mpi(backend: str) -> None:
@@ -119,6 +131,12 @@ def rank() -> int:
 def world_size() -> int:
     """Number of processes (1 without a process group)."""
     return dist.get_world_size() if _has_group() else 1
+
+
+def restart_count() -> int:
+    """How many times torchrun's elastic agent has restarted this worker group (`--max-restarts`):
+    0 on the first attempt and outside torchrun."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
 
 
 def local_rank() -> int:

@@ -21,9 +21,10 @@ from torch.utils.data import DataLoader
 
 from common.errors import CheckpointError, Diff2LipError
 from common.flags import Option, Options, at_least, between, create_argparser, one_of
+from dataset.shards import SHARD_CACHE, check_data_root, open_root
 from dataset.sync_pairs import VAL_SEED, SyncPairs, SyncPairSampler
 from guided_diffusion import dist_util, logger
-from training.checkpoints import latest_checkpoint
+from training.checkpoints import resume_checkpoint
 from training.loop import MAX_NONFINITE, LoopPolicy, StopSignal, all_finite, run_loop
 from training.syncnet import TRAINABLE, SyncExpert, expert_accuracy, save_syncnet_checkpoint, sync_bce
 
@@ -37,7 +38,9 @@ def syncnet_train_defaults() -> dict:
 
 
 SYNCNET_OPTIONS = Options(
-    Option("data_root", "", "preprocessed data folder (dataset/preprocess.py output) with train.txt, val.txt and clips/"),
+    Option("data_root", "", "preprocessed data (dataset/preprocess.py output: frame folders or shards, with train.txt "
+           "and val.txt), or the URL of a shard root (file://, http(s)://, gs://, s3://)"),
+    SHARD_CACHE,
     Option("output_dir", "outputs/syncnet128", "where checkpoints syncnet_STEP.pt, syncnet_best.pt, log.txt and progress.csv go"),
     Option("kind", "syncnet128", "the network: syncnet128 (for 128 px crops, 18.3M parameters) or syncnet64 (light, "
            "for 64 px crops, 2.6M parameters); any crop size works, the lower half is resized to the network's input",
@@ -54,7 +57,8 @@ SYNCNET_OPTIONS = Options(
     Option("save_every", 5000, "write syncnet_STEP.pt every this many steps and at the end", at_least(1)),
     Option("keep", 3, "keep only the newest this many syncnet_STEP.pt files", at_least(1)),
     Option("log_every", 100, "write the mean training loss to stdout, progress.csv and TensorBoard every this many steps", at_least(1)),
-    Option("resume", False, "continue from the newest syncnet_STEP.pt in --output_dir (starts fresh if there is none)"),
+    Option("resume", False, "continue from the newest complete syncnet_STEP.pt in --output_dir (starts fresh if there is "
+           "none); a worker group that torchrun --max-restarts brings back does so by itself"),
     Option("num_workers", 4, "DataLoader worker processes per training process (0: load in the training process)", at_least(0)),
     Option("seed", 0, "seed of the network's initialisation and of the training pairs", at_least(0)),
     MAX_NONFINITE,
@@ -69,10 +73,7 @@ def create_parser(description: str = "") -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     """What the declarations cannot check alone: the data folder, and validation pairs when validating."""
-    if not args.data_root:
-        raise Diff2LipError("--data_root is required: the folder dataset/preprocess.py wrote")
-    if not os.path.isdir(args.data_root):
-        raise Diff2LipError(f"--data_root '{args.data_root}' is not a folder; run dataset/preprocess.py first")
+    check_data_root(args.data_root)
     if args.val_every and args.val_pairs < 1:
         raise Diff2LipError(f"--val_pairs must be at least 1 when validating, got {args.val_pairs}")
 
@@ -141,30 +142,19 @@ class SyncNetTask:
 
 
 def load_resume_state(args: argparse.Namespace) -> Optional[dict]:
-    """The newest checkpoint to continue from, or None for a fresh start.
-
-    Rank 0 decides (the other ranks may not see the folder) and reads; everyone gets the result.
-    """
-    newest = None
-    if dist_util.is_main_process():
-        newest = latest_checkpoint(args.output_dir, PREFIX)
-    newest = dist_util.broadcast_object(newest)
-    if newest is None:
+    """The newest complete checkpoint to continue from (with --resume True or after an elastic
+    restart), or None for a fresh start; every rank gets the same one."""
+    resumed = resume_checkpoint(args.output_dir, args.resume, PREFIX, required=("kind", "model", "opt", "step", "rng"))
+    if resumed is None:
         return None
-    if not args.resume:
-        raise Diff2LipError(
-            f"--output_dir '{args.output_dir}' already holds checkpoints (newest '{newest}'); "
-            "pass --resume True to continue from it, or choose another --output_dir"
-        )
-    ckpt = dist_util.load_state_dict(newest, weights_only=True)
-    needed = {"kind", "model", "opt", "step", "rng"}
-    if not isinstance(ckpt, dict) or not needed <= set(ckpt) or ckpt["kind"] not in TRAINABLE:
-        raise CheckpointError(f"'{newest}' is not a scripts.train_syncnet checkpoint; move it out of --output_dir")
+    path, ckpt = resumed
+    if ckpt["kind"] not in TRAINABLE:
+        raise CheckpointError(f"'{path}' is not a scripts.train_syncnet checkpoint; move it out of --output_dir")
     if ckpt["kind"] != args.kind:
         raise Diff2LipError(
-            f"'{newest}' holds a {ckpt['kind']} but --kind is {args.kind}; pass --kind {ckpt['kind']} to resume it"
+            f"'{path}' holds a {ckpt['kind']} but --kind is {args.kind}; pass --kind {ckpt['kind']} to resume it"
         )
-    ckpt["path"] = newest
+    ckpt["path"] = path
     return ckpt
 
 
@@ -178,11 +168,12 @@ def train(args: argparse.Namespace) -> SyncExpert:
     best_val_acc = resume.get("best_val_acc", -1.0) if resume else -1.0
     rank, world = dist_util.rank(), dist_util.world_size()
     global_batch = args.batch_size * world
-    train_set = SyncPairs(args.data_root, "train", args.max_steps * global_batch, seed, args.min_offset)
+    source = open_root(args.data_root, args.shard_cache)
+    train_set = SyncPairs(source, "train", args.max_steps * global_batch, seed, args.min_offset)
     val_set = None
     if args.val_every:
         try:
-            val_set = SyncPairs(args.data_root, "val", args.val_pairs, VAL_SEED, args.min_offset)
+            val_set = SyncPairs(source, "val", args.val_pairs, VAL_SEED, args.min_offset)
         except Diff2LipError as exc:
             raise Diff2LipError(f"{exc} (or pass --val_every 0 to train without validation)") from exc
 
