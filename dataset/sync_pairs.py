@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Tuple, Union
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from torch.utils.data import Dataset, Sampler
 from audio.audio import syncnet_mel_window
 from common.errors import Diff2LipError
 
-from .preprocessed import Clip, open_clips, read_split
+from .shards import DataRoot, open_root
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,10 @@ class SyncPairs(Dataset):
     Clips too short for an off-sync pair (fewer than 5 + `min_offset` frames) are skipped.
     """
 
-    def __init__(self, root: str, split: str, num_pairs: int, seed: int, min_offset: int):
-        names = read_split(root, split)
+    def __init__(self, root: Union[str, DataRoot], split: str, num_pairs: int, seed: int, min_offset: int):
+        self.source = open_root(root)  # frame folders or shards (dataset/shards.py)
+        root = str(self.source)
+        names = self.source.split(split)
         if not names:
             path = os.path.join(root, f"{split}.txt")
             raise Diff2LipError(f"'{path}' lists no clips; preprocess some videos into it")
@@ -43,7 +45,7 @@ class SyncPairs(Dataset):
         # Names and lengths only: a Clip caches its mel, which must not pile up over a whole split.
         self.clips: List[Tuple[str, int]] = []
         sizes = set()
-        for clip in open_clips(root, names):
+        for clip in self.source.open_clips(names):
             if clip.n_frames >= SYNC_FRAMES + min_offset:
                 self.clips.append((clip.name, clip.n_frames))
                 sizes.add(clip.image_size)
@@ -82,7 +84,7 @@ class SyncPairs(Dataset):
             # replaced by pair index + k * num_pairs: drawn like any other, the same on every run.
             name, audio_start, video_start, label = self.pair(index + attempt * self.num_pairs)
             try:
-                clip = Clip(self.root, name)
+                clip = self.source.clip(name)
                 faces = clip.faces(range(video_start, video_start + SYNC_FRAMES))
                 # Every frame of a clip has its mel window, so every 5-frame window has its SyncNet one.
                 mel = torch.from_numpy(syncnet_mel_window(clip.mel, audio_start))

@@ -6,7 +6,7 @@ draws exactly the batches it would have drawn (see `StepSampler`).
 """
 
 import logging
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -16,7 +16,8 @@ from audio.audio import frame_mel_start, num_syncnet_windows, syncnet_mel_start
 from audio.hparams import hparams
 from common.errors import Diff2LipError
 
-from .preprocessed import Clip, open_clips, read_split
+from .preprocessed import Clip
+from .shards import DataRoot, open_root
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +51,19 @@ class TFGDataset(Dataset):
     frame), `start` and `ref_idx` (for tests and logs).
     """
 
-    def __init__(self, root: str, split: str = "train", nframes: int = 5, augment: bool = False, max_retries: int = 5):
-        self.root = root
+    def __init__(self, root: Union[str, DataRoot], split: str = "train", nframes: int = 5, augment: bool = False,
+                 max_retries: int = 5):
+        # Frame folders or shards (dataset/shards.py): the same clips in the same order either way.
+        self.source = open_root(root)
+        self.root = str(self.source)
         self.nframes = nframes
         self.augment = augment
         self.max_retries = max_retries
         self.clips: List[Clip] = []
         self.starts: List[int] = []
-        names = read_split(root, split)
+        names = self.source.split(split)
         skipped = 0
-        for clip in open_clips(root, names):
+        for clip in self.source.open_clips(names):
             n = usable_starts(clip, nframes)
             if n == 0:
                 skipped += 1

@@ -37,7 +37,7 @@ from training.loop import run_training
 
 # train.py's flags that mean the same here (their help is train.py's).
 TRAIN_FLAGS = (
-    "data_root", "batch_size", "accum_steps", "lr", "weight_decay", "warmup_steps", "grad_clip", "ema_rate",
+    "data_root", "shard_cache", "batch_size", "accum_steps", "lr", "weight_decay", "warmup_steps", "grad_clip", "ema_rate",
     "lambda_l2", "lambda_sync", "lambda_lpips", "lambda_gan", "lpips_backbone", "sync_expert", "disc_lr",
     "disc_channels", "precision", "save_every", "preview_every", "keep", "log_every", "resume", "seed",
     "num_workers", "max_nonfinite", "augment",

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from common.errors import Diff2LipError
 from common.flags import Option, Options, args_to_dict, at_least, create_argparser, one_of
+from dataset.shards import SHARD_CACHE, check_data_root, open_root
 from dataset.tfg_dataset import StepSampler, TFGDataset, collate
 from guided_diffusion import dist_util, logger
 from guided_diffusion.checkpoint_format import load_model_weights
@@ -54,7 +55,9 @@ def train_defaults() -> dict:
 
 
 TRAIN_OPTIONS = Options(
-    Option("data_root", "", "preprocessed data (dataset/preprocess.py output: clips/, train.txt)"),
+    Option("data_root", "", "preprocessed data (dataset/preprocess.py output: frame folders or shards), or the URL of "
+           "a shard root (file://, http(s)://, gs://, s3://)"),
+    SHARD_CACHE,
     Option("output_dir", "outputs/train", "checkpoints, progress.csv, log.txt and TensorBoard events go here"),
     Option("batch_size", 4, "sequences of --nframes frames per process per micro-batch"),
     Option("accum_steps", 1, "micro-batches accumulated per optimizer step"),
@@ -290,8 +293,7 @@ def train(args, objective=None):
     device = dist_util.dev()
     rank, world = dist_util.rank(), dist_util.world_size()
     resolve_precision(args.precision, device)  # one-line errors for a bad value, fp16 without a GPU
-    if not args.data_root:
-        raise Diff2LipError("--data_root is required: the output folder of dataset/preprocess.py")
+    check_data_root(args.data_root)
     if args.lpips_backbone not in LPIPS_BACKBONES:
         raise Diff2LipError(f"--lpips_backbone {args.lpips_backbone!r} is not one of {', '.join(LPIPS_BACKBONES)}")
     stop = StopSignal()  # from the start: a signal during set-up stops after the first step
@@ -325,7 +327,7 @@ def train(args, objective=None):
             logger.log(f"resumed from {resumed[0]} at step {step}")
         task.distribute()
 
-        dataset = TFGDataset(args.data_root, "train", args.nframes, augment=args.augment)
+        dataset = TFGDataset(open_root(args.data_root, args.shard_cache), "train", args.nframes, augment=args.augment)
         if dataset.skipped:
             logger.log(f"skipped {dataset.skipped} clips shorter than {args.nframes + 1} frames with audio")
         sampler = StepSampler(len(dataset), args.batch_size, args.seed, rank, start_step=step * args.accum_steps)

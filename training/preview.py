@@ -6,6 +6,7 @@ import os
 import torch
 
 from common.errors import Diff2LipError
+from dataset.shards import open_root
 from dataset.tfg_dataset import TFGDataset, collate
 from guided_diffusion.samplers import SAMPLERS
 from guided_diffusion.tfg_data_util import tfg_process_batch
@@ -18,10 +19,11 @@ class Preview:
     def __init__(self, args, device):
         from guided_diffusion.script_util import create_gaussian_diffusion
 
+        source = open_root(args.data_root, args.shard_cache)
         try:
-            dataset = TFGDataset(args.data_root, "val", args.nframes)
+            dataset = TFGDataset(source, "val", args.nframes)
         except Diff2LipError:
-            dataset = TFGDataset(args.data_root, "train", args.nframes)
+            dataset = TFGDataset(source, "train", args.nframes)
         self.batch = collate([dataset[(i % len(dataset), i)] for i in range(min(2, len(dataset)))])
         self.diffusion = create_gaussian_diffusion(
             steps=args.diffusion_steps, learn_sigma=args.learn_sigma, noise_schedule=args.noise_schedule,
