@@ -100,3 +100,15 @@ def atomic_write_text(path, text: str) -> None:
 
 def atomic_write_json(path, obj: Any, indent: Optional[int] = 1) -> None:
     atomic_write_text(path, json.dumps(obj, indent=indent))
+
+
+def reserve_space(path, nbytes: int) -> None:
+    """Allocate the first `nbytes` of the existing file `path` on disk now (`disk_full_error` when
+    they do not fit). For memory maps: one over a sparse file that meets a full disk ends the
+    process with SIGBUS, past any error handling."""
+    with reporting_full_disk(os.path.dirname(os.path.abspath(os.fspath(path)))):
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, max(int(nbytes), 1))
+        finally:
+            os.close(fd)

@@ -284,6 +284,17 @@ def args_to_dict(args, keys: Iterable[str]) -> dict:
     return {k: getattr(args, k) for k in keys}
 
 
+def check_same_flags(saved: Mapping[str, Any], args, names: Iterable[str], source: str, fix: str) -> None:
+    """Refuse `args` whose value of one of `names` differs from what `saved` (the flags that
+    `source`, e.g. a checkpoint, was made with) holds: one line naming the flag, both values and
+    `fix`. Names `saved` lacks (an older file) are not compared."""
+    changed = [(n, saved[n], getattr(args, n)) for n in names if n in saved and saved[n] != getattr(args, n)]
+    if changed:
+        name, old, new = changed[0]
+        more = f" (and {len(changed) - 1} more: {', '.join('--' + c[0] for c in changed[1:])})" if len(changed) > 1 else ""
+        raise Diff2LipError(f"{source} was made with --{name} {old}, this run has --{name} {new}{more}; {fix}")
+
+
 def as_flags(settings: dict) -> List[str]:
     """The command-line flags that set `settings`: {"lr": 0.1} -> ["--lr", "0.1"] (the inverse of
     parsing with `create_argparser`), for running one command from another."""

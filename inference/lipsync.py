@@ -28,8 +28,8 @@ from audio.audio import (
     num_full_windows,
     samples_for_frames,
 )
-from common.errors import MediaError
-from common.files import reporting_full_disk
+from common.errors import Diff2LipError, MediaError
+from common.files import reserve_space
 from common.flags import options_dataclass
 from dataset.video_io import VideoWriter, is_image, iter_frames, probe_video
 from face_detection import (
@@ -46,8 +46,9 @@ from face_detection import (
     track_boxes,
 )
 from guided_diffusion import dist_util
+from guided_diffusion.gaussian_diffusion import ModelMeanType
 from guided_diffusion.precision import autocast
-from guided_diffusion.samplers import SAMPLERS, network_passes, sampler_name
+from guided_diffusion.samplers import SAMPLERS, SOLVERS, network_passes, sampler_name
 from guided_diffusion.tfg_data_util import shared_noise, tfg_process_batch
 from guided_diffusion.unet import DeepFeatureCache
 
@@ -159,16 +160,12 @@ class SourceFrames:
         if plan.revisit:
             h, w = plan.frame_hw
             fd, self._cache_path = tempfile.mkstemp(prefix=".frames-", suffix=".u8", dir=cache_dir)
+            os.close(fd)
             try:
-                # Reserve the blocks now: a memory map over a sparse file that meets a full disk
-                # ends the process with SIGBUS, past any error handling.
-                with reporting_full_disk(os.path.dirname(self._cache_path)):
-                    os.posix_fallocate(fd, 0, plan.n_video * h * w * 3)
+                reserve_space(self._cache_path, plan.n_video * h * w * 3)
             except BaseException:
-                os.close(fd)
                 os.remove(self._cache_path)
                 raise
-            os.close(fd)
             self._cache = np.memmap(self._cache_path, dtype=np.uint8, mode="w+", shape=(plan.n_video, h, w, 3))
             try:
                 for i, frame in enumerate(iter_frames(plan.video_path, FPS, 0, plan.n_video)):
@@ -245,6 +242,24 @@ class LipSyncer:
         self.sampler = sampler_name(opts.sampler, opts.use_ddim)  # the SAMPLERS entry
         self.device = device
         self.network_seconds = 0.0  # time spent sampling, for logs and benchmarks
+        self._check_network()
+
+    def _check_network(self) -> None:
+        """The options that depend on the network and its diffusion, checked once they are known
+        and before any frame is read (the flag checks cannot see them): one line naming the flag."""
+        opts = self.opts
+        blocks = len(self.model.input_blocks)
+        if opts.cache_interval > 1 and opts.cache_depth > blocks:
+            raise Diff2LipError(f"--cache_depth {opts.cache_depth}: this network has {blocks} encoder blocks; "
+                                f"give --cache_depth 1..{blocks}")
+        if self.sampler in SOLVERS:
+            steps = len(getattr(self.diffusion, "base_alphas_cumprod", self.diffusion.alphas_cumprod))
+            if opts.sampling_steps > steps:
+                raise Diff2LipError(f"--sampling_steps {opts.sampling_steps}: this network's diffusion has {steps} "
+                                    f"steps; give --sampling_steps 1..{steps}")
+            if self.diffusion.model_mean_type == ModelMeanType.PREVIOUS_X:
+                raise Diff2LipError(f"--sampler {opts.sampler} needs a network that predicts the noise or x0, not "
+                                    "x_{t-1}; use --sampler ddim")
 
     def generate(
         self,

@@ -14,6 +14,7 @@ import torch
 
 from common.command import check_outputs
 from common.errors import Diff2LipError, MediaError
+from common.files import reserve_space
 from common.flags import args_to_dict
 from common.progress import Progress
 from dataset.video_io import check_video_output, iter_frames
@@ -157,6 +158,7 @@ class Generator:
         try:
             if b > a:
                 part = np.lib.format.open_memmap(parts[rank] + ".tmp", mode="w+", dtype=np.uint8, shape=(b - a, h, w, 3))
+                reserve_space(parts[rank] + ".tmp", os.path.getsize(parts[rank] + ".tmp"))  # a full disk: no SIGBUS
                 for i, frame in enumerate(self.syncer.generate(plan, frames, boxes, a, b, progress, weights)):
                     part[i] = frame
                 part.flush()

@@ -365,6 +365,32 @@ def test_audio_with_non_finite_samples_is_refused_naming_the_time(audio, media, 
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("extra, needle", [
+    (["--cache_interval", "2", "--cache_depth", "99"], "--cache_depth 99: this network has 4 encoder blocks; give --cache_depth 1..4"),
+    (["--sampler", "dpm++2m", "--solver_spacing", "trailing", "--sampling_steps", "5000"],
+     "--sampling_steps 5000: this network's diffusion has 1000 steps; give --sampling_steps 1..1000"),
+    (["--sampler", "dpm++2m", "--sampling_steps", "4", "--cache_interval", "2", "--cache_depth", "4"], None),
+], ids=["cache depth", "solver steps", "a good one runs"])
+def test_options_that_depend_on_the_network_are_checked_once_it_is_known_before_any_frame(
+        extra, needle, media, tmp_path, capsys, monkeypatch):
+    """The flag checks cannot know the network's depth or its diffusion; these come when it is
+    built, as one line, before the clip is planned (a frame read would fail the test)."""
+    from inference import pipeline
+
+    def planned(*args, **kwargs):
+        raise AssertionError("a clip was planned before the network-dependent options were checked")
+
+    if needle is None:
+        out = tmp_path / "o.mp4"
+        assert cli.main(single(media, out, *extra)) == 0
+        assert probe_video(str(out)).num_frames == 5
+        return
+    monkeypatch.setattr(pipeline, "plan_clip", planned)
+    assert cli.main(single(media, tmp_path / "o.mp4", *extra)) == 1
+    one_error_line(capsys, needle)
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("cache", ["video writer", "frame cache"])
 def test_generate_into_a_full_disk_is_one_line_and_leaves_nothing(cache, media, tmp_path):
     """A real 64 KiB tmpfs, filled (helpers.small_disk): the H.264 file, or first the

@@ -10,14 +10,14 @@ their lambdas (Eq. 9). A lambda of 0 switches its term off.
 
 import contextlib
 import copy
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from common.errors import Diff2LipError
-from common.flags import Option, Options, args_to_dict, at_least, create_argparser, one_of
+from common.flags import Option, Options, args_to_dict, at_least, check_same_flags, create_argparser, one_of
 from dataset.shards import SHARD_CACHE, check_data_root, open_root
 from dataset.tfg_dataset import StepSampler, TFGDataset, collate
 from guided_diffusion import dist_util, logger
@@ -167,6 +167,13 @@ def forward_losses(args, batch, model, diffusion, losses, weights, generator, de
 
 # ----------------------------------------------------------------------------------------------
 # The task the loop runs
+
+
+def resume_flags() -> List[str]:
+    """The flags that build what a training checkpoint holds (the network, its diffusion, the
+    discriminator): a run resumed with another value of one cannot continue it. Not
+    --timestep_respacing, which only sampling (the previews) reads."""
+    return sorted(set(tfg_model_and_diffusion_defaults()) - {"timestep_respacing"}) + ["disc_channels", "nframes"]
 
 
 class Diff2LipTask:
@@ -323,6 +330,8 @@ def train(args, objective=None):
         step = 0
         resumed = resume_checkpoint(args.output_dir, args.resume, required=("model", "ema", "opt", "step", "rng"))
         if resumed:
+            check_same_flags(resumed[1].get("args", {}), args, resume_flags(), f"--resume True: checkpoint '{resumed[0]}'",
+                             "give the checkpoint's value, or another --output_dir to start a new run")
             step = task.load(resumed[1])
             logger.log(f"resumed from {resumed[0]} at step {step}")
         task.distribute()

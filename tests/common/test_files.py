@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from common.errors import DiskFullError
-from common.files import atomic_save, atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text, is_disk_full
+from common.files import (
+    atomic_save,
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    is_disk_full,
+)
 from helpers import small_disk
 
 

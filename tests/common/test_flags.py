@@ -91,3 +91,13 @@ def test_str2bool_takes_the_released_spellings(text, value):
 def test_str2bool_refuses_anything_else():
     with pytest.raises(argparse.ArgumentTypeError, match="expected a boolean"):
         str2bool("maybe")
+
+
+def test_check_same_flags_names_the_first_changed_flag_both_values_and_counts_the_rest():
+    from common.flags import check_same_flags
+
+    args = argparse.Namespace(a=1, b="1,2", c=True, d=0.5)
+    check_same_flags({"a": 1, "b": "1,2", "c": True}, args, ["a", "b", "c", "d"], "file 'x'", "fix it")  # d: not saved
+    with pytest.raises(Diff2LipError) as caught:
+        check_same_flags({"a": 2, "b": "1,2", "c": False}, args, ["a", "b", "c"], "file 'x'", "fix it")
+    assert str(caught.value) == "file 'x' was made with --a 2, this run has --a 1 (and 1 more: --c); fix it"

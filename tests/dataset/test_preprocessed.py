@@ -12,7 +12,15 @@ import pytest
 from audio.audio import load_wav, melspectrogram, to_int16
 from common.errors import Diff2LipError
 from dataset.preprocessed import (
-    CLIPS, FRAME_NAME, JPEG_QUALITY, Clip, clip_dir, open_clips, read_split, write_clip, write_split,
+    CLIPS,
+    FRAME_NAME,
+    JPEG_QUALITY,
+    Clip,
+    clip_dir,
+    open_clips,
+    read_split,
+    write_clip,
+    write_split,
 )
 from dataset.synthetic import draw_face, speech_like
 

@@ -55,3 +55,20 @@ def test_a_full_disk_is_one_line_and_the_previous_checkpoint_stays_resumable(dat
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout + resumed.stderr
     assert torch.load(moved / "checkpoint_0000002.pt", weights_only=False)["step"] == 2
+
+
+def test_resume_after_a_network_flag_changed_is_one_line_naming_the_flag_and_both_values(data_root, tmp_path):
+    run = tmp_path / "run"
+    assert train(data_root, run, "--max_steps", "1").returncode == 0
+    changed = [*TINY_CLI_FLAGS[:2], "--num_channels", "64", *TINY_CLI_FLAGS[4:]]  # TINY_CLI_FLAGS has 32
+    argv = [*changed, "--data_root", str(data_root), "--output_dir", str(run), "--batch_size", "2", "--num_workers", "0",
+            "--lambda_sync", "0", "--lambda_lpips", "0", "--max_steps", "2", "--resume", "True", "--learn_sigma", "False"]
+    done = subprocess.run([sys.executable, "train.py", *argv], cwd=REPO_ROOT, env=child_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: --resume True: checkpoint '{run / 'checkpoint_0000001.pt'}' was made with --learn_sigma True, this run "
+        "has --learn_sigma False (and 1 more: --num_channels); give the checkpoint's value, or another --output_dir to "
+        "start a new run"
+    )
+    assert [os.path.basename(p) for p in list_checkpoints(run)] == ["checkpoint_0000001.pt"]
