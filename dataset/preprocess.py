@@ -10,6 +10,16 @@ n_frames = min(video frames, full mel windows), as inference does. Clips that ca
 goes on. Finished clips are skipped on a rerun, so an interrupted run is resumed by running the
 same command again. `train.txt` / `val.txt` list the finished clips.
 
+Many workers (machines, GPUs, job-array tasks) split the clip list: worker I of N takes the I-th of
+N contiguous, disjoint parts of the sorted list. I and N come from `--shard_index I --num_shards N`,
+or from the launcher: torchrun (RANK, WORLD_SIZE), mpiexec (OMPI_COMM_WORLD_RANK/SIZE, PMI_RANK/SIZE),
+srun (SLURM_PROCID, SLURM_NTASKS), a Slurm array (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT), a
+Kubernetes indexed job (JOB_COMPLETION_INDEX, with --num_shards N). Each worker records what it did
+in `workers/I-of-N.json`; the last one to finish merges: train.txt, val.txt, report.json and
+manifest.json (`--merge True` merges again, from any machine). N workers write the same clips, byte
+for byte, as one. `--format shards` writes WebDataset tar shards (`dataset/shards.py`) instead of
+frame folders.
+
 Layouts (the clip name is the video's path under the input root, without extension):
   voxceleb2  ID/VIDEO/00001.mp4               val = a fraction of the identities
   lrw        WORD/{train,val,test}/WORD_00001  the dataset's own split; test only with --include_test
@@ -19,14 +29,17 @@ the split is the lists', in any layout, and only the listed clips are preprocess
 """
 
 import argparse
+import dataclasses
 import functools
 import hashlib
+import json
 import multiprocessing
 import os
 import re
+import shutil
 import sys
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 if __package__ in (None, ""):
     # Run as `python dataset/preprocess.py`: Python put dataset/ on the path; the packages live one up.
@@ -47,6 +60,7 @@ from common.files import atomic_write_json  # noqa: E402
 from common.flags import PROGRESS, Option, Options, at_least, between, check_device, create_argparser, one_of, str2bool  # noqa: E402
 from common.progress import track  # noqa: E402
 from dataset.preprocessed import clip_dir, write_clip, write_split  # noqa: E402
+from dataset.shards import MANIFEST, SHARD_SIZE_MB, ShardWriter, folder_manifest, folder_sample, manifest, shard_records  # noqa: E402
 from dataset.video_io import iter_frames, probe_video  # noqa: E402
 from face_detection import (  # noqa: E402
     Box,
@@ -64,6 +78,8 @@ SAMPLE_RATE = 16000
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm")
 LAYOUTS = ("auto", "voxceleb2", "lrw", "folder")
 LRW_SPLITS = ("train", "val", "test")
+FORMATS = ("folders", "shards")
+WORKERS = "workers"  # what each worker did: workers/I-of-N.json
 VOXCELEB2_IDENTITY = re.compile(r"id\d+")
 # A clip needs two frames with audio: a training sample's reference must lie outside its window.
 MIN_WINDOWS = 2
@@ -130,6 +146,15 @@ PREPROCESS_OPTIONS = Options(
     Option("val_list", "", "the same for val.txt (e.g. dataset/synthetic.py's test.txt, so held-out identities stay out "
         "of training)"),
     Option("num_workers", 1, "worker processes (1 = this process)", at_least(1)),
+    Option("format", "folders", "folders: a folder of JPEG crops per clip; shards: WebDataset tar shards of whole clips "
+           "(dataset/shards.py; few big files, for clusters and object stores)", one_of(*FORMATS)),
+    SHARD_SIZE_MB,
+    Option("shard_index", -1, "this worker's part of the clip list, 0 .. --num_shards - 1; -1 = from the launcher's "
+           "environment (torchrun, mpiexec, srun, a Slurm array, JOB_COMPLETION_INDEX), else 0", at_least(-1)),
+    Option("num_shards", 0, "how many workers split the clip list; 0 = from the launcher's environment, else 1",
+           at_least(0)),
+    Option("merge", False, "only merge what the workers finished: train.txt, val.txt, report.json, manifest.json "
+           "(the last worker does it by itself; any machine may do it again)"),
     PROGRESS,
 )
 
@@ -280,7 +305,9 @@ class _ClipWorker:
             if not device:
                 import torch
 
-                device = "cuda" if torch.cuda.is_available() else "cpu"
+                # One GPU per worker under torchrun / srun on a machine with several.
+                local = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
+                device = f"cuda:{local % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
             self._detector = FaceDetector(device=device, batch_size=self.opts.face_det_batch_size)
         return self._detector
 
@@ -361,9 +388,11 @@ def _pool_job(job: Job) -> Tuple[str, Optional[str]]:
         return _POOL_WORKER(job)
 
 
-def run_jobs(jobs: Sequence[Job], opts: WorkerOptions, num_workers: int, progress: bool) -> Iterator[Tuple[str, Optional[str]]]:
+def run_jobs(jobs: Sequence[Job], opts: WorkerOptions, num_workers: int, progress: bool, ordered: bool = False
+             ) -> Iterator[Tuple[str, Optional[str]]]:
     """Preprocess `jobs` in this process or in `num_workers` spawned ones; yields (name, skip
-    reason or None) as each clip finishes, so a run stopped midway knows what it finished."""
+    reason or None) as each clip finishes (in job order if `ordered`), so a run stopped midway
+    knows what it finished."""
     bar = functools.partial(track, total=len(jobs), desc="preprocess", unit="clip", enabled=progress)
     if num_workers == 1 or len(jobs) <= 1:
         yield from bar(map(_ClipWorker(opts), jobs))
@@ -373,7 +402,7 @@ def run_jobs(jobs: Sequence[Job], opts: WorkerOptions, num_workers: int, progres
     threads = max(1, (os.cpu_count() or 1) // num_workers)
     # Leaving the block (also on a stop signal) terminates the workers, which remove their clip in progress.
     with context.Pool(min(num_workers, len(jobs)), _init_pool_worker, (opts, threads)) as pool:
-        yield from bar(pool.imap_unordered(_pool_job, jobs))
+        yield from bar((pool.imap if ordered else pool.imap_unordered)(_pool_job, jobs))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -445,44 +474,177 @@ def _options(args) -> Tuple[WorkerOptions, str, List[Tuple[str, str]], List[Dict
     return opts, layout, pairs, skipped, listed_val
 
 
+# ----------------------------------------------------------------------------------------------
+# Many workers
+
+
+def _env_int(env: Mapping[str, str], name: str) -> Optional[int]:
+    value = env.get(name, "")
+    try:
+        return int(value) if value != "" else None
+    except ValueError:
+        raise Diff2LipError(f"environment variable {name}={value!r} is not a whole number; fix the job's "
+                            "environment or pass --shard_index and --num_shards") from None
+
+
+def worker_slot(shard_index: int, num_shards: int, env: Mapping[str, str] = os.environ) -> Tuple[int, int]:
+    """(I, N): this worker's part of the clip list and how many parts. Flags first, then the
+    launchers' variables (torchrun, Open MPI, MPICH / Intel MPI, srun tasks, a Slurm array whose
+    tasks may each run several srun tasks, a Kubernetes indexed job); one worker when none is set."""
+    index, count = shard_index, num_shards
+    if index < 0 or count == 0:
+        for rank_var, size_var in (("RANK", "WORLD_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
+                                   ("PMI_RANK", "PMI_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+            rank, size = _env_int(env, rank_var), _env_int(env, size_var)
+            if rank is not None and size is not None and size > 1:
+                break
+        else:
+            rank, size = 0, 1
+        task, tasks = _env_int(env, "SLURM_ARRAY_TASK_ID"), _env_int(env, "SLURM_ARRAY_TASK_COUNT")
+        if task is not None and tasks is not None:
+            # Array ids need not start at 0 (--array 1-8): count from the smallest.
+            task -= _env_int(env, "SLURM_ARRAY_TASK_MIN") or 0
+            rank, size = task * size + rank, tasks * size
+        k8s = _env_int(env, "JOB_COMPLETION_INDEX")
+        if k8s is not None:
+            if count == 0:
+                raise Diff2LipError("JOB_COMPLETION_INDEX is set but not the number of workers; pass --num_shards "
+                                    "(the indexed job's completions)")
+            rank, size = k8s, count
+        index = rank if index < 0 else index
+        count = size if count == 0 else count
+    if not 0 <= index < count:
+        raise Diff2LipError(f"worker {index} of {count} does not exist; --shard_index must be 0 .. {count - 1}")
+    return index, count
+
+
+def worker_part(pairs: Sequence[Tuple[str, str]], index: int, count: int) -> List[Tuple[str, str]]:
+    """Worker `index`'s clips: the index-th of `count` contiguous, disjoint parts of the sorted list
+    (contiguous, so that one speaker's clips share shards)."""
+    n = len(pairs)
+    return list(pairs[index * n // count:(index + 1) * n // count])
+
+
+def finished_clips(output_root: str, fmt: str) -> set:
+    """The clips already written: a folder under clips/ exists only once complete (write_clip renames
+    it into place), and a shard only once committed with its record."""
+    if fmt == "shards":
+        return {c["name"] for r in shard_records(output_root) for c in r["clips"]}
+    base = os.path.join(output_root, "clips")
+    if not os.path.isdir(base):
+        return set()
+    return {os.path.relpath(d, base).replace(os.sep, "/") for d, _, files in os.walk(base) if "meta.json" in files}
+
+
+def _part_path(output_root: str, index: int, count: int) -> str:
+    return os.path.join(output_root, WORKERS, f"{index:05d}-of-{count:05d}.json")
+
+
+def _run_shards(jobs: Sequence[Job], opts: WorkerOptions, args, index: int, count: int
+                ) -> Iterator[Tuple[str, Optional[str]]]:
+    """Preprocess `jobs` into a staging folder, clip by clip, and pack each finished clip into this
+    worker's shards (in job order, so a worker's shards are the same on every run)."""
+    staging = os.path.join(opts.output_root, ".staging", f"{index:05d}-of-{count:05d}")
+    shutil.rmtree(staging, ignore_errors=True)  # a stopped run's clips are redone
+    prefix = f"{index:05d}-of-{count:05d}"
+    # A rerun continues the numbering after this worker's committed shards.
+    first = sum(1 for r in shard_records(opts.output_root) if os.path.basename(r["path"]).startswith(prefix))
+    staged = dataclasses.replace(opts, output_root=staging)
+    with ShardWriter(opts.output_root, prefix, args.shard_size_mb * 1e6, first_index=first) as writer:
+        try:
+            for name, reason in run_jobs(jobs, staged, args.num_workers, args.progress, ordered=True):
+                if reason is None:
+                    folder = clip_dir(staging, name)
+                    with open(os.path.join(folder, "meta.json"), encoding="utf-8") as f:
+                        writer.add(name, folder_sample(folder, json.load(f)["n_frames"]))
+                    shutil.rmtree(folder)
+                yield name, reason
+        except Interrupted:
+            writer.flush()  # the clips packed so far are whole: keep them
+            raise
+    shutil.rmtree(staging, ignore_errors=True)
+
+
 def preprocess(args) -> dict:
-    """Run the whole preprocessing; returns the report (also written to report.json)."""
+    """Run this worker's part of the preprocessing and, if it is the last to finish (or --merge),
+    the merge; returns this worker's part record, or the report when it merged."""
     opts, layout, pairs, skipped, listed_val = _options(args)
+    index, count = worker_slot(args.shard_index, args.num_shards)
     os.makedirs(opts.output_root, exist_ok=True)
-    # A folder under clips/ exists only once complete (write_clip renames it into place).
-    already = [name for name, _ in pairs if os.path.isdir(clip_dir(opts.output_root, name))]
-    done_before = set(already)
+    if args.merge:
+        return merge(args, opts, layout, pairs, skipped, listed_val, count)
+    mine = worker_part(pairs, index, count)
+    done_before = finished_clips(opts.output_root, args.format) & {name for name, _ in mine}
     input_root = os.path.abspath(args.input_root)
-    jobs = [Job(name, os.path.join(input_root, *rel.split("/"))) for name, rel in pairs if name not in done_before]
+    jobs = [Job(name, os.path.join(input_root, *rel.split("/"))) for name, rel in mine if name not in done_before]
     results: List[Tuple[str, Optional[str]]] = []
     stopped = None
     try:
-        results.extend(run_jobs(jobs, opts, args.num_workers, args.progress))
+        if args.format == "shards":
+            results.extend(_run_shards(jobs, opts, args, index, count))
+        else:
+            results.extend(run_jobs(jobs, opts, args.num_workers, args.progress))
     except Interrupted as exc:
-        # Report and list what finished (a rerun resumes from there), then stop.
+        # Record what finished (a rerun resumes from there), then stop.
         stopped = exc
-    written = [name for name, reason in results if reason is None]
-    skipped += [{"clip": name, "reason": reason} for name, reason in results if reason is not None]
-    skipped.sort(key=lambda s: s["clip"])
+    part = {"worker": index, "workers": count, "complete": stopped is None,
+            "done": sorted(name for name, reason in results if reason is None), "already_done": len(done_before),
+            "skipped": sorted(({"clip": n, "reason": r} for n, r in results if r is not None), key=lambda e: e["clip"])}
+    os.makedirs(os.path.join(opts.output_root, WORKERS), exist_ok=True)
+    atomic_write_json(_part_path(opts.output_root, index, count), part)
+    parts = _parts(opts.output_root, count)
+    if count == 1 or all(p["complete"] for p in parts.values()) and len(parts) == count:
+        report = merge(args, opts, layout, pairs, skipped, listed_val, count)
+        tail = f"; stopped by {stopped.name} before {len(jobs) - len(results)} clip(s), run again to finish" if stopped else ""
+        print(f"summary: {report['done']} clips preprocessed, {report['already_done']} already done, "
+              f"{len(report['skipped'])} skipped (reasons in {os.path.join(opts.output_root, 'report.json')}); "
+              f"{layout} layout, train {report['train']} / val {report['val']} clips in {opts.output_root}{tail}")
+    else:
+        waiting = count - sum(1 for p in parts.values() if p["complete"])
+        print(f"worker {index} of {count}: {len(part['done'])} clips preprocessed, {len(done_before)} already done, "
+              f"{len(part['skipped'])} skipped; {waiting} worker(s) still running (the last one merges, or run "
+              "again with --merge True)")
+        report = part
+    if stopped is not None:
+        raise stopped
+    return report
 
-    finished = sorted(done_before.union(written))
+
+def _parts(output_root: str, count: int) -> Dict[int, dict]:
+    """The part records of the `count` workers of a run (a record from a run with another N is ignored)."""
+    parts = {}
+    for index in range(count):
+        try:
+            with open(_part_path(output_root, index, count), encoding="utf-8") as f:
+                parts[index] = json.load(f)
+        except (OSError, ValueError):
+            continue
+    return parts
+
+
+def merge(args, opts: WorkerOptions, layout: str, pairs: Sequence[Tuple[str, str]], skipped: List[Dict[str, str]],
+          listed_val: Optional[set], count: int) -> dict:
+    """Write train.txt, val.txt, report.json and manifest.json from what is finished on disk: the
+    same from any worker, as often as it is run (every file atomic, nothing depends on timing)."""
+    selected = {name for name, _ in pairs}
+    finished = sorted(finished_clips(opts.output_root, args.format) & selected)
     if listed_val is None:
         train, val = make_splits(finished, layout, args.val_fraction, args.seed)
     else:
         train, val = [n for n in finished if n not in listed_val], [n for n in finished if n in listed_val]
     write_split(opts.output_root, "train", train)
     write_split(opts.output_root, "val", val)
-    report = {"done": len(written), "already_done": len(already), "skipped": skipped}
-    report_path = os.path.join(opts.output_root, "report.json")
-    atomic_write_json(report_path, report)
-    tail = f"; stopped by {stopped.name} before {len(jobs) - len(results)} clip(s), run again to finish" if stopped else ""
-    print(
-        f"summary: {len(written)} clips preprocessed, {len(already)} already done, {len(skipped)} skipped "
-        f"(reasons in {report_path}); {layout} layout, train {len(train)} / val {len(val)} clips in {opts.output_root}{tail}"
-    )
-    if stopped is not None:
-        raise stopped
-    return report
+    parts = _parts(opts.output_root, count).values()
+    done = set(finished)
+    skipped = skipped + [s for p in parts for s in p["skipped"] if s["clip"] not in done]
+    report = {"done": sum(len(p["done"]) for p in parts), "already_done": sum(p["already_done"] for p in parts),
+              "skipped": sorted(skipped, key=lambda s: s["clip"])}
+    atomic_write_json(os.path.join(opts.output_root, "report.json"), report)
+    if args.format == "shards":
+        atomic_write_json(os.path.join(opts.output_root, MANIFEST), manifest(shard_records(opts.output_root)))
+    else:
+        atomic_write_json(os.path.join(opts.output_root, MANIFEST), folder_manifest(opts.output_root, finished))
+    return dict(report, train=len(train), val=len(val))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
