@@ -26,12 +26,16 @@ Display rotation: a phone stores its frames as the sensor sees them (sideways wh
 and records how to show them, as a display matrix (or, in files from old tools, a `rotate` tag).
 Every frame read here is turned upright as a player (and ffmpeg's autorotate) would show it, and
 `probe_video` reports the displayed size, so crops, boxes and outputs all live in upright frames.
-The same holds for a photograph's EXIF orientation, which ffmpeg reads as a display matrix.
+The matrix may also mirror the picture (a selfie camera's clip): it is decomposed into a quarter
+turn and a left-right mirror exactly as ffmpeg's autorotate applies it, not read for its angle
+only. The same holds for a photograph's EXIF orientation (all eight, mirrors included).
 """
 
 import contextlib
 import functools
+import math
 import os
+import struct
 import uuid
 from dataclasses import dataclass
 from fractions import Fraction
@@ -65,6 +69,7 @@ class VideoInfo:
     duration: float  # seconds from the first frame's start to the last frame's end
     has_audio: bool
     rotation: int = 0  # clockwise degrees (0, 90, 180, 270) the stored frames were turned to show them upright
+    mirrored: bool = False  # after the turn, mirrored left-right (a selfie camera's display matrix)
 
 
 @dataclass(frozen=True)
@@ -116,15 +121,51 @@ def _video_stream(container: "av.container.InputContainer", path: str) -> "av.Vi
     raise MediaError(f"'{path}' has no video stream; give a video or an image of a face")
 
 
-def _clockwise(frame: "av.VideoFrame") -> int:
-    """Clockwise degrees (0, 90, 180, 270) that show `frame` upright, from its display matrix.
+def _display_matrix(frame: "av.VideoFrame") -> Optional[Tuple[int, ...]]:
+    """The frame's display matrix as ffmpeg stores it (9 little-endian int32, 16.16 fixed point
+    except the last column), or None when it has none."""
+    try:
+        side_data = list(frame.side_data)
+    except ValueError:
+        # PyAV's enum lacks some newer side-data types (an image's EXIF block is 31) and fails on
+        # the whole list: ffmpeg's angle is all that is left to read.
+        angle = frame.rotation
+        return None if not angle else tuple(round(65536 * v) for v in _angle_matrix(angle))
+    for data in side_data:
+        if data.type.name == "DISPLAYMATRIX" and len(bytes(data)) == 36:
+            return struct.unpack("<9i", bytes(data))
+    return None
 
-    PyAV's `frame.rotation` is ffmpeg's av_display_rotation_get: the COUNTER-clockwise angle, in
-    [-180, 180]. A phone held upright stores -90, and ffmpeg's autorotate shows it turned 90
-    degrees clockwise (transpose=clock). Angles between quarter turns round to the nearest one. A
-    mirror in the matrix is not applied: PyAV gives the angle only.
+
+def _angle_matrix(counter_clockwise: float) -> Tuple[float, ...]:
+    """The first six entries of av_display_rotation_set's matrix for a counter-clockwise angle."""
+    r = math.radians(counter_clockwise)
+    return (math.cos(r), -math.sin(r), 0.0, math.sin(r), math.cos(r), 0.0)
+
+
+def _orientation(frame: "av.VideoFrame") -> Tuple[int, bool]:
+    """(clockwise degrees 0/90/180/270, then mirrored left-right) that show `frame` as a player
+    does, from its display matrix: the rotation and the flip it holds, not only its angle.
+
+    ffmpeg's autorotate (fftools' filter graph) turns `theta = round(atan2(m[1], m[0]))` degrees
+    clockwise and then reads the signs it needs for the mirror: at 90 / 270 the sign of m[3]
+    picks a transpose that flips, at 0 / 180 the signs of m[0] and m[4] give a horizontal and a
+    vertical flip. Each of those eight results is a quarter turn, then perhaps a left-right
+    mirror; angles between quarter turns round to the nearest one (ffmpeg would rotate by the
+    angle exactly, which no upright crop can use).
     """
-    return -round(frame.rotation / 90) * 90 % 360
+    m = _display_matrix(frame)
+    if m is None or not (m[0] or m[3]) or not (m[1] or m[4]):  # none, or degenerate: ffmpeg ignores it
+        return 0, False
+    # av_display_rotation_get's angle: each column scaled to unit length first.
+    quarter = round(math.degrees(math.atan2(m[1] / math.hypot(m[1], m[4]), m[0] / math.hypot(m[0], m[3]))) / 90) % 4
+    if quarter == 0:  # vflip when m[4] < 0 = a half turn, then a mirror
+        return (180, True) if m[4] < 0 else (0, False)
+    if quarter == 2:  # hflip, plus vflip when m[4] < 0
+        return (180, False) if m[4] < 0 else (0, True)
+    if quarter == 1:  # transpose=clock, or cclock_flip (a plain transpose) when m[3] > 0
+        return (90, m[3] > 0)
+    return (270, m[3] < 0)  # transpose=cclock, or clock_flip (the anti-transpose) when m[3] < 0
 
 
 def _tag_rotation(stream: "av.VideoStream") -> int:
@@ -142,18 +183,41 @@ def _tag_rotation(stream: "av.VideoStream") -> int:
     return 0
 
 
-def _upright(array: np.ndarray, rotation: int) -> np.ndarray:
+def _upright(array: np.ndarray, rotation: int, mirrored: bool = False) -> np.ndarray:
     """RGB [H, W, 3] turned `rotation` degrees clockwise (np.rot90 turns counter-clockwise for
-    k > 0), as a new contiguous array (OpenCV and torch.from_numpy want one)."""
-    return np.ascontiguousarray(np.rot90(array, k=-rotation // 90))
+    k > 0), then mirrored left-right if `mirrored`, as a new contiguous array (OpenCV and
+    torch.from_numpy want one)."""
+    turned = np.rot90(array, k=-rotation // 90)
+    return np.ascontiguousarray(turned[:, ::-1] if mirrored else turned)
 
 
-def _read_image(path: str) -> Tuple[np.ndarray, int]:
-    """The image as an upright RGB array, and the clockwise degrees its EXIF orientation asked for."""
+# EXIF orientation tag (1..8) -> (clockwise degrees, then mirrored left-right), as the EXIF
+# standard defines them (2: mirrored, 4: upside-down mirror, 5: transposed, 7: transversed).
+EXIF_ORIENTATIONS = {1: (0, False), 2: (0, True), 3: (180, False), 4: (180, True),
+                     5: (90, True), 6: (90, False), 7: (270, True), 8: (270, False)}
+
+
+def _exif_orientation(path: str) -> Optional[Tuple[int, bool]]:
+    """The EXIF orientation of an image file as (clockwise degrees, mirrored), None without one.
+    Read with Pillow: PyAV gives an image's angle but not its mirror."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            tag = image.getexif().get(0x0112)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None
+    return EXIF_ORIENTATIONS.get(tag)
+
+
+def _read_image(path: str) -> Tuple[np.ndarray, int, bool]:
+    """The image as an upright RGB array, and the clockwise degrees and mirror its EXIF
+    orientation asked for."""
+    exif = _exif_orientation(path)
     with _reading(path), av.open(path) as container:
         for frame in container.decode(_video_stream(container, path)):
-            rotation = _clockwise(frame)
-            return _rgb(frame, rotation), rotation
+            rotation, mirrored = exif if exif is not None else _orientation(frame)
+            return _rgb(frame, rotation, mirrored), rotation, mirrored
     raise MediaError(f"image '{path}' contains no picture; give a valid .png or .jpg of a face")
 
 
@@ -169,9 +233,9 @@ def probe_video(path: PathLike, fps: float = 25.0) -> VideoInfo:
     rate = _as_rate(fps)
     _check_file(path)
     if is_image(path):
-        image, rotation = _read_image(path)
+        image, rotation, mirrored = _read_image(path)
         height, width = image.shape[:2]
-        return VideoInfo(width, height, float(fps), 1, float(1 / rate), False, rotation)
+        return VideoInfo(width, height, float(fps), 1, float(1 / rate), False, rotation, mirrored)
     return _timeline(path, fps).info
 
 
@@ -200,8 +264,9 @@ def _scan(path: str, size: int, mtime_ns: int, fps: float) -> _Timeline:
             # (discarded packets too: later frames may refer to them). One matrix holds for the clip.
             if first_frame is None:
                 first_frame = next(iter(stream.decode(p)), None)
-        rotation = _clockwise(first_frame) if first_frame is not None else 0
-        rotation = rotation or _tag_rotation(stream)
+        rotation, mirrored = _orientation(first_frame) if first_frame is not None else (0, False)
+        if not rotation and not mirrored:
+            rotation = _tag_rotation(stream)
         width, height = stream.codec_context.width, stream.codec_context.height
         if rotation in (90, 270):
             width, height = height, width
@@ -236,6 +301,7 @@ def _scan(path: str, size: int, mtime_ns: int, fps: float) -> _Timeline:
         duration=float((end - pts[0]) * tb),
         has_audio=has_audio,
         rotation=rotation,
+        mirrored=mirrored,
     )
     return _Timeline(
         info=info,
@@ -262,7 +328,7 @@ def iter_frames(path: PathLike, fps: float = 25.0, start: int = 0, stop: Optiona
     _as_rate(fps)
     _check_file(path)
     if is_image(path):
-        image, _ = _read_image(path)
+        image, _, _ = _read_image(path)
         return iter([image] if start == 0 and (stop is None or stop > 0) else [])
     timeline = _timeline(path, fps)
     n_out = timeline.source_of.size
@@ -293,16 +359,16 @@ def _resampled(path: str, timeline: _Timeline, start: int, stop: int) -> Iterato
             current = held if held is not None else pending
             if current is None:
                 raise MediaError(f"video '{path}' has no decodable frames; re-encode it, e.g. to an H.264 .mp4")
-            yield _rgb(current[1], timeline.info.rotation)
+            yield _rgb(current[1], timeline.info.rotation, timeline.info.mirrored)
 
 
-def _rgb(frame: "av.VideoFrame", rotation: int) -> np.ndarray:
-    """A new upright RGB array per call (turned `rotation` degrees clockwise), so a repeated frame
-    can be edited by the caller without touching the next copy (to_ndarray returns a view of the
-    frame's buffer when it already is rgb24)."""
+def _rgb(frame: "av.VideoFrame", rotation: int, mirrored: bool = False) -> np.ndarray:
+    """A new upright RGB array per call (turned `rotation` degrees clockwise, then mirrored), so a
+    repeated frame can be edited by the caller without touching the next copy (to_ndarray
+    returns a view of the frame's buffer when it already is rgb24)."""
     array = frame.to_ndarray(format="rgb24")
-    if rotation:
-        return _upright(array, rotation)
+    if rotation or mirrored:
+        return _upright(array, rotation, mirrored)
     return array.copy() if frame.format.name == "rgb24" else array
 
 

@@ -6,6 +6,9 @@ and 32 tall with a bright 8x8 block in its top-left corner, so a decoded frame t
 size and which way it was turned.
 """
 
+import shutil
+import subprocess
+
 import av
 import numpy as np
 import pytest
@@ -108,6 +111,67 @@ def test_legacy_rotate_tag_is_clockwise(tmp_path):
     assert all(_bright_box(f) == (0, BLOCK, H - BLOCK, H) for f in iter_frames(path))
 
 
+# ffmpeg's autorotate (fftools' filter graph) for each display matrix PyAV writes as "turn
+# `degrees` counter-clockwise, then flip": the filters it inserts, as numpy operations on the
+# stored picture. Independent of video_io's decomposition, which returns a turn and a mirror.
+FILTERS = {
+    "hflip": lambda a: a[:, ::-1],
+    "vflip": lambda a: a[::-1],
+    "clock": lambda a: np.rot90(a, k=-1),
+    "cclock": lambda a: np.rot90(a, k=1),
+    "cclock_flip": lambda a: a.transpose(1, 0, 2),
+    "clock_flip": lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+}
+MIRRORED = [  # (degrees, hflip, vflip), ffmpeg's filters, video_io's (clockwise turn, mirrored)
+    ((0, True, False), ["hflip"], (0, True)),
+    ((0, False, True), ["vflip"], (180, True)),
+    ((90, True, False), ["clock_flip"], (270, True)),
+    ((-90, True, False), ["cclock_flip"], (90, True)),
+    ((180, True, False), ["vflip"], (180, True)),
+    ((90, False, True), ["cclock_flip"], (90, True)),
+    ((0, True, True), ["hflip", "vflip"], (180, False)),
+]
+
+
+def _mirror_clip(path, degrees, hflip, vflip) -> tuple:
+    """A lossless 48x64 clip (4:4:4, crf 0) of 8x8 grey blocks of random levels, its display
+    matrix written by PyAV; returns (path, the stored picture)."""
+    blocks = np.random.default_rng(0).integers(0, 8, (6, 8, 1)) * 30
+    picture = np.ascontiguousarray(blocks.astype(np.uint8).repeat(8, 0).repeat(8, 1).repeat(3, 2))
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25, options={"crf": "0"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv444p"
+        stream.set_display_rotation(degrees, hflip=hflip, vflip=vflip)
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return str(path), picture
+
+
+@pytest.mark.parametrize("written, filters, decomposed", MIRRORED)
+def test_mirrored_display_matrix_shows_the_picture_as_ffmpeg_does(tmp_path, written, filters, decomposed):
+    path, picture = _mirror_clip(tmp_path / "selfie.mp4", *written)
+    want = picture
+    for name in filters:
+        want = FILTERS[name](want)
+    info = probe_video(path)
+    assert (info.rotation, info.mirrored) == decomposed
+    assert (info.height, info.width) == want.shape[:2]
+    frames = list(iter_frames(path))
+    assert len(frames) == 3
+    for frame in frames:
+        assert frame.shape == want.shape and np.abs(frame.astype(int) - want).max() <= 1
+    if shutil.which("ffmpeg"):  # and against ffmpeg's own autorotated decoding, where it is installed
+        raw = subprocess.run(["ffmpeg", "-v", "error", "-i", path, "-frames:v", "1", "-f", "rawvideo",
+                              "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+        reference = np.frombuffer(raw, np.uint8).reshape(want.shape)
+        assert np.abs(frames[0].astype(int) - reference).max() <= 1
+
+
 def test_exif_orientation_of_a_photograph_is_honoured(tmp_path):
     path = str(tmp_path / "phone.jpg")
     image = Image.fromarray(_stored_picture())
@@ -119,6 +183,23 @@ def test_exif_orientation_of_a_photograph_is_honoured(tmp_path):
     assert (info.width, info.height, info.rotation, info.num_frames) == (H, W, 90, 1)
     (frame,) = list(iter_frames(path))
     assert frame.shape == (W, H, 3) and _bright_box(frame) == (0, BLOCK, H - BLOCK, H)
+
+
+@pytest.mark.parametrize("orientation, turn", [(2, lambda a: a[:, ::-1]), (4, lambda a: a[::-1]),
+                                               (5, lambda a: a.transpose(1, 0, 2)),
+                                               (7, lambda a: a[::-1, ::-1].transpose(1, 0, 2))])
+def test_mirrored_exif_orientation_of_a_photograph_is_honoured(tmp_path, orientation, turn):
+    path = str(tmp_path / "selfie.png")  # lossless, so the frame equals the turned picture exactly
+    image = Image.fromarray(_stored_picture())
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.save(path, exif=exif)
+
+    want = turn(_stored_picture())
+    info = probe_video(path)
+    assert (info.height, info.width, info.mirrored) == (*want.shape[:2], True)
+    (frame,) = list(iter_frames(path))
+    assert np.array_equal(frame, want)
 
 
 def test_generate_on_a_phone_clip_writes_an_upright_output_of_the_displayed_size(tmp_path):
