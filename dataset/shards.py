@@ -181,8 +181,11 @@ class ShardWriter:
     def abort(self) -> None:
         """Drop the shard in progress (a stopped run redoes its clips)."""
         if self._tmp is not None:
-            self._file.close()
-            os.remove(self._tmp)
+            try:
+                self._tar.close()  # closed before its file, or tarfile writes its buffer to a closed file later
+            finally:
+                self._file.close()
+                os.remove(self._tmp)
             self._tmp, self._clips, self._size = None, [], 0
 
     def __enter__(self) -> "ShardWriter":

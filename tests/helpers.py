@@ -1,5 +1,6 @@
 """Helpers shared by the tests (importable as `helpers`: pyproject puts tests/ on the path)."""
 
+import contextlib
 import os
 
 import torch
@@ -313,3 +314,24 @@ def small_disk(folder, size: str):
         yield str(folder), limited
 
     return mounted()
+
+
+@contextlib.contextmanager
+def serve_folder(folder):
+    """A real HTTP server (http.server, a thread) on 127.0.0.1 serving `folder`; yields its base URL."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
