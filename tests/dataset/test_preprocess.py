@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 
 from audio.audio import load_wav, melspectrogram, num_full_windows
-from dataset import preprocess
+from common.errors import Diff2LipError
+from dataset import preprocess, shards
 from dataset.preprocessed import JPEG_QUALITY, Clip, clip_dir, read_split
 from dataset.video_io import iter_frames, probe_video
 from face_detection import crop_face, voxceleb2_box
 from helpers import render_clip
-from launchers import REPO_ROOT, child_env
+from launchers import REPO_ROOT, child_env, torchrun
+from launchers import run as launch_run
 
 # The usable clips of the VoxCeleb2 tree: clip name -> frames rendered.
 GOOD = {
@@ -375,3 +377,95 @@ def test_as_a_script_and_through_the_shell_script(tmp_path):
     assert "summary: 1 clips preprocessed" in proc.stdout
     clip = Clip(str(tmp_path / "out put"), "id00001/v/00001")
     assert clip.n_frames == EXPECTED_FRAMES[12] and clip.image_size == 32
+
+
+def test_two_torchrun_workers_match_one(vox_tree, vox_out, tmp_path):
+    """2 processes on 127.0.0.1 split the clip list (RANK / WORLD_SIZE); the last one merges."""
+    out = tmp_path / "out"
+    code, output = launch_run([*torchrun(2), "dataset/preprocess.py", "--input_root", str(vox_tree),
+                               "--output_root", str(out), "--progress", "False"], timeout=300)
+    assert code == 0, output
+    assert "summary: " in output and "still running" in output  # one worker waited, the other merged
+    parts = [json.loads((out / "workers" / f"0000{i}-of-00002.json").read_text()) for i in range(2)]
+    assert not set(parts[0]["done"]) & set(parts[1]["done"]) and parts[0]["done"] and parts[1]["done"]
+    assert clip_names(out) == clip_names(vox_out)
+    for name in GOOD:
+        for f in os.listdir(clip_dir(str(vox_out), name)):
+            if f != "meta.json":
+                with open(os.path.join(clip_dir(str(vox_out), name), f), "rb") as a, \
+                        open(os.path.join(clip_dir(str(out), name), f), "rb") as b:
+                    assert a.read() == b.read(), f"{name}/{f}"
+    for f in ("train.txt", "val.txt"):
+        assert (out / f).read_text() == (vox_out / f).read_text()
+    report = json.loads((out / "report.json").read_text())
+    assert report["done"] == len(GOOD) and sorted(s["clip"] for s in report["skipped"]) == sorted([AUDIOLESS, TOO_SHORT, GARBAGE])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [c["name"] for c in manifest["clips"]] == sorted(GOOD)
+    assert [c["frames"] for c in manifest["clips"]] == [EXPECTED_FRAMES[GOOD[n]] for n in sorted(GOOD)]
+
+
+def test_shards_from_two_workers_hold_the_clips_of_one(vox_tree, vox_out, tmp_path, capsys):
+    out = tmp_path / "shards"
+    base = ["--input_root", vox_tree, "--output_root", out, "--format", "shards", "--num_shards", "2"]
+    assert run(*base, "--shard_index", "1") == 0
+    assert "1 worker(s) still running" in capsys.readouterr().out and not (out / "train.txt").exists()
+    assert run(*base, "--shard_index", "0") == 0
+    assert "summary: 6 clips preprocessed" in capsys.readouterr().out
+    for f in ("train.txt", "val.txt"):
+        assert (out / f).read_text() == (vox_out / f).read_text()
+    source = shards.open_root(str(out))
+    manifest = source.manifest
+    # whole clips in each worker's own shards; every clip's members are the one-worker folder's files
+    assert sorted(os.path.basename(s["path"]) for s in manifest["shards"]) == ["00000-of-00002-000000.tar",
+                                                                             "00001-of-00002-000000.tar"]
+    assert sorted(c["name"] for s in manifest["shards"] for c in s["clips"]) == sorted(GOOD)
+    for name in GOOD:
+        clip = Clip(str(vox_out), name)
+        expected = shards.folder_sample(clip.folder, clip.n_frames)
+        assert {m: source.member(name, m) for m in shards.MEMBERS if m != "meta.json"} == \
+            {m: v for m, v in expected.items() if m != "meta.json"}
+        assert source.clip(name).meta == clip.meta
+    assert not (out / "clips").exists() and not os.listdir(out / ".staging")
+    # a rerun of either worker finds its clips done and writes no shard
+    before = sorted(os.listdir(out / "shards"))
+    first = json.loads((out / "workers" / "00000-of-00002.json").read_text())
+    assert run(*base, "--shard_index", "0") == 0
+    assert sorted(os.listdir(out / "shards")) == before
+    again = json.loads((out / "workers" / "00000-of-00002.json").read_text())
+    assert again["done"] == [] and again["already_done"] == len(first["done"]) > 0
+    # the merge again, from anywhere, gives the same files
+    listed = {f: (out / f).read_bytes() for f in ("train.txt", "val.txt", "manifest.json")}
+    assert run(*base, "--merge", "True") == 0
+    assert {f: (out / f).read_bytes() for f in listed} == listed
+
+
+@pytest.mark.parametrize("env, flags, slot", [
+    ({}, (-1, 0), (0, 1)),
+    ({"RANK": "1", "WORLD_SIZE": "4"}, (-1, 0), (1, 4)),
+    ({"OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_SIZE": "3"}, (-1, 0), (2, 3)),
+    ({"PMI_RANK": "0", "PMI_SIZE": "2"}, (-1, 0), (0, 2)),
+    ({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "8", "SLURM_ARRAY_TASK_MIN": "1"}, (-1, 0), (4, 8)),
+    # an array of 4 tasks, each running 2 srun tasks: 8 workers
+    ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_PROCID": "1", "SLURM_NTASKS": "2"}, (-1, 0), (7, 8)),
+    ({"JOB_COMPLETION_INDEX": "6"}, (-1, 10), (6, 10)),
+    ({"RANK": "1", "WORLD_SIZE": "4"}, (3, 5), (3, 5)),
+])
+def test_worker_slot_from_flags_and_launchers(env, flags, slot):
+    assert preprocess.worker_slot(*flags, env=env) == slot
+
+
+def test_worker_parts_are_disjoint_and_cover_the_list():
+    pairs = [(f"c{i:02d}", f"c{i:02d}.mp4") for i in range(23)]
+    for n in (1, 2, 5, 23, 30):
+        parts = [preprocess.worker_part(pairs, i, n) for i in range(n)]
+        assert [p for part in parts for p in part] == pairs and max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+@pytest.mark.parametrize("env, flags, message", [
+    ({"JOB_COMPLETION_INDEX": "2"}, (-1, 0), "pass --num_shards"),
+    ({}, (4, 4), "--shard_index must be 0 .. 3"),
+    ({"RANK": "x", "WORLD_SIZE": "2"}, (-1, 0), "RANK='x' is not a whole number"),
+])
+def test_worker_slot_errors_name_the_fix(env, flags, message):
+    with pytest.raises(Diff2LipError, match=message):
+        preprocess.worker_slot(*flags, env=env)
