@@ -5,15 +5,27 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install weights demo demo-train demo-train-eps demo-student demo-ablation app docs docs-build browser test test-fast bench bench-sampling-quality clean-venv
+.PHONY: install constraints weights demo demo-train demo-train-eps demo-student demo-ablation app docs docs-build browser test test-fast bench bench-sampling-quality clean-venv
 
-$(INSTALLED): requirements.txt
+# requirements.txt says what and from which version; constraints.txt pins the exact versions the
+# suite last passed with, so a fresh machine next month gets the same ones.
+$(INSTALLED): requirements.txt constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
 	@touch $(INSTALLED)
 
 install: $(INSTALLED)
+
+# Move to the newest versions requirements.txt allows: upgrade, run the whole suite on them, and
+# only when it passes pin what is installed into constraints.txt (commit it with the change).
+constraints: $(INSTALLED) browser
+	$(PY) -m pip install --quiet --upgrade -r requirements.txt
+	$(PY) -m pytest
+	{ echo "# The exact versions the test suite last passed with (make constraints writes this file; make install applies it)."; \
+	  $(PY) -m pip freeze --exclude-editable | LC_ALL=C sort -f; } > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
+	@touch $(INSTALLED)
 
 # Every pretrained weight file (released checkpoint, experts, detectors, metric networks) into the
 # place the code loads it from; `$(PY) -m scripts.fetch_weights --list` shows what and where.

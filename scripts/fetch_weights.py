@@ -11,9 +11,15 @@ URL) is one `error:` line naming the file, the URLs tried and the path to put it
 other files are still fetched, and the command ends with a summary and exit status 1. Ctrl-C /
 SIGTERM stop it (exit 130 / 143) and keep the `.part` file for the next run.
 
-The released Diff2Lip checkpoint is shared only as a Google Drive folder, which cannot be
-downloaded without a browser: its `by hand:` line says where to get it and where to put it, a
-step for the user rather than a failure (exit status 0 when every other file is in place).
+The released Diff2Lip checkpoint is shared only as a Google Drive folder: `gdown` (the library
+research repositories use for Drive) lists the folder, downloads `checkpoint.pt` from it into
+`<file>.gdown` (resuming its own partial file) and the same size and checksum rule applies
+before the rename. Offline, it is the same one `error:` line as for any URL. A file with no
+download at all (an entry of a --catalogue without URLs) gets a `by hand:` line instead, a step
+for the user rather than a failure.
+
+The HTTP downloads stay our own rather than pooch's: pooch starts a cut download over, and
+these files are up to 550 MB.
 """
 
 import argparse
@@ -36,7 +42,7 @@ from common.progress import Progress
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHUNK = 1 << 20
 USER_AGENT = "diff2lip-fetch-weights/1"
-# The authors' README links this folder for `checkpoint.pt`; Drive serves folders only to browsers.
+# The authors' README links this folder for `checkpoint.pt`; gdown lists it and downloads the file.
 DIFF2LIP_DRIVE_FOLDER = "https://drive.google.com/drive/folders/1UMiHAhVf5M_CKzjVQFC5jkz-IXAAnFo5?usp=drive_link"
 
 
@@ -46,11 +52,14 @@ class Weight:
 
     :param path: where the code loads it from: absolute, or relative to the repository root.
     :param urls: the primary download first, then mirrors of the same bytes; empty when the file
-        has no direct download (then `manual` says where to get it).
+        has no direct download (then `drive` or `manual` says where it is).
     :param purpose: which command and flag use it.
     :param sha256: its SHA-256 in hex: all 64 digits, or only a prefix where only that is
         published (torch hub file names carry one); None when unknown.
     :param size: its size in bytes, None when unknown.
+    :param drive: a Google Drive folder (holding a file of this `filename`) or file URL, fetched
+        with gdown when `urls` gave nothing.
+    :param manual: where to get it by hand, for a file with no download.
     """
 
     name: str
@@ -60,6 +69,7 @@ class Weight:
     sha256: Optional[str] = None
     size: Optional[int] = None
     manual: Optional[str] = None
+    drive: Optional[str] = None
 
     @property
     def dest(self) -> Path:
@@ -110,7 +120,7 @@ def builtin_catalogue() -> List[Weight]:
         Weight(
             "diff2lip", "checkpoints/checkpoint.pt", (),
             "inference: generate.py --model_path (default); train.py --init_from",
-            manual=DIFF2LIP_DRIVE_FOLDER,
+            drive=DIFF2LIP_DRIVE_FOLDER,
         ),
         Weight(
             "lipsync_expert", "checkpoints/lipsync_expert.pth",
@@ -315,34 +325,95 @@ def download(url: str, part: Path, size: Optional[int], timeout: float, label: s
             raise FetchError(f"connection closed after {start + received:,} of {start + expected:,} bytes")
 
 
+def _requests_reason(exc: BaseException) -> str:
+    """A few words for why gdown's requests call failed, as `_reason` says them for urllib:
+    requests words a refused or unresolved connection as a page of its pool's internals."""
+    import requests
+
+    text = str(exc)
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "timed out"
+    if "Failed to resolve" in text or "Name or service not known" in text:
+        return "host not found"
+    if "Connection refused" in text:
+        return "connection refused"
+    if isinstance(exc, requests.exceptions.HTTPError) and exc.response is not None:
+        return f"HTTP {exc.response.status_code} {exc.response.reason}"
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def drive_download(url: str, filename: str, out: Path, timeout: float) -> None:
+    """Fetch `filename` from the Google Drive folder `url` (or the Drive file `url`) into `out`
+    with gdown, which resumes its own partial file beside `out`; raises `FetchError`."""
+    import gdown
+    import requests
+
+    try:
+        if "/folders/" in url:
+            listed = gdown.download_folder(url=url, skip_download=True, quiet=True, timeout=timeout)
+            ids = [f.id for f in listed if os.path.basename(f.path) == filename]
+            if not ids:
+                names = ", ".join(sorted(os.path.basename(f.path) for f in listed)) or "nothing"
+                raise FetchError(f"the Drive folder holds no {filename} (it holds {names})")
+            gdown.download(id=ids[0], output=str(out), quiet=False, resume=True, timeout=timeout)
+        else:
+            gdown.download(url=url, output=str(out), quiet=False, resume=True, timeout=timeout)
+    except requests.exceptions.RequestException as exc:
+        raise FetchError(_requests_reason(exc)) from None
+    except gdown.exceptions.DownloadError as exc:
+        raise FetchError(f"Drive refused it: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if not out.is_file():
+        raise FetchError("gdown returned without the file")
+
+
+def drive_part(dest: Path) -> Path:
+    """Where gdown puts a Drive download before it is checked (its own partial files,
+    `<file>.gdownXXXXXXXX.part`, lie beside it while it runs)."""
+    return dest.with_name(dest.name + ".gdown")
+
+
+def partial_downloads(dest: Path) -> List[Path]:
+    """What interrupted downloads of `dest` left: ours, gdown's finished one, gdown's partials."""
+    partials = sorted(dest.parent.glob(f"{dest.name}.gdown????????.part")) if dest.parent.is_dir() else []
+    return [p for p in (part_path(dest), drive_part(dest)) if p.exists()] + partials
+
+
 def fetch(weight: Weight, force: bool, timeout: float) -> Tuple[bool, str]:
     """Put `weight` at its path: (True, what happened) or (False, the one-line reason)."""
-    dest, part = weight.dest, part_path(weight.dest)
+    dest = weight.dest
     ok, detail = verify(weight, dest)
     if not force and (ok or (ok is None and dest.is_file())):
         return True, f"{weight.name}: in place at {dest} ({detail})"
-    if not weight.urls:
+    if not weight.urls and not weight.drive:
         source = f"; get it from {weight.manual}" if weight.manual else ""
         return False, f"{weight.filename}: no direct download{source}; put it by hand at {dest}"
-    if force and part.exists():
-        part.unlink()
+    if force:
+        for old in partial_downloads(dest):
+            old.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
+    # (where it came from, where the download lands, how): the URLs in order, then the Drive copy.
+    sources = [(url, part_path(dest), lambda url=url: download(url, part_path(dest), weight.size, timeout, weight.name))
+               for url in weight.urls]
+    if weight.drive:
+        sources.append((weight.drive, drive_part(dest),
+                        lambda: drive_download(weight.drive, weight.filename, drive_part(dest), timeout)))
     problems = []
-    for url in weight.urls:
+    for url, staged, get in sources:
         try:
-            download(url, part, weight.size, timeout, weight.name)
+            get()
         except FetchError as exc:
             problems.append(f"{url} ({exc})")
             continue
-        good, detail = verify(weight, part)
+        good, detail = verify(weight, staged)
         if good is False:
-            part.unlink()
+            staged.unlink()
             problems.append(f"{url} (the download has the {detail}; it was removed)")
             continue
         replaced = " (replacing a wrong file)" if ok is False else ""
-        os.replace(part, dest)
+        os.replace(staged, dest)
         return True, f"{weight.name}: fetched to {dest}{replaced} ({detail})"
-    kept = f"; the partial download {part} is kept for the next run" if part.exists() else ""
+    left = partial_downloads(dest)
+    kept = f"; the partial download {left[0]} is kept for the next run" if left else ""
     return False, f"{weight.filename}: could not download it from {' or '.join(problems)}{kept}; put the file by hand at {dest}"
 
 
@@ -363,7 +434,9 @@ def list_table(catalogue: Sequence[Weight]) -> str:
         if ok is not True and part.is_file():
             status += f" (.part: {mib(part.stat().st_size)})"
         rows.append((w.name, status, mib(w.size), w.check, w.purpose, str(w.dest)))
-        if not w.urls and w.manual:
+        if not w.urls and w.drive:
+            notes.append(f"{w.name}: fetched from the Google Drive {w.drive} with gdown")
+        elif not w.urls and w.manual:
             notes.append(f"{w.name}: no direct download; get {w.filename} from {w.manual}")
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(r, widths)) + "  " + r[-1] for r in rows]
@@ -382,8 +455,8 @@ def fetch_all(weights: Sequence[Weight], force: bool, timeout: float) -> int:
         try:
             ok, line = fetch(weight, force, timeout)
         except Interrupted as exc:
-            part = part_path(weight.dest)
-            kept = f"; the partial download {part} is kept, run again to resume" if part.exists() else ""
+            left = partial_downloads(weight.dest)
+            kept = f"; the partial download {left[0]} is kept, run again to resume" if left else ""
             print(f"stopped by {exc.name} while fetching {weight.name}: {len(done)} of {len(weights)} files in place{kept}",
                   file=sys.stderr)
             raise
@@ -392,7 +465,7 @@ def fetch_all(weights: Sequence[Weight], force: bool, timeout: float) -> int:
         if ok:
             done.append(weight.name)
             print(line, flush=True)
-        elif not weight.urls:  # nothing to download: a step for the user, not a failure of this run
+        elif not weight.urls and not weight.drive:  # nothing to download: a step for the user, not a failure
             by_hand.append(weight.name)
             print(f"by hand: {line}", file=sys.stderr, flush=True)
         else:

@@ -310,7 +310,7 @@ def test_builtin_catalogue_points_where_the_code_loads_from():
 
     weights = {w.name: w for w in fetch_weights.builtin_catalogue()}
     assert weights["diff2lip"].dest == REPO_ROOT / tfg_sampling_defaults()["model_path"]
-    assert weights["diff2lip"].manual and not weights["diff2lip"].urls
+    assert weights["diff2lip"].drive and not weights["diff2lip"].urls
     assert weights["syncnet_v2"].dest == REPO_ROOT / evaluate.create_parser().parse_args([]).syncnet_model
     hub = os.path.join(torch.hub.get_dir(), "checkpoints")
     for name in ("s3fd", "fan2d", "inception", "vgg16"):
@@ -332,3 +332,80 @@ def test_a_file_with_no_direct_download_is_a_step_by_hand_not_a_failure(server, 
     assert (f"by hand: checkpoint.pt: no direct download; get it from https://drive.example/folder; put it by hand at "
             f"{tmp_path / 'checkpoint.pt'}") in err
     assert "error:" not in err and (tmp_path / "net.pth").read_bytes() == data
+
+
+# Google Drive cannot be reached from the test machine: these tests replace gdown's two network
+# calls (the folder listing and the file download) with ones that answer as Drive would, and test
+# our wiring around them: which file of the folder is taken, resume asked for, the size and
+# SHA-256 check before the rename, the one-line errors. Offline, the real gdown runs.
+
+def fake_drive(monkeypatch, files):
+    """gdown.download_folder lists `files` (path in the folder -> bytes); gdown.download writes
+    the bytes of the id it is given to `output`, as gdown does once its partial file is whole."""
+    import gdown
+    from gdown.download import GoogleDriveFileToDownload
+
+    ids = {f"id{i}": (path, data) for i, (path, data) in enumerate(files.items())}
+    calls = []
+
+    def download_folder(url=None, skip_download=False, **kwargs):
+        calls.append(("folder", url, skip_download))
+        return [GoogleDriveFileToDownload(id=i, path=p, local_path=f"/nowhere/{p}") for i, (p, _) in ids.items()]
+
+    def download(url=None, output=None, id=None, resume=False, **kwargs):
+        calls.append(("file", id, resume))
+        with open(output, "wb") as f:
+            f.write(ids[id][1])
+        return output
+
+    monkeypatch.setattr(gdown, "download_folder", download_folder)
+    monkeypatch.setattr(gdown, "download", download)
+    return calls
+
+
+def test_a_drive_folder_file_is_fetched_through_gdown_and_checked_before_the_rename(tmp_path, capsys, monkeypatch):
+    data = blob(3000, 11)
+    calls = fake_drive(monkeypatch, {"Diff2Lip/readme.txt": b"hi", "Diff2Lip/checkpoint.pt": data})
+    e = {**entry("released", tmp_path / "ckpt" / "checkpoint.pt", [], data), "drive": "https://drive.google.com/drive/folders/F"}
+    assert fetch_weights.main(["--catalogue", catalogue(tmp_path, e)]) == 0
+    assert (tmp_path / "ckpt" / "checkpoint.pt").read_bytes() == data
+    assert calls == [("folder", "https://drive.google.com/drive/folders/F", True), ("file", "id1", True)]
+    assert "released: fetched to" in capsys.readouterr().out
+    assert os.listdir(tmp_path / "ckpt") == ["checkpoint.pt"]
+
+
+@pytest.mark.parametrize("case", ["wrong checksum", "not in the folder"])
+def test_a_bad_drive_download_is_one_line_and_leaves_nothing_under_the_name(case, tmp_path, capsys, monkeypatch):
+    data = blob(3000, 12)
+    served = {"D/checkpoint.pt": blob(3000, 13)} if case == "wrong checksum" else {"D/other.pt": data}
+    fake_drive(monkeypatch, served)
+    e = {**entry("released", tmp_path / "checkpoint.pt", [], data), "drive": "https://drive.google.com/drive/folders/F"}
+    assert fetch_weights.main(["--catalogue", catalogue(tmp_path, e)]) == 1
+    lines = error_lines(capsys.readouterr().err)
+    needle = "the download has the wrong checksum" if case == "wrong checksum" else "the Drive folder holds no checkpoint.pt (it holds other.pt)"
+    assert len(lines) == 1 and needle in lines[0] and f"put the file by hand at {tmp_path / 'checkpoint.pt'}" in lines[0]
+    assert sorted(os.listdir(tmp_path)) == ["catalogue.json"]
+
+
+def test_offline_the_real_gdown_gives_the_same_one_line_error(tmp_path):
+    """Real gdown, with every HTTPS request sent to a closed port on 127.0.0.1 (a proxy that
+    refuses), as on a machine without a network."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    e = {**entry("released", tmp_path / "checkpoint.pt", [], blob(10, 1)), "drive": "https://drive.google.com/drive/folders/F"}
+    path = catalogue(tmp_path, e)
+    env = {**child_env(), "HTTPS_PROXY": f"http://127.0.0.1:{port}", "https_proxy": f"http://127.0.0.1:{port}"}
+    proc = subprocess.run([sys.executable, "-m", "scripts.fetch_weights", "--catalogue", path], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert error_lines(proc.stderr) == [
+        f"error: checkpoint.pt: could not download it from https://drive.google.com/drive/folders/F (connection refused); "
+        f"put the file by hand at {tmp_path / 'checkpoint.pt'}"
+    ]
+
+
+def test_the_released_checkpoint_comes_from_the_authors_drive_folder():
+    released = {w.name: w for w in fetch_weights.builtin_catalogue()}["diff2lip"]
+    assert released.drive == fetch_weights.DIFF2LIP_DRIVE_FOLDER and "/folders/1UMiHAhVf5M_CKzjVQFC5jkz-IXAAnFo5" in released.drive
+    assert released.filename == "checkpoint.pt" and released.urls == ()
