@@ -2,6 +2,7 @@
 (the losses themselves: tests/training/test_losses.py)."""
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -130,7 +131,7 @@ def test_resume_is_exact_bit_for_bit(data_root, tmp_path):
 def test_keep_only_the_last_checkpoints_and_init_from(data_root, tmp_path):
     init = tmp_path / "released.pt"
     save_tiny_checkpoint(init, seed=5)
-    model, _ = run_train(train_args(data_root, tmp_path / "k", "--max_steps", "3", "--save_every", "1", "--keep", "2",
+    model, _ = run_train(train_args(data_root, tmp_path / "k", "--max_steps", "2", "--save_every", "1", "--keep", "2",
                                     "--init_from", str(init), "--lr", "0"))
     assert [os.path.basename(p) for p in list_checkpoints(tmp_path / "k")] == ["checkpoint_0000002.pt", "checkpoint_0000003.pt"]
     released = torch.load(init, weights_only=True)
@@ -173,7 +174,7 @@ def test_two_process_ddp_keeps_parameters_identical(data_root, tmp_path):
         "for k, v in model.state_dict().items(): h.update(v.numpy().tobytes())\n"
         "open(sys.argv[1] + f'/rank{dist_util.rank()}.txt', 'w').write(h.hexdigest())\n"
     )
-    argv = train_args(data_root, tmp_path / "out", "--max_steps", "3", "--lambda_gan", "0.05", "--disc_channels", "8", "--save_every", "3")
+    argv = train_args(data_root, tmp_path / "out", "--max_steps", "2", "--lambda_gan", "0.05", "--disc_channels", "8", "--save_every", "3")
     code, output = run([*torchrun(2), str(worker), str(tmp_path), *argv], timeout=300)
     assert code == 0, output
     assert (tmp_path / "rank0.txt").read_text() == (tmp_path / "rank1.txt").read_text()
@@ -245,3 +246,29 @@ def test_fine_tuning_a_network_file_takes_its_flags(data_root, tmp_path, capsys)
     assert "flags from" in capsys.readouterr().out
     assert train.main([*argv, "--num_channels", "64"]) == 1
     assert "--num_channels 64 contradicts" in capsys.readouterr().err
+
+
+def loss_rows(output_dir) -> list:
+    """progress.csv's loss columns (not its timings), row by row."""
+    lines = (output_dir / "progress.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    keep = [i for i, h in enumerate(header) if h in {"simple", "l2", "mse", "vb", "total", "grad_norm", "lr", "step"}]
+    return [[row.split(",")[i] for i in keep] for row in lines[1:]]
+
+
+def test_shards_local_and_over_http_give_the_losses_of_folders(data_root, tmp_path):
+    from dataset import shards
+    from helpers import serve_folder
+
+    shard_root = tmp_path / "shards"
+    assert shards.main(["convert", "--input", str(data_root), "--output", str(shard_root), "--shard_size_mb", "0.1"]) == 0
+    run_train(train_args(data_root, tmp_path / "folders", "--max_steps", "2"))
+    run_train(train_args(shard_root, tmp_path / "local", "--max_steps", "2"))
+    with serve_folder(shard_root) as url:
+        run_train(train_args(url, tmp_path / "http", "--max_steps", "2", "--shard_cache", str(tmp_path / "cache")))
+    folders = loss_rows(tmp_path / "folders")
+    assert len(folders) == 2 and float(folders[0][0]) > 0
+    assert loss_rows(tmp_path / "local") == folders and loss_rows(tmp_path / "http") == folders
+    # only the shards the batches needed were fetched, each named by its manifest SHA-256
+    fetched = set(os.listdir(tmp_path / "cache"))
+    assert fetched and fetched <= {f"{s['sha256']}.tar" for s in json.loads((shard_root / "manifest.json").read_text())["shards"]}
