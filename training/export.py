@@ -22,6 +22,10 @@ from guided_diffusion.checkpoint_format import (
 )
 
 
+# What `export` writes: a torch file or a safetensors file (no ONNX export exists here).
+NETWORK_EXTENSIONS = (".pt", ".safetensors")
+
+
 def _cast(state: Dict[str, torch.Tensor], half: bool) -> Dict[str, torch.Tensor]:
     return {k: v.half() if half and v.is_floating_point() else v for k, v in state.items()}
 
@@ -45,6 +49,14 @@ def export(
     if not os.path.isfile(checkpoint):
         raise Diff2LipError(f"--checkpoint '{checkpoint}' not found")
     check_outputs([out], [checkpoint])
+    extension = os.path.splitext(out)[1].lower()
+    if extension not in NETWORK_EXTENSIONS:
+        # torch.save writes whatever the name says: an .onnx (or .pth.tar) file would be a torch
+        # pickle that no ONNX runtime, and nothing here but torch.load, can read.
+        raise Diff2LipError(
+            f"--out '{out}': network files are written as .pt (torch) or .safetensors, not "
+            f"{extension or 'a name without an extension'}; name it e.g. '{os.path.splitext(out)[0]}.pt'"
+        )
     # One-line errors and weights_only; read here alone (scripts.train_distill exports on rank 0 only).
     ckpt = dist_util.load_state_dict(checkpoint, map_location="cpu", shared=False)
     if not isinstance(ckpt, dict):

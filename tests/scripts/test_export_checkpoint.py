@@ -135,13 +135,15 @@ def test_errors_are_one_line(tmp_path, capsys):
         (["--checkpoint", str(tmp_path / "no_ema.pt"), "--out", str(tmp_path)], "is a folder"),
         (["--checkpoint", str(tmp_path / "no_ema.pt"), "--out", str(tmp_path / "no_ema.pt")], "would destroy the input"),
         (["--checkpoint", str(tmp_path / "syncnet.pt"), "--out", "x.pt", "--note", "hi"], "takes no Diff2Lip flags or --note"),
+        (["--checkpoint", str(tmp_path / "no_ema.pt"), "--out", "x.onnx", "--weights", "model"],
+         "--out 'x.onnx': network files are written as .pt (torch) or .safetensors, not .onnx; name it e.g. 'x.pt'"),
     ]
     for argv, message in cases:
         assert export_checkpoint.main(argv) == 1
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and "\n" not in err, err
         assert "weights_only=False" not in err
-    assert not os.path.exists("x.pt")
+    assert not os.path.exists("x.pt") and not os.path.exists("x.onnx")
 
 
 @pytest.mark.parametrize("source_suffix, out_suffix", [(".pt", ".safetensors"), (".safetensors", ".pt")])
