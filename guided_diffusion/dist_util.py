@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from common.errors import CheckpointError
+from common.errors import CheckpointError, Diff2LipError
 
 # Environment variables that only an MPI launcher sets (MPICH/Hydra, Intel MPI, Open MPI).
 _MPI_ENV_VARS = (
@@ -84,9 +84,27 @@ def _init_from_torchrun(backend: str) -> None:
     attempt in its keys: after a restart, a rank would read the addresses of the dead group's ranks
     and fail to connect. A prefix per attempt keeps each group to its own keys.
     """
+    if _agents_disagree_on_attempts():
+        raise Diff2LipError(
+            "torchrun --max-restarts on several machines needs TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in torchrun's "
+            "environment on every machine (its shared store keeps a dead group's addresses, and after a restart the "
+            "machines count attempts differently); export it before torchrun, as scripts/launch.sh does"
+        )
     store, rank_, world = next(dist.rendezvous("env://"))
     store = dist.PrefixStore(f"attempt_{restart_count()}", store)
     dist.init_process_group(backend=backend, store=store, rank=rank_, world_size=world)
+
+
+def _agents_disagree_on_attempts() -> bool:
+    """True when several torchrun agents (machines) share one store for every attempt and restarts
+    are allowed: an agent restarted because another machine's worker died does not count it as a
+    restart of its own, so a prefix by attempt could differ between machines."""
+    env = os.environ
+    return (
+        env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        and int(env.get("GROUP_WORLD_SIZE", "1") or 1) > 1
+        and int(env.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0
+    )
 
 
 def _init_from_mpi(backend: str) -> None:

@@ -3,7 +3,9 @@
 # Set the variables below (or export them), then: scripts/train.sh [extra train.py flags]
 #   Extra flags come last and win, e.g. --resume True, --init_from checkpoints/checkpoint.pt,
 #   --lambda_sync 0 (an ablation row). NUM_GPUS > 1 runs one process per GPU (torchrun, or
-#   LAUNCHER=mpiexec). Several machines: see the README (torchrun --nnodes / an mpiexec host file).
+#   LAUNCHER=mpiexec); under torchrun a worker that dies brings the group back up to MAX_RESTARTS
+#   times, continuing from the newest checkpoint. Several machines: NNODES=2 RDZV_ENDPOINT=node1:29500
+#   on each (docs/cluster.md; scripts/slurm/train.sbatch does it under Slurm).
 set -euo pipefail
 source "$(dirname "$0")/launch.sh"
 
@@ -11,6 +13,7 @@ data_root=${data_root:-data/voxceleb2_preprocessed}          # train.txt and cli
 output_dir=${output_dir:-outputs/diff2lip}                   # checkpoints, log.txt, progress.csv, tb/
 sync_expert=${sync_expert:-outputs/syncnet128/syncnet_best.pt}  # or Wav2Lip's checkpoints/lipsync_expert.pth
 NUM_GPUS=${NUM_GPUS:-1}
+MAX_RESTARTS=${MAX_RESTARTS:-3}                              # torchrun: bring a failed worker group back this often
 
 # The released network (128 px, 5-frame sequences, learned variance, 1000 linear steps).
 flags=(

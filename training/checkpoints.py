@@ -83,9 +83,10 @@ def _sync_folder(folder: str) -> None:
 
 
 def elastic_restart() -> bool:
-    """True in a worker that torchrun's elastic agent restarted (`--max-restarts`) after a worker of
-    the group failed: it continues from the newest checkpoint without being asked to."""
-    return dist_util.restart_count() > 0
+    """True in a worker group that torchrun's elastic agent restarted (`--max-restarts`) after a
+    worker failed: it continues from the newest checkpoint without being asked to. Asked of every
+    rank (collective): on several machines only the one whose worker failed may count a restart."""
+    return max(dist_util.all_gather_object(dist_util.restart_count())) > 0
 
 
 def resume_checkpoint(
