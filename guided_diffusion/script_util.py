@@ -8,6 +8,7 @@ network.
 """
 
 import argparse
+import math
 from typing import Optional, Tuple
 
 from common.errors import Diff2LipError
@@ -67,6 +68,32 @@ def _image_size_rule(args: argparse.Namespace) -> Optional[str]:
     return None
 
 
+def _width_rule(args: argparse.Namespace) -> Optional[str]:
+    """Every level's channels split into the group norm's 32 groups, and each attention level's
+    (and the middle block's) into whole heads: the network cannot be built otherwise."""
+    mults = parse_channel_mult(args.channel_mult, args.image_size)
+    widths = [int(m * args.num_channels) for m in mults]
+    if any(w % 32 for w in widths):
+        return (f"--num_channels {args.num_channels} with --channel_mult {args.channel_mult or 'default'} gives levels "
+                f"of {widths} channels, and each must be a multiple of 32 (the group norm's groups); "
+                "pick --num_channels 32, 64, 128, ...")
+    rates = parse_attention_resolutions(args.attention_resolutions, args.image_size)
+    attended = sorted({w for level, w in enumerate(widths) if 2**level in rates} | {widths[-1]})
+    if args.num_head_channels != -1:
+        bad = [w for w in attended if w % args.num_head_channels]
+        if bad:
+            return (f"--num_head_channels {args.num_head_channels} does not divide the {bad[0]} channels of an attention "
+                    f"level (they have {attended}); pick a divisor of {math.gcd(*attended)}")
+        return None
+    for flag in ("num_heads", "num_heads_upsample"):
+        heads = getattr(args, flag)
+        bad = [w for w in attended if heads != -1 and w % heads]
+        if bad:
+            return (f"--{flag} {heads} does not divide the {bad[0]} channels of an attention level (they have "
+                    f"{attended}); pick a divisor of {math.gcd(*attended)}")
+    return None
+
+
 def _unimplemented_variant(use_audio: bool, audio_as_style: bool, audio_as_style_encoder_mlp: bool) -> Optional[str]:
     """Released network variants that parse but are not implemented (also refused by create_tfg_model)."""
     if use_audio and not audio_as_style:
@@ -113,6 +140,8 @@ MODEL_OPTIONS = Options(
            'released variant with an MLP after the audio encoder: parsed, not implemented (must be False)'),
     rules=[
         FlagRule(("image_size", "channel_mult"), _image_size_rule),
+        FlagRule(("image_size", "num_channels", "channel_mult", "attention_resolutions", "num_head_channels",
+                  "num_heads", "num_heads_upsample"), _width_rule),
         FlagRule(
             ("use_audio", "audio_as_style", "audio_as_style_encoder_mlp"),
             lambda a: _unimplemented_variant(a.use_audio, a.audio_as_style, a.audio_as_style_encoder_mlp),

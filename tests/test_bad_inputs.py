@@ -201,6 +201,10 @@ GENERATE_FLAG_CASES = [
     (["--channel_mult", "0,2"], "--channel_mult '0,2'"),
     (["--attention_resolutions", "16,abc"], "--attention_resolutions '16,abc'"),
     (["--attention_resolutions", "-16"], "--attention_resolutions '-16'"),
+    (["--num_channels", "48"], "--num_channels 48 with --channel_mult 1,2 gives levels of [48, 96] channels, and each "
+                               "must be a multiple of 32"),
+    (["--num_head_channels", "24"], "--num_head_channels 24 does not divide the 64 channels of an attention level"),
+    (["--num_head_channels", "-1", "--num_heads", "5"], "--num_heads 5 does not divide the 64 channels"),
     (["--num_channels", "0"], "--num_channels 0"),
     (["--num_res_blocks", "-1"], "--num_res_blocks -1"),
     (["--num_heads", "0"], "--num_heads 0"),

@@ -111,7 +111,7 @@ def test_a_new_generator_reuses_the_network_and_detector_while_their_flags_stay(
     assert network_key(other_sampler) == first.network_key and detector_key(other_sampler) == detector_key(first.args)
     second = Generator(other_sampler, reuse=first)
     assert second.syncer.model is first.syncer.model and second.syncer.passes_per_chunk() == 3
-    other_network = create_parser().parse_args(argv + ["--num_channels", "16"])
+    other_network = create_parser().parse_args(argv + ["--num_channels", "64"])
     assert network_key(other_network) != first.network_key
 
 
