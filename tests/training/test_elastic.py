@@ -127,6 +127,30 @@ def test_a_worker_the_elastic_agent_restarted_resumes_without_being_asked(folder
     assert state["step"] == 6
 
 
+@pytest.mark.parametrize("machines, restarts, refused", [("2", "3", True), ("1", "3", False), ("2", "0", False)])
+def test_several_restartable_machines_on_the_agents_shared_store_are_refused(monkeypatch, machines, restarts, refused):
+    """Their agents count restarts differently, so a store prefix per attempt could differ between
+    machines and the group would wait forever; one line says which variable gives each attempt a
+    fresh store."""
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+    monkeypatch.setenv("GROUP_WORLD_SIZE", machines)
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", restarts)
+    assert dist_util._agents_disagree_on_attempts() is refused
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "False")  # TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1's doing
+    assert dist_util._agents_disagree_on_attempts() is False
+
+
+def test_the_refusal_comes_before_any_rendezvous(monkeypatch):
+    for name, value in {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1",
+                        "TORCHELASTIC_USE_AGENT_STORE": "True", "GROUP_WORLD_SIZE": "2",
+                        "TORCHELASTIC_MAX_RESTARTS": "1"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(Diff2LipError, match="needs TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in torchrun's environment"):
+        dist_util.setup_dist()
+    assert not torch.distributed.is_initialized()
+    dist_util.cleanup()
+
+
 @pytest.mark.slow
 def test_a_writer_killed_while_saving_leaves_the_previous_checkpoint_to_resume(data_root, tmp_path):
     """One process, SIGKILLed with half of checkpoint 4 written: no checkpoint 4 appears, and
