@@ -5,7 +5,7 @@
 #   --lambda_sync 0 (an ablation row). NUM_GPUS > 1 runs one process per GPU (torchrun, or
 #   LAUNCHER=mpiexec); under torchrun a worker that dies brings the group back up to MAX_RESTARTS
 #   times, continuing from the newest checkpoint. Several machines: NNODES=2 RDZV_ENDPOINT=node1:29500
-#   on each (docs/cluster.md; scripts/slurm/train.sbatch does it under Slurm).
+#   on each (docs/training.md; scripts/slurm/train.sbatch does it under Slurm).
 set -euo pipefail
 source "$(dirname "$0")/launch.sh"
 
