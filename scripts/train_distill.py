@@ -30,7 +30,7 @@ from guided_diffusion import dist_util, logger
 from guided_diffusion.checkpoint_format import take_network_flags
 from guided_diffusion.script_util import DATA_OPTIONS, MODEL_AND_DIFFUSION_OPTIONS, tfg_model_and_diffusion_defaults
 from training import diff2lip
-from training.checkpoints import checkpoint_path, latest_checkpoint
+from training.checkpoints import checkpoint_path, elastic_restart, latest_checkpoint
 from training.distillation import ProgressiveDistillation, respacing, round_schedule, student_flags
 from training.export import export
 from training.loop import run_training
@@ -104,7 +104,7 @@ def _check_teacher(round_dir: str, teacher: str) -> None:
     if trained_from != teacher:
         raise Diff2LipError(
             f"cannot resume {round_dir}: its checkpoints were distilled from '{trained_from}', this round's teacher is "
-            f"'{teacher}'; remove the folder (and the later rounds') or run without --resume"
+            f"'{teacher}'; remove the folder (and the later rounds') to distil them again"
         )
 
 
@@ -118,7 +118,7 @@ def distill(args) -> Optional[str]:
     teacher, exported = args.teacher, None
     for number, (teacher_steps, student_steps) in enumerate(rounds, 1):
         round_dir = os.path.join(args.output_dir, f"round{number}_ddim{student_steps}")
-        if args.resume:
+        if args.resume or elastic_restart():  # a restarted worker group resumes by itself
             _check_teacher(round_dir, teacher)
         objective = ProgressiveDistillation(flags, teacher_steps, student_steps)
         _, step = diff2lip.train(round_args(args, round_dir, teacher, student_steps), objective)
