@@ -116,18 +116,27 @@ def resume_checkpoint(
             state = dist_util.load_state_dict(path, map_location="cpu")
         except CheckpointError as exc:
             reasons.append(str(exc))
-            logger.warn(f"passing over {path}: {exc}")
             continue
         missing = [key for key in required if not isinstance(state, dict) or key not in state]
         if missing:
-            reasons.append(f"'{path}' lacks {', '.join(missing)}")
-            logger.warn(f"passing over {path}: it lacks {', '.join(missing)}; not a {prefix} checkpoint of this command")
+            reasons.append(f"'{path}' lacks {', '.join(missing)}; not a {prefix} checkpoint of this command")
             continue
+        _set_aside(paths[len(paths) - len(reasons):], reasons)
         return path, state
     raise CheckpointError(
         f"none of the {len(paths)} checkpoints in '{output_dir}' loads (newest: {reasons[0]}); "
         "move them out of --output_dir to start afresh"
     )
+
+
+def _set_aside(paths: List[str], reasons: List[str]) -> None:
+    """Rename the newer checkpoints that did not load to `NAME.unreadable` (rank 0), kept for a
+    look but no longer listed: pruning by name would otherwise keep them over the good ones."""
+    for path, reason in zip(reversed(paths), reasons):
+        logger.warn(f"passing over {path}, set aside as {os.path.basename(path)}.unreadable: {reason}")
+        if dist_util.is_main_process():
+            os.replace(path, path + ".unreadable")
+    dist_util.barrier()
 
 
 def rng_state(generator: torch.Generator) -> Dict[str, torch.Tensor]:

@@ -94,13 +94,20 @@ def test_a_truncated_newest_checkpoint_is_passed_over_for_the_one_before(folder,
     (folder / ".checkpoint_0000012.pt.0123abcd.tmp").write_bytes(b"half a checkpoint")
     path, state = resume_checkpoint(str(folder), resume=True)
     assert path == checkpoint_path(str(folder), 6) and state["step"] == 6
-    assert f"passing over {newest}: checkpoint '{newest}' is truncated" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"passing over {newest}, set aside as checkpoint_0000009.pt.unreadable: checkpoint '{newest}' is truncated" in out
+    # Set aside, so that pruning by name cannot keep it over the run's next checkpoints.
+    assert [os.path.basename(p) for p in list_checkpoints(str(folder))] == ["checkpoint_0000003.pt", "checkpoint_0000006.pt"]
+    assert os.path.getsize(newest + ".unreadable") > 0
+    save_checkpoint(str(folder), 7, {"step": 7}, keep=1)
+    assert resume_checkpoint(str(folder), resume=True)[1]["step"] == 7
 
 
-def test_a_checkpoint_without_the_required_keys_is_passed_over(folder):
+def test_a_checkpoint_without_the_required_keys_is_passed_over(folder, capsys):
     torch.save({"weights": torch.zeros(2)}, checkpoint_path(str(folder), 9))
     path, state = resume_checkpoint(str(folder), resume=True, required=("step", "w"))
     assert state["step"] == 6
+    assert "checkpoint_0000009.pt.unreadable: '" in capsys.readouterr().out
 
 
 def test_none_that_loads_is_one_error_naming_the_folder(tmp_path):
