@@ -200,12 +200,12 @@ GENERATE_FLAG_CASES = [
     (["--channel_mult", "1,x"], "--channel_mult '1,x'"),
     (["--channel_mult", "0,2"], "--channel_mult '0,2'"),
     (["--attention_resolutions", "16,abc"], "--attention_resolutions '16,abc'"),
+    (["--num_channels", "0"], "--num_channels 0"),
     (["--attention_resolutions", "-16"], "--attention_resolutions '-16'"),
     (["--num_channels", "48"], "--num_channels 48 with --channel_mult 1,2 gives levels of [48, 96] channels, and each "
                                "must be a multiple of 32"),
     (["--num_head_channels", "24"], "--num_head_channels 24 does not divide the 64 channels of an attention level"),
     (["--num_head_channels", "-1", "--num_heads", "5"], "--num_heads 5 does not divide the 64 channels"),
-    (["--num_channels", "0"], "--num_channels 0"),
     (["--num_res_blocks", "-1"], "--num_res_blocks -1"),
     (["--num_heads", "0"], "--num_heads 0"),
     (["--num_head_channels", "0"], "--num_head_channels 0: expected -1 (unused)"),
@@ -749,4 +749,60 @@ def test_evaluate_lines(kind, eval_run, eval_dirs):
         assert len(mentions) == 1 and mentions[0].startswith("failed: ")
         assert {"other size": "is 48x48 but the real clip", "climbs out": "leaves --real_root"}[kind] in mentions[0]
     assert "1 clips scored, 2 failed" in eval_run["out"]
+
+
+# ----------------------------------------------------------------------------------------------
+# train.py: flag values refused before any network; broken clips reported and replaced
+
+TRAIN_FLAG_CASES = [
+    (["--batch_size", "0"], "--batch_size 0: expected a value >= 1"),
+    (["--lr", "-1"], "--lr -1.0: expected a value >= 0"),
+    (["--save_every", "0"], "--save_every 0: expected a value >= 1"),
+    (["--log_every", "0"], "--log_every 0: expected a value >= 1"),
+    (["--num_workers", "-1"], "--num_workers -1: expected a value >= 0"),
+    (["--ema_rate", "1.5"], "--ema_rate 1.5"),
+    (["--num_channels", "16"], "--num_channels 16 with --channel_mult 1,2 gives levels of [16, 32] channels"),
+]
+
+
+@pytest.fixture(scope="module")
+def train_root(tmp_path_factory):
+    """A real preprocessed root of 4 clips: one without mel.npy, one whose crops are garbage."""
+    from helpers import make_preprocessed_root
+
+    root = tmp_path_factory.mktemp("train_root")
+    names = make_preprocessed_root(root, n_clips=4, n_frames=14, image_size=32, val_clips=0)
+    os.remove(root / "clips" / names[1] / "mel.npy")
+    for i in range(14):
+        (root / "clips" / names[2] / f"{i:05d}.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    return root, names
+
+
+def train_flags(root, out, *extra):
+    return [*TINY_CLI_FLAGS, "--data_root", str(root), "--output_dir", str(out), "--batch_size", "2", "--num_workers", "0",
+            "--lambda_sync", "0", "--lambda_lpips", "0", "--max_steps", "2", "--log_every", "1", *extra]
+
+
+@pytest.mark.parametrize("extra, needle", TRAIN_FLAG_CASES, ids=[" ".join(c[0]) for c in TRAIN_FLAG_CASES])
+def test_train_flag_values_are_refused_before_any_network(extra, needle, train_root, tmp_path, capsys, monkeypatch):
+    import train
+    from training import diff2lip
+
+    def built(*args, **kwargs):
+        raise AssertionError("a network was built before the bad flag was refused")
+
+    monkeypatch.setattr(diff2lip, "tfg_create_model_and_diffusion", built)
+    assert train.main(train_flags(train_root[0], tmp_path / "out", *extra)) == 1
+    one_error_line(capsys, needle)
+    assert os.listdir(tmp_path) == []
+
+
+def test_train_on_a_root_with_a_clip_without_mel_and_one_with_broken_crops_reports_and_goes_on(train_root, tmp_path):
+    root, names = train_root
+    proc = subprocess.run([sys.executable, "train.py", *train_flags(root, tmp_path / "out")], cwd=REPO_ROOT,
+                          env=child_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"skipping broken clip '{names[1]}'" in proc.stderr and "mel.npy is missing or unreadable" in proc.stderr
+    assert f"skipping broken sample of clip {names[2]}" in proc.stderr
+    assert os.path.exists(tmp_path / "out" / "checkpoint_0000002.pt")
     assert not hidden_files(eval_run["dir"])

@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from common.errors import Diff2LipError
-from common.flags import Option, Options, args_to_dict, at_least, check_same_flags, create_argparser, one_of
+from common.flags import Option, Options, args_to_dict, at_least, between, check_same_flags, create_argparser, one_of
 from dataset.shards import SHARD_CACHE, check_data_root, open_root
 from dataset.tfg_dataset import StepSampler, TFGDataset, collate
 from guided_diffusion import dist_util, logger
@@ -59,41 +59,41 @@ TRAIN_OPTIONS = Options(
            "a shard root (file://, http(s)://, gs://, s3://)"),
     SHARD_CACHE,
     Option("output_dir", "outputs/train", "checkpoints, progress.csv, log.txt and TensorBoard events go here"),
-    Option("batch_size", 4, "sequences of --nframes frames per process per micro-batch"),
-    Option("accum_steps", 1, "micro-batches accumulated per optimizer step"),
-    Option("lr", 1e-4, "AdamW learning rate of the network"),
-    Option("weight_decay", 0.0, "AdamW weight decay"),
-    Option("warmup_steps", 500, "linear learning-rate warm-up steps"),
-    Option("grad_clip", 1.0, "clip the gradient norm to this (0: off)"),
-    Option("ema_rate", 0.9999, "EMA decay of the weights kept for sampling"),
-    Option("max_steps", 0, "stop after this many optimizer steps (0: until stopped)"),
-    Option("lambda_simple", 1.0, "weight of L_simple (+ the variational term), Eq. 3"),
-    Option("lambda_l2", 1.0, "weight of the L2 loss on the predicted clean frames, Eq. 5 (0: off)"),
-    Option("lambda_sync", 0.03, "weight of the lip-sync expert loss, Eq. 6 (0: off)"),
-    Option("lambda_lpips", 0.1, "weight of LPIPS (VGG), Eq. 7 (0: off)"),
-    Option("lambda_gan", 0.01, "weight of the sequence PatchGAN loss, Eq. 8 (0: off)"),
+    Option("batch_size", 4, "sequences of --nframes frames per process per micro-batch", at_least(1)),
+    Option("accum_steps", 1, "micro-batches accumulated per optimizer step", at_least(1)),
+    Option("lr", 1e-4, "AdamW learning rate of the network", at_least(0)),
+    Option("weight_decay", 0.0, "AdamW weight decay", at_least(0)),
+    Option("warmup_steps", 500, "linear learning-rate warm-up steps", at_least(0)),
+    Option("grad_clip", 1.0, "clip the gradient norm to this (0: off)", at_least(0)),
+    Option("ema_rate", 0.9999, "EMA decay of the weights kept for sampling", between(0, 1)),
+    Option("max_steps", 0, "stop after this many optimizer steps (0: until stopped)", at_least(0)),
+    Option("lambda_simple", 1.0, "weight of L_simple (+ the variational term), Eq. 3", at_least(0)),
+    Option("lambda_l2", 1.0, "weight of the L2 loss on the predicted clean frames, Eq. 5 (0: off)", at_least(0)),
+    Option("lambda_sync", 0.03, "weight of the lip-sync expert loss, Eq. 6 (0: off)", at_least(0)),
+    Option("lambda_lpips", 0.1, "weight of LPIPS (VGG), Eq. 7 (0: off)", at_least(0)),
+    Option("lambda_gan", 0.01, "weight of the sequence PatchGAN loss, Eq. 8 (0: off)", at_least(0)),
     Option("lpips_backbone", "pretrained", "pretrained: LPIPS as published (torchvision's ImageNet VGG-16, downloaded "
            "once); random: the same VGG-16 with fixed random weights (seed 0) under lpips' trained linear heads, for "
            "machines that cannot download (a weaker perceptual loss; the synthetic demo uses it)"),
     Option("sync_expert", "outputs/syncnet128/syncnet_best.pt", "the frozen lip-sync expert: our scripts.train_syncnet "
            "checkpoint or Wav2Lip's lipsync_expert.pth"),
-    Option("disc_lr", 1e-4, "AdamW learning rate of the discriminator"),
-    Option("disc_channels", 64, "base channel count of the PatchGAN discriminator"),
+    Option("disc_lr", 1e-4, "AdamW learning rate of the discriminator", at_least(0)),
+    Option("disc_channels", 64, "base channel count of the PatchGAN discriminator", at_least(1)),
     Option("precision", "fp32", "fp32, bf16 (autocast) or fp16 (autocast with loss scaling, GPU only)", one_of(*PRECISIONS)),
-    Option("save_every", 5000, "write a checkpoint every N steps"),
+    Option("save_every", 5000, "write a checkpoint every N steps", at_least(1)),
     Option("preview_every", 0, "every N steps, sample the EMA network on a fixed val batch and write preview_STEP.png "
-           "(0: off)"),
+           "(0: off)", at_least(0)),
     Option("preview_respacing", "ddim25", "sampling steps of the previews (ddimN as at inference)"),
     Option("preview_sampler", "ddim", "sampler of the previews, as generate.py's --sampler (ddim: over "
            "--preview_respacing)", one_of(*SAMPLERS)),
     Option("preview_sampling_steps", 10, "network passes of a dpm++ preview sampler", at_least(1)),
-    Option("keep", 3, "keep the newest N checkpoints"),
-    Option("log_every", 100, "write the averaged loss terms every N steps"),
+    Option("keep", 3, "keep the newest N checkpoints (0: all)", at_least(0)),
+    Option("log_every", 100, "write the averaged loss terms every N steps", at_least(1)),
     Option("resume", False, "continue from the newest complete checkpoint in --output_dir (exactly: data order and RNG "
            "included); a worker group that torchrun --max-restarts brings back does so by itself"),
     Option("init_from", "", "start from these network weights (e.g. the released checkpoint.pt) for fine-tuning"),
-    Option("seed", 0, "seed of the initial weights, the data order and the diffusion noise"),
-    Option("num_workers", 2, "data-loading worker processes per training process"),
+    Option("seed", 0, "seed of the initial weights, the data order and the diffusion noise", at_least(0)),
+    Option("num_workers", 2, "data-loading worker processes per training process", at_least(0)),
     MAX_NONFINITE,
     Option("augment", False, "mild brightness/contrast/mirror augmentation (the paper uses none)"),
 )
