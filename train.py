@@ -14,15 +14,16 @@ everything needed to resume exactly; SIGTERM / SIGINT save and exit.
 import sys
 from typing import List, Optional
 
-from guided_diffusion.checkpoint_format import take_network_flags
+from guided_diffusion.lift import take_init_flags
 from training.diff2lip import create_parser, train
 from training.loop import run_training
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = create_parser(description=__doc__)
-    # Fine-tuning one of our network files needs no network flags: the file carries them.
-    return run_training(train, parser, argv, lambda args, given: take_network_flags(args, given, args.init_from, parser))
+    # Fine-tuning one of our network files needs no network flags: the file carries them (and
+    # --image_size twice the file's lifts it).
+    return run_training(train, parser, argv, lambda args, given: take_init_flags(args, given, parser))
 
 
 if __name__ == "__main__":

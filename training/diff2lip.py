@@ -21,7 +21,7 @@ from common.flags import Option, Options, args_to_dict, at_least, between, check
 from dataset.shards import SHARD_CACHE, check_data_root, open_root
 from dataset.tfg_dataset import StepSampler, TFGDataset, collate
 from guided_diffusion import dist_util, logger
-from guided_diffusion.checkpoint_format import load_model_weights
+from guided_diffusion.lift import init_weights
 from guided_diffusion.nn import update_ema
 from guided_diffusion.precision import PRECISIONS, autocast, resolve_precision
 from guided_diffusion.samplers import SAMPLERS
@@ -91,7 +91,8 @@ TRAIN_OPTIONS = Options(
     Option("log_every", 100, "write the averaged loss terms every N steps", at_least(1)),
     Option("resume", False, "continue from the newest complete checkpoint in --output_dir (exactly: data order and RNG "
            "included); a worker group that torchrun --max-restarts brings back does so by itself"),
-    Option("init_from", "", "start from these network weights (e.g. the released checkpoint.pt) for fine-tuning"),
+    Option("init_from", "", "start from these network weights (e.g. the released checkpoint.pt) for fine-tuning; with "
+           "--image_size twice the file's, the network is lifted to that size (docs/resolution.md)"),
     Option("seed", 0, "seed of the initial weights, the data order and the diffusion noise", at_least(0)),
     Option("num_workers", 2, "data-loading worker processes per training process", at_least(0)),
     MAX_NONFINITE,
@@ -312,7 +313,7 @@ def train(args, objective=None):
         flags["timestep_respacing"] = ""  # training uses every step
         model, diffusion = tfg_create_model_and_diffusion(**flags)
         if args.init_from:
-            load_model_weights(model, args.init_from)
+            init_weights(model, args.init_from)  # lifted when the file's network is half --image_size
         model.to(device)
         ema = copy.deepcopy(model).requires_grad_(False)
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
