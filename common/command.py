@@ -120,11 +120,12 @@ def sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def check_outputs(outputs: Sequence[str], inputs: Sequence[str]) -> None:
-    """Refuse an output that is a folder or one of the inputs (writing it would destroy the input)."""
+def check_outputs(outputs: Sequence[str], inputs: Sequence[str], example: str = "result.mp4") -> None:
+    """Refuse an output that is a folder (suggesting `example` in it) or one of the inputs
+    (writing it would destroy the input)."""
     for out in outputs:
         if os.path.isdir(out):
-            raise Diff2LipError(f"output '{out}' is a folder; give a file name such as '{os.path.join(out, 'result.mp4')}'")
+            raise Diff2LipError(f"output '{out}' is a folder; give a file name such as '{os.path.join(out, example)}'")
         for source in inputs:
             if _same_file(out, source):
                 raise Diff2LipError(f"output '{out}' is the input '{source}'; writing it would destroy the input, give another name")

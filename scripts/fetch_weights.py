@@ -479,6 +479,16 @@ def fetch_all(weights: Sequence[Weight], force: bool, timeout: float) -> int:
     return 0
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
 def create_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.fetch_weights", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -488,7 +498,7 @@ def create_parser() -> argparse.ArgumentParser:
     parser.add_argument("--all", action="store_true", help="every file of the catalogue (the default)")
     parser.add_argument("--list", action="store_true", help="show every file, what uses it, where it goes and whether it is there; fetch nothing")
     parser.add_argument("--force", action="store_true", help="download again even files that are in place (and drop old .part files)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a server before giving up on a URL")
+    parser.add_argument("--timeout", type=_seconds, default=60.0, help="seconds to wait for a server before giving up on a URL")
     parser.add_argument("--catalogue", metavar="FILE", help="a JSON list of entries to use instead of the built-in catalogue")
     return parser
 

@@ -48,7 +48,7 @@ def export(
         raise Diff2LipError(f"--weights {weights!r} is not one of ema, model")
     if not os.path.isfile(checkpoint):
         raise Diff2LipError(f"--checkpoint '{checkpoint}' not found")
-    check_outputs([out], [checkpoint])
+    check_outputs([out], [checkpoint], example="network.pt")
     extension = os.path.splitext(out)[1].lower()
     if extension not in NETWORK_EXTENSIONS:
         # torch.save writes whatever the name says: an .onnx (or .pth.tar) file would be a torch

@@ -409,3 +409,13 @@ def test_the_released_checkpoint_comes_from_the_authors_drive_folder():
     released = {w.name: w for w in fetch_weights.builtin_catalogue()}["diff2lip"]
     assert released.drive == fetch_weights.DIFF2LIP_DRIVE_FOLDER and "/folders/1UMiHAhVf5M_CKzjVQFC5jkz-IXAAnFo5" in released.drive
     assert released.filename == "checkpoint.pt" and released.urls == ()
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "abc"])
+def test_a_timeout_that_is_not_a_positive_number_is_refused_by_the_parser(value, capsys):
+    """A negative timeout reached urllib, whose ValueError was a traceback."""
+    with pytest.raises(SystemExit) as stopped:
+        fetch_weights.main(["--timeout", value, "s3fd"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--timeout" in err.splitlines()[-1]
