@@ -146,11 +146,17 @@ def test_job_folders_are_new_folders_inside_the_output_root(tmp_path):
     ("face", None, "no audio: upload speech or record it"),
     ("text", "speech", "could not be decoded"),
     ("face", "text", "could not be decoded"),
+    ("face", "nan", "holds non-finite samples (NaN or inf), the first at 0.500 s"),
 ])
 def test_bad_upload_is_one_line_and_leaves_no_job_folder(tmp_path, clip, video, audio, message):
+    from scipy.io import wavfile
+
     text = tmp_path / "notes.mp4"
     text.write_text("this is not a video")
-    files = {"face": clip[0], "speech": clip[1], "text": str(text), None: None}
+    wav = np.zeros(16000, np.float32)
+    wav[8000] = np.nan  # a float wav with one NaN sample at 0.5 s
+    wavfile.write(tmp_path / "nan.wav", 16000, wav)
+    files = {"face": clip[0], "speech": clip[1], "text": str(text), "nan": str(tmp_path / "nan.wav"), None: None}
     runner = app.Runner(str(tmp_path / "out"))
     with pytest.raises(Diff2LipError) as caught:
         runner.run(app.Settings(checkpoint=STUDENT, face_crop="voxceleb2"), files[video], files[audio])
