@@ -9,6 +9,7 @@ file, the frame cache and part files are removed, and a list run prints what it 
 
 import contextlib
 import os
+import queue
 import signal
 import sys
 import tempfile
@@ -70,6 +71,7 @@ def run_command(body: Callable[[], int]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except Interrupted as exc:
+        _drop_background_work()
         print(f"stopped by {exc.name}; unfinished outputs were removed, finished ones kept", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:
@@ -79,6 +81,45 @@ def run_command(body: Callable[[], int]) -> int:
             raise
         print(f"error: {_disk_full_message(exc)}", file=sys.stderr)
         return 1
+
+
+def _drop_background_work() -> None:
+    """After a stop signal unwound the command: cancel the work still queued in thread pools and
+    send SIGTERM to child processes still running, so that the interpreter's exit, which joins
+    the pools' threads after they run their whole queue, ends within seconds.
+
+    torch.compile's inductor compiles C++ in a thread pool, one g++ per kernel: after SIGTERM the
+    queue held 40 s of compiling. Our own children (pool workers, ranks' part writers) were ended
+    by the unwinding already; what is left is a library's.
+    """
+    from concurrent.futures import thread as futures_thread
+
+    for work_queue in list(getattr(futures_thread, "_threads_queues", {}).values()):
+        kept = []  # the None that a shut-down pool's threads stop at
+        while True:
+            try:
+                item = work_queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                kept.append(item)
+            else:
+                item.future.cancel()
+        for item in kept:
+            work_queue.put(item)
+    for pid in _child_pids():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+
+
+def _child_pids() -> list:
+    """The running children of this process, every thread's (Linux's /proc; none elsewhere)."""
+    pids = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/children") as f:
+                pids.extend(int(p) for p in f.read().split())
+    return pids
 
 
 def _disk_full_message(exc: BaseException) -> str:

@@ -82,6 +82,38 @@ def test_a_real_process_stopped_by_sigterm_exits_143_after_its_clean_up(tmp_path
     assert "stopped by SIGTERM" in err
 
 
+def test_sigterm_does_not_wait_for_the_queue_of_a_thread_pool_running_child_processes(tmp_path):
+    # As torch.compile's inductor does: a pool of 2 threads, each job a child process (there g++,
+    # here a 20 s sleep), 20 jobs queued. The interpreter's exit joins the pool's threads, which run
+    # their whole queue first: 200 s. A stop signal cancels the queue and ends the running children.
+    started, finished = tmp_path / "started", tmp_path / "finished"
+    code = textwrap.dedent(f"""
+        import subprocess, sys, time
+        from concurrent.futures import ThreadPoolExecutor
+        sys.path.insert(0, {str(REPO_ROOT)!r})
+        from common.command import run_command
+        def job(i):
+            open({str(started)!r}, "a").write(f"{{i}}\\n")
+            subprocess.run(["sleep", "20"], check=True)
+            open({str(finished)!r}, "a").write(f"{{i}}\\n")
+        def body():
+            pool = ThreadPoolExecutor(2)
+            futures = [pool.submit(job, i) for i in range(20)]
+            time.sleep(0.5)
+            print("ready", flush=True)
+            futures[-1].result()
+            return 0
+        sys.exit(run_command(body))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=15)  # less than one job: without the clean-up this times out
+    assert proc.returncode == 143 and "stopped by SIGTERM" in err
+    assert len(started.read_text().split()) == 2  # the two running jobs; the 18 queued never started
+    assert not finished.exists()  # and those two children were ended, not waited for
+
+
 def test_an_output_that_is_an_input_or_a_folder_is_refused(tmp_path):
     video = tmp_path / "in.mp4"
     video.write_bytes(b"x")
