@@ -35,6 +35,7 @@ PRECISION = Option(
 PROBE_MARGIN = 1.1
 # Small enough to take seconds once per machine and network; autocast's per-call weight
 # conversion weighs more at a small batch, so the probe leans to float32, never to a slower bfloat16.
+# A run with fewer frames per network call is probed at its own batch size.
 PROBE_FRAMES = 4
 PROBE_ROUNDS = 3
 
@@ -59,7 +60,8 @@ def resolve_precision(precision: Optional[str], device: th.device, use_fp16: boo
 
 
 def choose_precision(precision: Optional[str], device, use_fp16: bool, model: th.nn.Module, image_size: int,
-                     cache_path: Optional[str] = None, log: Optional[Callable[[str], None]] = None) -> Tuple[str, str]:
+                     cache_path: Optional[str] = None, log: Optional[Callable[[str], None]] = None,
+                     batch_size: int = PROBE_FRAMES) -> Tuple[str, str]:
     """The precision to run `model` with and why, as (precision, reason).
 
     An explicit precision wins. `auto` is the released `--use_fp16` meaning: float32 without it;
@@ -75,7 +77,7 @@ def choose_precision(precision: Optional[str], device, use_fp16: bool, model: th
         return "fp16", "--use_fp16 True on a GPU"
     if device.type != "cpu":
         return "fp32", f"--use_fp16 True on {device.type}: float16 and bfloat16 are not used there"
-    return fast_cpu_precision(model, image_size, cache_path, log=log)
+    return fast_cpu_precision(model, image_size, cache_path, log=log, frames=min(batch_size, PROBE_FRAMES))
 
 
 def cpu_bf16_units() -> str:
@@ -120,7 +122,8 @@ def cpu_model() -> str:
 
 
 def fast_cpu_precision(model: th.nn.Module, image_size: int, cache_path: Optional[str] = None,
-                       units: Optional[str] = None, log: Optional[Callable[[str], None]] = None) -> Tuple[str, str]:
+                       units: Optional[str] = None, log: Optional[Callable[[str], None]] = None,
+                       frames: int = PROBE_FRAMES) -> Tuple[str, str]:
     """bfloat16 where the CPU has AMX; float32 where it has no bfloat16 instructions; between the
     two (AVX-512 bf16 without AMX, ARM, Apple silicon) whichever a short probe of `model` measures
     faster, cached in `cache_path` (default `probe_cache_path()`) per CPU, torch, threads and
@@ -136,7 +139,7 @@ def fast_cpu_precision(model: th.nn.Module, image_size: int, cache_path: Optiona
     if units == "none":
         return "fp32", "--use_fp16 True on a CPU without bf16 instructions"
     cache_path = cache_path or probe_cache_path()
-    key = probe_key(model, image_size)
+    key = probe_key(model, image_size, frames)
     cache = _read_cache(cache_path)
     if key in cache:
         fp32_s, bf16_s = cache[key]
@@ -144,7 +147,7 @@ def fast_cpu_precision(model: th.nn.Module, image_size: int, cache_path: Optiona
     else:
         if log is not None:
             log("--precision auto: timing float32 against bfloat16 on this CPU (once per machine and network)")
-        fp32_s, bf16_s = probe_seconds(model, image_size)
+        fp32_s, bf16_s = probe_seconds(model, image_size, frames=frames)
         cache[key] = (fp32_s, bf16_s)
         _write_cache(cache_path, cache)
         where = f"measured now, cached in {cache_path}"
@@ -203,10 +206,10 @@ def probe_seconds(model: th.nn.Module, image_size: int, rounds: int = PROBE_ROUN
     return min(t[0] for t in times), min(t[1] for t in times)
 
 
-def probe_key(model: th.nn.Module, image_size: int) -> str:
+def probe_key(model: th.nn.Module, image_size: int, frames: int = PROBE_FRAMES) -> str:
     """What the probe's answer depends on: the CPU, torch, the thread count and the network's shape."""
     shapes = hashlib.sha256(repr([(n, tuple(p.shape)) for n, p in model.named_parameters()]).encode()).hexdigest()[:16]
-    return f"{cpu_model()}|torch {th.__version__}|{th.get_num_threads()} threads|{image_size} px|{shapes}"
+    return f"{cpu_model()}|torch {th.__version__}|{th.get_num_threads()} threads|{image_size} px|{frames} frames|{shapes}"
 
 
 def probe_cache_path() -> str:
@@ -257,13 +260,13 @@ def prepare_for_inference(model: th.nn.Module, device, precision: str = "fp32", 
 
 def prepare_with_precision(model: th.nn.Module, device, precision: Optional[str], use_fp16: bool, image_size: int,
                            compile: bool = False, cache_path: Optional[str] = None,
-                           log: Optional[Callable[[str], None]] = None):
+                           log: Optional[Callable[[str], None]] = None, batch_size: int = PROBE_FRAMES):
     """`prepare_for_inference` with the precision chosen by `choose_precision` (its probe, when it
     runs, times the prepared float32 network before any float16 conversion or compilation).
     Returns (model, precision, reason)."""
     device = th.device(device)
     model = prepare_for_inference(model, device, "fp32")
-    chosen, reason = choose_precision(precision, device, use_fp16, model, image_size, cache_path, log)
+    chosen, reason = choose_precision(precision, device, use_fp16, model, image_size, cache_path, log, batch_size)
     if chosen == "fp16" or compile:
         model = prepare_for_inference(model, device, chosen, compile=compile)
     return model, chosen, reason

@@ -18,7 +18,7 @@ from common.files import reserve_space
 from common.flags import args_to_dict
 from common.progress import Progress
 from dataset.video_io import check_video_output, iter_frames
-from face_detection import BatchedDetector, ClipScan, make_detector
+from face_detection import BatchedDetector, ClipScan, make_detector, no_face_hint
 from guided_diffusion import dist_util
 from guided_diffusion.checkpoint_format import load_model_weights
 from guided_diffusion.precision import prepare_with_precision
@@ -75,7 +75,8 @@ class Generator:
             model, diffusion = tfg_create_model_and_diffusion(**flags)
             load_model_weights(model, args.model_path)
             model, precision, why = prepare_with_precision(model, self.device, args.precision, args.use_fp16,
-                                                           args.image_size, compile=args.compile, log=dist_util.print0)
+                                                           args.image_size, compile=args.compile, log=dist_util.print0,
+                                                           batch_size=args.sampling_batch_size)
             dist_util.print0(f"precision {precision}: {why}")
         args.precision = precision
         self.precision, self.precision_reason = precision, why
@@ -133,6 +134,8 @@ class Generator:
                 track = track_for_clip(scan, plan, opts)
                 boxes, weights = track.boxes, track.weights
                 dist_util.print0(f"{video_path}: {track.summary()}")
+                if track.n_generated == 0:
+                    dist_util.print0(no_face_hint(self.detector, plan.frame_hw, len(track.weights), video_path))
             audio = driving_audio(plan)
             own = split_range(plan.n_frames, ranks, rank, align=opts.sampling_batch_size)
             with Progress(own[1] - own[0], os.path.basename(out_path), "frame", opts.progress, callback=on_progress) as bar:

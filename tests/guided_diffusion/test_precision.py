@@ -12,6 +12,7 @@ from guided_diffusion.precision import (
     PROBE_MARGIN,
     autocast,
     choose_precision,
+    cpu_bf16_units,
     fast_cpu_precision,
     prepare_for_inference,
     prepare_with_precision,
@@ -138,6 +139,9 @@ def test_probe_measures_once_then_follows_its_cache(tiny_model_and_diffusion, tm
     assert fast_cpu_precision(model, 32, cache, units="bf16")[0] == "bf16"
     # Another network shape is measured anew; a damaged file is measured again, not an error.
     assert probe_key(model, 64) != key
+    # A run of one frame per call is probed at one frame: a key of its own.
+    choose_precision("auto", "cpu", True, model, 32, cache, batch_size=1)
+    assert probe_key(model, 32, frames=1) in json.load(open(cache)) or cpu_bf16_units() != "bf16"
     open(cache, "w").write("{not json")
     assert "measured now" in fast_cpu_precision(model, 32, cache, units="bf16")[1]
     assert key in json.load(open(cache))
