@@ -21,7 +21,6 @@ from guided_diffusion.checkpoint_format import (
     training_record,
 )
 
-
 # What `export` writes: a torch file or a safetensors file (no ONNX export exists here).
 NETWORK_EXTENSIONS = (".pt", ".safetensors")
 
