@@ -7,7 +7,17 @@ pads, the released 5-frame smoothing; or a fixed `--box` / the VoxCeleb2 crop. B
 uint8 `[H, W, 3]`.
 """
 
-from .boxes import Box, check_box, fill_missing, pad_boxes, parse_box, parse_pads, smooth_boxes, voxceleb2_box
+from .boxes import (
+    Box,
+    check_box,
+    check_pads,
+    fill_missing,
+    pad_boxes,
+    parse_box,
+    parse_pads,
+    smooth_boxes,
+    voxceleb2_box,
+)
 from .crop import PASTE_MODES, border_gradient, crop_face, feather_mask, paste_face
 from .detector import (
     FACE_DETECTORS,
@@ -27,6 +37,7 @@ from .pipeline import (
     detect_faces,
     face_boxes,
     fixed_boxes,
+    no_face_hint,
     scan_faces,
     track_boxes,
 )
@@ -57,6 +68,8 @@ __all__ = [
     "PASTE_MODES",
     "S3FD_FILENAME",
     "check_box",
+    "check_pads",
+    "no_face_hint",
     "crop_face",
     "face_boxes",
     "fill_missing",

@@ -52,6 +52,20 @@ def check_box(box: Box, frame_hw: Tuple[int, int], source_name: str) -> None:
         )
 
 
+def check_pads(pads: Sequence[int], frame_hw: Tuple[int, int], source_name: str) -> None:
+    """Raise if `--pads` `(top, bottom, left, right)` would stretch every detected box over the
+    frame's whole height or width (then the clamped box is the frame, repainted at the crop size,
+    whatever face was found), as an out-of-frame `--box` is refused."""
+    top, bottom, left, right = (int(p) for p in pads)
+    h, w = frame_hw
+    if top + bottom >= h or left + right >= w:
+        raise Diff2LipError(
+            f"--pads {top},{bottom},{left},{right} would stretch every face box over the whole {h}x{w} (HxW) "
+            f"frames of '{source_name}'; pads add a few pixels to the detected box: give top + bottom < {h} "
+            f"and left + right < {w} (e.g. 0,10,0,0)"
+        )
+
+
 def fill_missing(
     raw: Sequence[Optional[Sequence[int]]],
     source_name: str,

@@ -27,6 +27,20 @@ FACE_DETECTORS = ("s3fd", "centerface", "auto")
 
 XYXY = Tuple[int, int, int, int]
 
+# --face_det_scale 0 (the default): frames are detected with their long side brought down to at
+# most this many pixels. Both detectors were trained on faces up to a few hundred pixels, so a
+# 1000 px face in a 4K frame is missed at full size (or found as an eye); frames up to 1280 px
+# keep the released scale 1.0.
+AUTO_LONG_SIDE = 1280
+# A frame without a face at the chosen scale is tried again at half that scale, and half again,
+# while its long side stays at least this long (smaller, no face is left to find).
+RETRY_MIN_SIDE = 320
+# On the CPU a detector call's activations grow with the pixels it sees (CenterFace: ~230 MB per
+# 1280x736 frame, so 64 frames took 15 GB; a call of 2 such frames costs no more time per frame
+# than one of 64): one call holds at most this many detected pixels.
+# On a GPU the batch is bounded by the device (halved on out-of-memory errors) instead.
+CPU_PIXEL_BUDGET = 2 * 1280 * 736
+
 
 def s3fd_weights_path() -> str:
     """Where face-alignment's download puts the S3FD weights: `<torch hub>/checkpoints/`."""
@@ -68,17 +82,46 @@ def _frame_boxes(rows: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.array(out, dtype=np.float64).reshape(-1, 5)
 
 
+def check_scale(scale: float) -> float:
+    """`--face_det_scale`: 0 (chosen from the frame size) or a fixed factor in (0, 1]."""
+    if not (scale == 0 or 0 < scale <= 1):
+        raise Diff2LipError(f"--face_det_scale must be 0 (chosen from the frame size) or in (0, 1], got {scale}")
+    return float(scale)
+
+
 class BatchedDetector:
     """Batches of frames through `_detect_batch`, halving the batch on out-of-memory errors
-    (the settled value kept for later calls), optionally on downscaled frames.
+    (the settled value kept for later calls), on frames downscaled by `scales`: the first scale,
+    then smaller ones for the frames where it found no face.
 
-    Subclasses set `device`, `batch_size`, `scale` and implement `_detect_batch`.
+    Subclasses set `device`, `batch_size`, `scale` (0: from the frame size) and implement
+    `_detect_batch`.
     """
 
     name = "detector"
     device: str = "cpu"
     batch_size: int = 64
-    scale: float = 1.0
+    scale: float = 0.0
+
+    def scales(self, frame_hw: Tuple[int, int]) -> List[float]:
+        """The scales tried on an `h x w` frame, in order: `scale` (or, when it is 0, the one that
+        brings the long side to `AUTO_LONG_SIDE`), then halvings while the long side stays at
+        least `RETRY_MIN_SIDE` px, for frames where no face was found yet."""
+        long_side = max(frame_hw)
+        first = self.scale or min(1.0, AUTO_LONG_SIDE / long_side)
+        out = [first]
+        while long_side * out[-1] / 2 >= RETRY_MIN_SIDE:
+            out.append(out[-1] / 2)
+        return out
+
+    def frames_per_call(self, frame_hw: Tuple[int, int]) -> int:
+        """Frames of size `frame_hw` given to one detector call: `batch_size`, and on the CPU no
+        more than `CPU_PIXEL_BUDGET` pixels at the first scale (at least one frame)."""
+        if self.device.startswith("cuda"):
+            return self.batch_size
+        first = self.scales(frame_hw)[0]
+        pixels = frame_hw[0] * frame_hw[1] * first * first
+        return max(1, min(self.batch_size, int(CPU_PIXEL_BUDGET // max(pixels, 1))))
 
     def detect(self, frames: Union[Sequence[np.ndarray], np.ndarray]) -> List[Optional[XYXY]]:
         """The first (highest-scoring) face of each frame as int `(x1, y1, x2, y2)`, or None.
@@ -88,13 +131,29 @@ class BatchedDetector:
         return [tuple(int(v) for v in faces[0, :4]) if len(faces) else None for faces in self.detect_all(frames)]
 
     def detect_all(self, frames: Union[Sequence[np.ndarray], np.ndarray]) -> List[np.ndarray]:
-        """Every face of each frame: `[K, 5]` `(x1, y1, x2, y2, score)`, integer boxes, best first."""
+        """Every face of each frame: `[K, 5]` `(x1, y1, x2, y2, score)`, integer boxes, best first,
+        from the first of `scales` that finds one in that frame."""
+        if len(frames) == 0:
+            return []
+        scales = self.scales(frames[0].shape[:2])
+        results = self._detect_at(frames, scales[0])
+        for scale in scales[1:]:
+            empty = [i for i, faces in enumerate(results) if len(faces) == 0]
+            if not empty:
+                break
+            for i, faces in zip(empty, self._detect_at([frames[i] for i in empty], scale)):
+                results[i] = faces
+        return results
+
+    def _detect_at(self, frames: Sequence[np.ndarray], scale: float) -> List[np.ndarray]:
+        """`detect_all` at one scale, `frames_per_call` frames per call."""
         results: List[np.ndarray] = []
         start = 0
+        hw = frames[0].shape[:2]
         while start < len(frames):
-            batch = np.stack(frames[start : start + self.batch_size])
+            batch = np.stack(frames[start : start + self.frames_per_call(hw)])
             try:
-                results.extend(self._detect_scaled(batch))
+                results.extend(self._detect_scaled(batch, scale))
             except RuntimeError as e:
                 if not is_oom_error(e):
                     raise
@@ -111,15 +170,16 @@ class BatchedDetector:
             start += len(batch)
         return results
 
-    def _detect_scaled(self, batch: np.ndarray) -> List[np.ndarray]:
+    def _detect_scaled(self, batch: np.ndarray, scale: float) -> List[np.ndarray]:
         """`_detect_batch` on frames downscaled by `scale` (faces of talking-head videos are large:
         detecting at half size costs a quarter), boxes mapped back to the full frame."""
         from .tracking import as_detections
 
         _, h, w, _ = batch.shape
-        if self.scale == 1.0:
+        if scale == 1.0:
             return [as_detections(d) for d in self._detect_batch(batch)]
-        small = np.stack([cv2.resize(f, (0, 0), fx=self.scale, fy=self.scale, interpolation=cv2.INTER_AREA) for f in batch])
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        small = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in batch])
         sh, sw = small.shape[1:3]
         sy, sx = h / sh, w / sw
         return [
@@ -156,13 +216,11 @@ class FaceDetector(BatchedDetector):
         weights_path: Optional[str] = None,
         batch_size: int = 64,
         filter_threshold: float = 0.5,
-        scale: float = 1.0,
+        scale: float = 0.0,
     ) -> None:
         if batch_size < 1:
             raise Diff2LipError(f"--face_det_batch_size must be at least 1, got {batch_size}")
-        if not 0 < scale <= 1:
-            raise Diff2LipError(f"--face_det_scale must be in (0, 1], got {scale}")
-        self.scale = float(scale)
+        self.scale = check_scale(scale)
         # Imported here: face-alignment pulls in numba and scikit-image, which the
         # --box / --is_voxceleb2 paths never need.
         from face_alignment.detection.sfd import sfd_detector
@@ -229,12 +287,10 @@ class CenterFaceDetector(BatchedDetector):
 
     name = "centerface"
 
-    def __init__(self, batch_size: int = 64, threshold: float = 0.5, scale: float = 1.0, model_path: Optional[str] = None):
+    def __init__(self, batch_size: int = 64, threshold: float = 0.5, scale: float = 0.0, model_path: Optional[str] = None):
         if batch_size < 1:
             raise Diff2LipError(f"--face_det_batch_size must be at least 1, got {batch_size}")
-        if not 0 < scale <= 1:
-            raise Diff2LipError(f"--face_det_scale must be in (0, 1], got {scale}")
-        self.batch_size, self.threshold, self.scale = int(batch_size), float(threshold), float(scale)
+        self.batch_size, self.threshold, self.scale = int(batch_size), float(threshold), check_scale(scale)
         path = model_path or centerface_model_path()
         try:
             self._net = cv2.dnn.readNetFromONNX(path)
@@ -267,7 +323,7 @@ class CenterFaceDetector(BatchedDetector):
         return np.stack([x1, y1, x2, y2, score], 1)[keep]
 
 
-def make_detector(name: str, device: Union[str, torch.device] = "cpu", batch_size: int = 64, scale: float = 1.0, log=print) -> BatchedDetector:
+def make_detector(name: str, device: Union[str, torch.device] = "cpu", batch_size: int = 64, scale: float = 0.0, log=print) -> BatchedDetector:
     """The detector of `--face_detector`: s3fd, centerface, or auto (S3FD when its weights are
     on disk, else CenterFace, saying which)."""
     if name not in FACE_DETECTORS:

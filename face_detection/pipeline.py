@@ -17,9 +17,9 @@ import numpy as np
 
 from common.errors import Diff2LipError, MediaError
 
-from .boxes import Box, check_box, fill_missing, pad_boxes, smooth_boxes, voxceleb2_box
+from .boxes import Box, check_box, check_pads, fill_missing, pad_boxes, smooth_boxes, voxceleb2_box
 from .detector import XYXY
-from .tracking import FaceSelect, colour_histogram, fade_weights, scene_cuts, track_face
+from .tracking import FaceSelect, as_detections, colour_histogram, fade_weights, scene_cuts, track_face
 
 NO_FACE_MODES = ("passthrough", "nearest", "fail")
 # Generated frames next to a frame passed through cross-fade over this many frames (0.12 s).
@@ -70,16 +70,18 @@ def fixed_boxes(
 
 
 def _detector_batches(frames: Iterable[np.ndarray], detector, source_name: str, call, on_frame=None):
-    """`(results of call(batch) per frame, frame size)` over `frames`, `detector.batch_size`
-    frames held at a time; `on_frame(frame)` sees every frame as it passes."""
+    """`(results of call(batch) per frame, frame size)` over `frames`, one detector call's worth
+    of frames held at a time (`detector.frames_per_call`, else `batch_size`: on the CPU a few
+    720p frames, whatever the clip's length); `on_frame(frame)` sees every frame as it passes."""
     results: list = []
     pending: List[np.ndarray] = []
     sized = _one_size(frames, source_name)
+    per_call = getattr(detector, "frames_per_call", lambda hw: detector.batch_size)
     for frame in sized:
         if on_frame is not None:
             on_frame(frame)
         pending.append(frame)
-        if len(pending) >= detector.batch_size:
+        if len(pending) >= per_call(sized.frame_hw):
             results.extend(call(pending))
             pending = []
     if pending:
@@ -148,6 +150,7 @@ def boxes_from_detections(
 
     :return: `([N, 4] int64 (y1, y2, x1, x2), number of frames whose box was filled in)`.
     """
+    check_pads(pads, frame_hw, source_name)
     xyxy, n_missing = fill_missing(raw, source_name)
     boxes = pad_boxes(xyxy, pads, frame_hw)
     if smooth:
@@ -166,6 +169,7 @@ class FaceTrack:
     n_missing: int  # frames where the chosen person was not detected
     n_filled: int  # of those, frames given the nearest box
     n_passed: int  # frames passed through unchanged
+    max_faces: int = 0  # the most faces the detector saw in one frame
 
     @property
     def n_generated(self) -> int:
@@ -200,6 +204,14 @@ def track_boxes(
     if no_face not in NO_FACE_MODES:
         raise ValueError(f"no_face {no_face!r} is not one of {NO_FACE_MODES}")
     n = len(scan.detections)
+    if n:
+        check_pads(pads, scan.frame_hw, source_name)
+    max_faces = max((len(as_detections(d)) for d in scan.detections), default=0)
+    if select.rule == "left" and 0 < max_faces < select.index:
+        raise Diff2LipError(
+            f"--face_select left:{select.index}: at most {max_faces} face{'s' if max_faces > 1 else ''} were seen in "
+            f"one frame of '{source_name}'; give left:1 to left:{max_faces}, or another --face_select rule"
+        )
     cuts = scene_cuts(np.stack(scan.histograms), cut_threshold) if scan.histograms else []
     raw = track_face(scan.detections, select, scan.frame_hw, cuts)
     n_missing = sum(1 for r in raw if r is None)
@@ -234,6 +246,20 @@ def track_boxes(
         n_missing=n_missing,
         n_filled=int(have.sum()) - (n - n_missing),
         n_passed=int((~have).sum()),
+        max_faces=max_faces,
+    )
+
+
+def no_face_hint(detector, frame_hw: Tuple[int, int], n_frames: int, source_name: str = "the video") -> str:
+    """The line to print when no frame of a clip had a face: what was tried, which flag to change."""
+    tried = getattr(detector, "scales", lambda hw: [getattr(detector, "scale", 1.0)])(frame_hw)
+    name = getattr(detector, "name", "the detector")
+    h, w = frame_hw
+    return (
+        f"no face found in any of the {n_frames} frames of '{source_name}' ({w}x{h}) by {name} at scale "
+        f"{', '.join(f'{s:.3g}' for s in tried)}: the clip passes through unchanged; for a face that fills most of "
+        f"the frame try --face_det_scale {tried[-1] / 2:.3g}, for a small one --face_det_scale 1, or another "
+        f"--face_detector, or give the face as --box top,bottom,left,right with --is_voxceleb2 False"
     )
 
 

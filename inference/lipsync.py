@@ -36,6 +36,7 @@ from face_detection import (
     Box,
     ClipScan,
     FaceTrack,
+    check_pads,
     crop_face,
     fixed_boxes,
     parse_box,
@@ -393,6 +394,7 @@ def boxes_for_clip(plan: ClipPlan, frames: SourceFrames, opts: SamplingOptions, 
     if fixed is not None:
         return fixed, ClipScan()
     stop = plan.n_source if stop is None else stop
+    check_pads(opts.pads, plan.frame_hw, plan.video_path)  # before the detector's minutes, not after
     return None, scan_faces(frames.in_order(start, stop), detector, plan.video_path)
 
 

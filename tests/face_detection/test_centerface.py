@@ -2,6 +2,7 @@
 
 import os
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -66,3 +67,23 @@ def test_auto_uses_s3fd_only_when_its_weights_are_on_disk(tmp_path, monkeypatch)
 def test_a_missing_model_file_is_one_line():
     with pytest.raises(CheckpointError, match="not a readable CenterFace ONNX model"):
         CenterFaceDetector(model_path=__file__)
+
+
+def _photo_4k_with_a_1000px_face() -> np.ndarray:
+    """The astronaut photograph enlarged 8.4 times (her face about 1000 px tall), its top-left
+    3840x2160 (her face inside it), as a phone's 4K still."""
+    k = 8.4
+    big = cv2.resize(astronaut(), (round(512 * k), round(512 * k)), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(big[:2160, :3840])
+
+
+def test_a_1000px_face_in_a_4k_frame_is_found_with_the_default_scale():
+    frame = _photo_4k_with_a_1000px_face()
+    truth = tuple(v * 8.4 for v in ASTRONAUT_FACE)
+    det = CenterFaceDetector()  # --face_det_scale 0: chosen from the frame size
+    assert det.scales(frame.shape[:2]) == [1 / 3, 1 / 6, 1 / 12]
+    blank = np.full_like(frame, 90)
+    faces, none = det.detect_all([frame, blank])  # the blank frame is tried at every scale
+    assert len(faces) >= 1 and len(none) == 0
+    box = faces[0]
+    assert iou(truth, box[None, :4])[0] > 0.7 and box[3] - box[1] > 900

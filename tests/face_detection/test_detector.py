@@ -209,3 +209,31 @@ def test_detection_scale_downsizes_frames_and_maps_boxes_back(monkeypatch):
     assert seen == [(3, 60, 100, 3)]
     detector.scale = 1.0
     assert detector.detect(frames) == [(10, 20, 30, 41)] * 3 and seen[-1] == (3, 120, 200, 3)
+
+
+def test_the_default_scale_follows_the_frame_size_and_halves_for_frames_without_a_face():
+    from face_detection.detector import AUTO_LONG_SIDE, RETRY_MIN_SIDE, BatchedDetector
+
+    detector = BatchedDetector()  # scale 0: --face_det_scale's default
+    assert (AUTO_LONG_SIDE, RETRY_MIN_SIDE) == (1280, 320)
+    assert detector.scales((224, 224)) == [1.0]  # VoxCeleb2 / LRS2 frames: the released scale, no retry
+    assert detector.scales((720, 1280)) == [1.0, 0.5, 0.25]  # long side 1280, 640, 320
+    assert detector.scales((2160, 3840)) == [1 / 3, 1 / 6, 1 / 12]
+    assert detector.scales((1920, 1080)) == [2 / 3, 1 / 3, 1 / 6]  # portrait: the long side counts
+    detector.scale = 0.5  # a fixed --face_det_scale is the first scale
+    assert detector.scales((720, 1280)) == [0.5, 0.25]
+
+
+def test_a_cpu_call_holds_a_bounded_number_of_pixels_whatever_the_batch_size():
+    from face_detection.detector import CPU_PIXEL_BUDGET, BatchedDetector
+
+    detector = BatchedDetector()
+    detector.batch_size = 64
+    assert CPU_PIXEL_BUDGET == 2 * 1280 * 736
+    assert detector.frames_per_call((720, 1280)) == 2
+    assert detector.frames_per_call((2160, 3840)) == 2  # detected at 1/3: 1280x720 each
+    assert detector.frames_per_call((224, 224)) == 37 and detector.frames_per_call((96, 96)) == 64
+    detector.scale = 1.0
+    assert detector.frames_per_call((2160, 3840)) == 1  # at least one frame
+    detector.device = "cuda"  # a GPU's batch is bounded by its memory (halved on out-of-memory)
+    assert detector.frames_per_call((2160, 3840)) == 64

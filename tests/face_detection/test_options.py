@@ -28,7 +28,7 @@ def error(*argv) -> str:
 def test_defaults_are_the_released_voxceleb2_crop_and_the_tracking_defaults():
     args = parse()
     assert vars(args) == {
-        "face_det_batch_size": 64, "face_det_scale": 1.0, "face_detector": "s3fd", "face_select": "largest",
+        "face_det_batch_size": 64, "face_det_scale": 0.0, "face_detector": "s3fd", "face_select": "largest",
         "no_face": "passthrough", "max_fill_gap": 3, "cut_threshold": 0.5, "pads": "0,0,0,0",
         "is_voxceleb2": True, "box": "", "paste": "full", "color_match": False,
     }
@@ -115,8 +115,8 @@ def test_face_select_refuses_others_naming_the_valid_rules(text):
 
 @pytest.mark.parametrize("argv, message", [
     (["--face_det_batch_size", "0"], "--face_det_batch_size 0: expected a value >= 1"),
-    (["--face_det_scale", "0"], "--face_det_scale 0.0: expected 0 < value <= 1"),
-    (["--face_det_scale", "1.5"], "--face_det_scale 1.5: expected 0 < value <= 1"),
+    (["--face_det_scale", "-0.5"], "--face_det_scale -0.5: expected 0 <= value <= 1"),
+    (["--face_det_scale", "1.5"], "--face_det_scale 1.5: expected 0 <= value <= 1"),
     (["--max_fill_gap", "-1"], "--max_fill_gap -1: expected a value >= 0"),
     (["--cut_threshold", "1.01"], "--cut_threshold 1.01: expected 0 <= value <= 1"),
     (["--cut_threshold", "-0.1"], "--cut_threshold -0.1: expected 0 <= value <= 1"),
@@ -146,7 +146,7 @@ def test_choices_are_the_modes_the_code_implements():
 def test_help_shows_each_default_and_range():
     text = create_argparser(FACE_OPTIONS).format_help()
     flat = " ".join(text.split())
-    assert "(default: 1.0; valid: 0 < value <= 1)" in flat
+    assert "(default: 0.0; valid: 0 <= value <= 1)" in flat
     assert "(default: 'passthrough'; valid: one of passthrough, nearest, fail)" in flat
     assert "(default: '0,0,0,0')" in flat
     for name in FACE_OPTIONS:

@@ -14,11 +14,13 @@ from face_detection import (
     ClipScan,
     FaceTrack,
     boxes_from_detections,
+    check_pads,
     colour_histogram,
     detect_faces,
     face_boxes,
     fill_missing,
     fixed_boxes,
+    no_face_hint,
     pad_boxes,
     scan_faces,
     smooth_boxes,
@@ -403,3 +405,68 @@ def test_real_clip_scanned_and_tracked_passes_the_faceless_frames_through(center
     # Each run of faces is smoothed on its own: shot 1's boxes are the smoothing of its detections.
     detected = np.array([d[0, :4] for d in clip_scan.detections[:6]], dtype=np.int64)
     np.testing.assert_array_equal(track.boxes[:6], smooth_boxes(pad_boxes(detected, (0, 0, 0, 0), (256, 256))))
+
+
+def test_a_720p_clip_is_scanned_holding_one_cpu_call_of_frames_whatever_the_batch_size(tmp_path):
+    # A real 1280x720 H.264 file decoded by PyAV through the real detector at its defaults (batch
+    # 64): the frames alive at once, counted by weak references as the decoder hands them out,
+    # stay at one CPU call's worth (2 at 720p), not the batch or the clip.
+    import weakref
+
+    from dataset.video_io import iter_frames, write_video
+
+    hw = (720, 1280)
+    path = tmp_path / "talking_720p.mp4"
+    write_video(path, talking_frames(9, hw))
+    detector = CenterFaceDetector()
+    per_call = detector.frames_per_call(hw)
+    assert (detector.batch_size, per_call) == (64, 2)
+    refs, most_alive = [], 0
+
+    def counted(frames):
+        nonlocal most_alive
+        for frame in frames:
+            refs.append(weakref.ref(frame))
+            most_alive = max(most_alive, sum(r() is not None for r in refs))
+            yield frame
+            del frame
+
+    clip_scan = scan_faces(counted(iter_frames(path)), detector, str(path))
+    assert len(refs) == len(clip_scan.detections) == len(clip_scan.histograms) == 9
+    assert all(len(d) == 1 for d in clip_scan.detections)  # her face in every frame
+    assert most_alive <= per_call + 1  # the call's frames and the one being handed over
+    assert sum(r() is not None for r in refs) == 0
+
+
+def test_left_n_beyond_the_faces_seen_says_how_many_there_were():
+    six = [tuple(moved(C, 90 * k - 270)) for k in range(6)]
+    dets = [six] * 4 + [six[:3]] * 2
+    with pytest.raises(Diff2LipError, match=r"--face_select left:7: at most 6 faces were seen in one frame of 'c\.mp4'; "
+                                            r"give left:1 to left:6"):
+        track_boxes(scan(dets), FaceSelect("left", index=7), source_name="c.mp4")
+    track = track_boxes(scan(dets), FaceSelect("left", index=6))
+    assert track.max_faces == 6 and track.n_generated == 6
+    # No face at all is not this error: the clip passes through (and no_face_hint says why).
+    assert track_boxes(scan([[]] * 3), FaceSelect("left", index=7)).n_passed == 3
+
+
+def test_pads_that_stretch_every_box_over_the_frame_are_refused_like_an_out_of_frame_box():
+    message = r"--pads 10000,10000,10000,10000 would stretch every face box over the whole 360x640 \(HxW\) frames of 'c\.mp4'"
+    with pytest.raises(Diff2LipError, match=message):
+        track_boxes(scan([[A]] * 3), FaceSelect("largest"), pads=(10000,) * 4, source_name="c.mp4")
+    with pytest.raises(Diff2LipError, match=r"give top \+ bottom < 360 and left \+ right < 640"):
+        boxes_from_detections([A[:4]] * 3, HW, pads=(0, 0, 320, 320), source_name="c.mp4")
+    check_pads((0, 10, 0, 0), HW, "c.mp4")  # a few pixels, clamped to the frame as released
+    check_pads((200, 159, 300, 339), HW, "c.mp4")
+    assert track_boxes(scan([[A]] * 3), FaceSelect("largest"), pads=(0, 100, 0, 0)).boxes.tolist() == [[80, 360, 100, 260]] * 3
+
+
+def test_a_clip_without_any_face_gets_one_line_naming_what_was_tried_and_the_flag(centerface):
+    line = no_face_hint(CenterFaceDetector(), (2160, 3840), 125, "c.mp4")
+    assert line == (
+        "no face found in any of the 125 frames of 'c.mp4' (3840x2160) by centerface at scale 0.333, 0.167, 0.0833: "
+        "the clip passes through unchanged; for a face that fills most of the frame try --face_det_scale 0.0417, for "
+        "a small one --face_det_scale 1, or another --face_detector, or give the face as --box top,bottom,left,right "
+        "with --is_voxceleb2 False"
+    )
+    assert "\n" not in line and "at scale 1, 0.5, 0.25:" in no_face_hint(centerface, (720, 1280), 3)
