@@ -55,7 +55,7 @@ from common.command import (  # noqa: E402
     sigterm_unwinds,
     worker_signals,
 )
-from common.errors import CheckpointError, Diff2LipError, MediaError  # noqa: E402
+from common.errors import CheckpointError, Diff2LipError, DiskFullError, MediaError  # noqa: E402
 from common.files import atomic_write_json  # noqa: E402
 from common.flags import PROGRESS, Option, Options, at_least, between, check_device, create_argparser, one_of, str2bool  # noqa: E402
 from common.progress import track  # noqa: E402
@@ -316,8 +316,8 @@ class _ClipWorker:
         try:
             self.process(job)
             return job.name, None
-        except CheckpointError:
-            raise  # missing S3FD weights: every clip would fail the same way, so stop the run
+        except (CheckpointError, DiskFullError):
+            raise  # missing S3FD weights or a full disk: every clip would fail the same way, so stop the run
         except Diff2LipError as exc:
             return job.name, _one_line(str(exc))
         except Exception as exc:  # a codec or library failure on one file must not stop the others

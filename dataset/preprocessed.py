@@ -26,7 +26,7 @@ import numpy as np
 
 from audio.audio import save_wav
 from common.errors import Diff2LipError
-from common.files import atomic_write_text
+from common.files import atomic_write_text, reporting_full_disk
 
 FRAME_NAME = "{:05d}.jpg"
 JPEG_QUALITY = 95
@@ -69,14 +69,20 @@ def write_clip(root: str, name: str, faces: Iterable[np.ndarray], wav: np.ndarra
     os.makedirs(tmp)
     try:
         count = 0
-        for face in faces:
-            cv2.imwrite(os.path.join(tmp, FRAME_NAME.format(count)), cv2.cvtColor(face, cv2.COLOR_RGB2BGR),
-                        [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-            count += 1
-        save_wav(wav, os.path.join(tmp, "audio.wav"), 16000)
-        np.save(os.path.join(tmp, "mel.npy"), mel.astype(np.float32))
-        with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
-            json.dump(dict(meta, n_frames=count), f)
+        with reporting_full_disk(parent):
+            for face in faces:
+                # Encoded here and written by Python: cv2.imwrite answers a full disk with a bare
+                # False, which would leave a clip with frames missing.
+                ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(face, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+                if not ok:
+                    raise Diff2LipError(f"clip '{name}': face crop {count} could not be encoded as JPEG")
+                with open(os.path.join(tmp, FRAME_NAME.format(count)), "wb") as f:
+                    f.write(jpeg.tobytes())
+                count += 1
+            save_wav(wav, os.path.join(tmp, "audio.wav"), 16000)
+            np.save(os.path.join(tmp, "mel.npy"), mel.astype(np.float32))
+            with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
+                json.dump(dict(meta, n_frames=count), f)
         if os.path.exists(final):
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -6,6 +6,7 @@ import os
 import torch
 
 from common.errors import Diff2LipError
+from common.files import atomic_write_bytes
 from dataset.shards import open_root
 from dataset.tfg_dataset import TFGDataset, collate
 from guided_diffusion.samplers import SAMPLERS
@@ -53,5 +54,7 @@ class Preview:
         grid = torch.cat([torch.cat(list(inputs.x_start), 2), torch.cat(list(generated), 2)], 1)  # [3, 2H, N*W]
         image = ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
         path = os.path.join(self.args.output_dir, f"preview_{step:07d}.png")
-        cv2.imwrite(path, cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR))
+        # Encoded here and written atomically: cv2.imwrite answers a full disk with a bare False.
+        _, png = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR))
+        atomic_write_bytes(path, png.tobytes())
         return path

@@ -469,3 +469,26 @@ def test_worker_parts_are_disjoint_and_cover_the_list():
 def test_worker_slot_errors_name_the_fix(env, flags, message):
     with pytest.raises(Diff2LipError, match=message):
         preprocess.worker_slot(*flags, env=env)
+
+
+def test_a_full_disk_stops_the_run_with_one_line_and_leaves_no_half_clip(tmp_path):
+    """A real 64 KiB tmpfs (helpers.small_disk): the first clip's crops do not fit. Every clip
+    would fail the same way, so the run stops (also from a pool worker), instead of listing each
+    clip as skipped; no temporary clip folder stays. Before, cv2.imwrite's bare False on a full
+    disk could leave a clip with frames missing."""
+    from helpers import small_disk
+
+    root = tmp_path / "videos"
+    for k in (1, 2):
+        os.makedirs(root / "id1" / "v", exist_ok=True)
+        render_clip(root / "id1" / "v" / f"0000{k}.mp4", n_frames=20, seed=k)
+    with small_disk(tmp_path / "disk", "64k") as (folder, preexec):
+        out = os.path.join(folder, "out")
+        proc = subprocess.run([sys.executable, "dataset/preprocess.py", "--input_root", str(root), "--output_root", out,
+                               "--is_voxceleb2", "True", "--progress", "False", "--num_workers", "2"],
+                              cwd=REPO_ROOT, env=child_env(), capture_output=True, text=True, timeout=120,
+                              preexec_fn=preexec)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith(f"error: no space left on the disk of '{out}")
+        assert not [f for d, dirs, files in os.walk(folder) for f in dirs + files if f.startswith(".")]
+        assert not os.path.exists(os.path.join(out, "train.txt"))
