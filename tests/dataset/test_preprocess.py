@@ -471,6 +471,7 @@ def test_worker_slot_errors_name_the_fix(env, flags, message):
         preprocess.worker_slot(*flags, env=env)
 
 
+@pytest.mark.slow  # about 21 s: a preprocessing process with its pool
 def test_a_full_disk_stops_the_run_with_one_line_and_leaves_no_half_clip(tmp_path):
     """A real 64 KiB tmpfs (helpers.small_disk): the first clip's crops do not fit. Every clip
     would fail the same way, so the run stops (also from a pool worker), instead of listing each
