@@ -37,7 +37,7 @@ def test_defaults_are_the_released_voxceleb2_crop_and_the_tracking_defaults():
 
 def test_both_flag_forms_and_boolean_spellings_parse_to_typed_values():
     args = parse("--is_voxceleb2=false", "--box", "10,100,20,120", "--face_det_scale=0.5", "--max_fill_gap", "0",
-                 "--color_match", "1", "--face_select=left:2")
+                 "--color_match", "1", "--paste=feather", "--face_select=left:2")
     assert (args.is_voxceleb2, args.color_match) == (False, True)
     assert args.face_det_scale == 0.5 and isinstance(args.face_det_scale, float)
     assert args.max_fill_gap == 0 and isinstance(args.max_fill_gap, int)
@@ -79,6 +79,16 @@ def test_pads_rule_refuses_pads_that_a_fixed_box_would_ignore():
     # Zero pads (any spelling) pad nothing, so they go with a fixed box; non-zero pads with detection.
     assert parse("--is_voxceleb2", "False", "--box", "0,100,0,100", "--pads", "0, 0,0 ,0").pads == "0, 0,0 ,0"
     assert parse("--is_voxceleb2", "False", "--pads", "0,10,-5,5").pads == "0,10,-5,5"
+
+
+def test_color_match_without_feather_is_one_line_and_with_it_is_accepted():
+    for paste in ("full", "lower"):
+        assert error("--color_match", "True", "--paste", paste) == (
+            f"--color_match True matches colours in the feathered band of --paste feather and does nothing with "
+            f"--paste {paste}; add --paste feather or drop --color_match"
+        )
+    args = parse("--color_match", "True", "--paste", "feather")
+    assert (args.color_match, args.paste) == (True, "feather")
 
 
 def test_box_rule_is_checked_before_pads_rule():
@@ -155,12 +165,13 @@ def test_help_shows_each_default_and_range():
 
 def test_each_rule_reads_only_the_flags_it_declares():
     # A parser holds a rule only when it has every flag the rule names, so a rule may read no other.
-    assert [rule.flags for rule in FACE_OPTIONS.rules] == [("box", "is_voxceleb2"), ("pads", "box", "is_voxceleb2")]
+    assert [rule.flags for rule in FACE_OPTIONS.rules] == [("box", "is_voxceleb2"), ("pads", "box", "is_voxceleb2"),
+                                                       ("color_match", "paste")]
     for rule in FACE_OPTIONS.rules:
         defaults = argparse.Namespace(**{name: FACE_OPTIONS[name].default for name in rule.flags})
         assert rule.check(defaults) is None
     # Without --box (a command that never takes one), the pads rule does not apply at all.
     detect_only = create_argparser(FACE_OPTIONS.without("box"))
-    assert detect_only.flag_rules == []
+    assert [rule.flags for rule in detect_only.flag_rules] == [("color_match", "paste")]
     assert detect_only.parse_args(["--pads", "0,10,0,0"]).pads == "0,10,0,0"
     assert parse_pads("0,10,0,0") == (0, 10, 0, 0)
