@@ -191,7 +191,6 @@ GENERATE_FLAG_CASES = [
     (["--paste", "middle"], "--paste 'middle': expected one of full, lower"),
     (["--channel_order", "gbr"], "--channel_order 'gbr'"),
     (["--face_det_batch_size", "0"], "--face_det_batch_size 0"),
-    (["--face_det_scale", "0"], "--face_det_scale 0.0"),
     (["--face_det_scale", "1.5"], "--face_det_scale 1.5"),
     (["--face_det_scale", "-1"], "--face_det_scale -1.0"),
     (["--image_size", "0"], "--image_size 0"),
