@@ -107,11 +107,24 @@ class LoopPolicy:
 
 
 def save(task: TrainingTask, policy: LoopPolicy, step: int) -> None:
-    """Rank 0 writes the task's checkpoint for `step` atomically and prunes to the newest `keep`."""
+    """Rank 0 writes the task's checkpoint for `step` atomically and prunes to the newest `keep`.
+    When it cannot (a full disk), every rank raises its one-line error."""
     state = task.checkpoint(step)
+    failed = None
     if dist_util.is_main_process():
-        path = save_checkpoint(policy.output_dir, step, state, policy.keep, policy.prefix)
-        logger.log(f"saved {path}")
+        try:
+            path = save_checkpoint(policy.output_dir, step, state, policy.keep, policy.prefix)
+            logger.log(f"saved {path}")
+        except Exception as exc:  # noqa: BLE001 - raised below, on every rank
+            failed = exc
+    if dist_util.world_size() > 1:
+        # Every rank learns whether rank 0 wrote: the others would wait at the next collective
+        # for a rank that has gone.
+        message = dist_util.broadcast_object(None if failed is None else str(failed))
+        if message is not None and failed is None:
+            failed = Diff2LipError(message)
+    if failed is not None:
+        raise failed
     dist_util.barrier()
 
 

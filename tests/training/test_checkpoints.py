@@ -72,3 +72,22 @@ def test_resume_after_a_network_flag_changed_is_one_line_naming_the_flag_and_bot
         "start a new run"
     )
     assert [os.path.basename(p) for p in list_checkpoints(run)] == ["checkpoint_0000001.pt"]
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_torchrun_ends_every_rank_with_the_line_instead_of_a_hang(data_root, tmp_path):
+    """Two gloo ranks on a real 10 MB tmpfs, where the 73 MB checkpoint cannot go: rank 0's
+    failed save reaches rank 1 too (before, rank 1 waited at the barrier for a rank that had gone)."""
+    from launchers import run as launch, torchrun
+
+    with small_disk(tmp_path / "disk", "10m") as (folder, preexec):
+        if preexec is not None:
+            pytest.skip("no tmpfs here, and a file-size limit does not pass through torchrun's workers")
+        argv = [*TINY_CLI_FLAGS, "--data_root", str(data_root), "--output_dir", os.path.join(folder, "run"),
+                "--batch_size", "2", "--num_workers", "0", "--lambda_sync", "0", "--lambda_lpips", "0", "--max_steps", "1"]
+        code, output = launch([*torchrun(2), "train.py", *argv], timeout=240)
+        assert code != 0
+        line = f"error: no space left on the disk of '{folder}/run' (writing 'checkpoint_0000001.pt')"
+        assert sum(line in text for text in output.splitlines()) == 2, output  # one line from each rank
+        assert 'File "' + str(REPO_ROOT / "training") not in output  # no traceback from our code
+        assert not [f for f in os.listdir(os.path.join(folder, "run")) if f.endswith(".tmp") or f.startswith(".")]
