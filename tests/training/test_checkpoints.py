@@ -78,7 +78,8 @@ def test_resume_after_a_network_flag_changed_is_one_line_naming_the_flag_and_bot
 def test_a_full_disk_under_torchrun_ends_every_rank_with_the_line_instead_of_a_hang(data_root, tmp_path):
     """Two gloo ranks on a real 10 MB tmpfs, where the 73 MB checkpoint cannot go: rank 0's
     failed save reaches rank 1 too (before, rank 1 waited at the barrier for a rank that had gone)."""
-    from launchers import run as launch, torchrun
+    from launchers import run as launch
+    from launchers import torchrun
 
     with small_disk(tmp_path / "disk", "10m") as (folder, preexec):
         if preexec is not None:
