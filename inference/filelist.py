@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from common.errors import Diff2LipError
+from common.errors import Diff2LipError, DiskFullError
 from common.progress import Progress
 
 MEDIA_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".wav", ".mp3", ".m4a", ".flac", ".png", ".jpg", ".jpeg")
@@ -117,13 +117,15 @@ def for_each_item(
     failures: Optional[List[str]] = None,
 ) -> List[str]:
     """Run `process` on every item; one that fails is reported as `filelist:line: message` and
-    the others go on. Returns the failure lines, appended to `failures` as they happen when given
+    the others go on (a full disk stops the list: every item after it would fail). Returns the failure lines, appended to `failures` as they happen when given
     (so a caller stopped by a signal midway still has them)."""
     failures = [] if failures is None else failures
     bar = Progress(len(items), filelist, "clip", progress)
     for item in items:
         try:
             process(item)
+        except DiskFullError:
+            raise  # every item after it would fail the same way: the list stops, finished outputs stay
         except Diff2LipError as exc:
             failures.append(f"{filelist}:{item.line_no}: {exc}")
         except Exception as exc:  # one broken clip must not end the list

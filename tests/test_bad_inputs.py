@@ -394,10 +394,11 @@ def test_options_that_depend_on_the_network_are_checked_once_it_is_known_before_
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.parametrize("cache", ["video writer", "frame cache"])
+@pytest.mark.parametrize("cache", ["video writer", "frame cache", "list run"])
 def test_generate_into_a_full_disk_is_one_line_and_leaves_nothing(cache, media, tmp_path):
     """A real 64 KiB tmpfs, filled (helpers.small_disk): the H.264 file, or first the
-    --loop_video frame cache beside it (a memory map, whose full disk was a SIGBUS), finds no room."""
+    --loop_video frame cache beside it (a memory map, whose full disk was a SIGBUS), finds no room;
+    a list run stops at the first item (each one after it would fail the same way)."""
     from helpers import small_disk
 
     with small_disk(tmp_path / "disk", "64k") as (folder, preexec):
@@ -406,6 +407,10 @@ def test_generate_into_a_full_disk_is_one_line_and_leaves_nothing(cache, media, 
         out = os.path.join(folder, "o.mp4")
         extra = ["--loop_video", "True"] if cache == "frame cache" else []
         argv = single(media, out, *extra, audio=media["long_speech"])
+        if cache == "list run":
+            (tmp_path / "list.txt").write_text("face face\nclip_orig face\n")
+            argv = gen_flags(media, "--generate_from_filelist", "1", "--test_video_dir", str(media["root"]), "--filelist",
+                             str(tmp_path / "list.txt"), "--sample_path", folder, "--is_voxceleb2", "False", "--box", BOX)
         done = subprocess.run([sys.executable, "generate.py", *argv], cwd=REPO_ROOT, env=child_env(),
                               capture_output=True, text=True, timeout=120, preexec_fn=preexec)
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
