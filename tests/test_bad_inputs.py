@@ -199,8 +199,8 @@ GENERATE_FLAG_CASES = [
     (["--channel_mult", "1,x"], "--channel_mult '1,x'"),
     (["--channel_mult", "0,2"], "--channel_mult '0,2'"),
     (["--attention_resolutions", "16,abc"], "--attention_resolutions '16,abc'"),
-    (["--num_channels", "0"], "--num_channels 0"),
     (["--attention_resolutions", "-16"], "--attention_resolutions '-16'"),
+    (["--num_channels", "0"], "--num_channels 0"),
     (["--num_channels", "48"], "--num_channels 48 with --channel_mult 1,2 gives levels of [48, 96] channels, and each "
                                "must be a multiple of 32"),
     (["--num_head_channels", "24"], "--num_head_channels 24 does not divide the 64 channels of an attention level"),
@@ -753,6 +753,7 @@ def test_evaluate_lines(kind, eval_run, eval_dirs):
         assert len(mentions) == 1 and mentions[0].startswith("failed: ")
         assert {"other size": "is 48x48 but the real clip", "climbs out": "leaves --real_root"}[kind] in mentions[0]
     assert "1 clips scored, 2 failed" in eval_run["out"]
+    assert not hidden_files(eval_run["dir"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -809,4 +810,3 @@ def test_train_on_a_root_with_a_clip_without_mel_and_one_with_broken_crops_repor
     assert f"skipping broken clip '{names[1]}'" in proc.stderr and "mel.npy is missing or unreadable" in proc.stderr
     assert f"skipping broken sample of clip {names[2]}" in proc.stderr
     assert os.path.exists(tmp_path / "out" / "checkpoint_0000002.pt")
-    assert not hidden_files(eval_run["dir"])
