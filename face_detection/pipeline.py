@@ -255,11 +255,12 @@ def no_face_hint(detector, frame_hw: Tuple[int, int], n_frames: int, source_name
     tried = getattr(detector, "scales", lambda hw: [getattr(detector, "scale", 1.0)])(frame_hw)
     name = getattr(detector, "name", "the detector")
     h, w = frame_hw
+    small = ", for a small one --face_det_scale 1" if tried[0] < 1 else ""  # 1 was tried already otherwise
     return (
         f"no face found in any of the {n_frames} frames of '{source_name}' ({w}x{h}) by {name} at scale "
         f"{', '.join(f'{s:.3g}' for s in tried)}: the clip passes through unchanged; for a face that fills most of "
-        f"the frame try --face_det_scale {tried[-1] / 2:.3g}, for a small one --face_det_scale 1, or another "
-        f"--face_detector, or give the face as --box top,bottom,left,right with --is_voxceleb2 False"
+        f"the frame try --face_det_scale {tried[-1] / 2:.3g}{small}, or another --face_detector, or give the face "
+        f"as --box top,bottom,left,right with --is_voxceleb2 False"
     )
 
 

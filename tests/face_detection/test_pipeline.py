@@ -469,4 +469,5 @@ def test_a_clip_without_any_face_gets_one_line_naming_what_was_tried_and_the_fla
         "a small one --face_det_scale 1, or another --face_detector, or give the face as --box top,bottom,left,right "
         "with --is_voxceleb2 False"
     )
-    assert "\n" not in line and "at scale 1, 0.5, 0.25:" in no_face_hint(centerface, (720, 1280), 3)
+    line = no_face_hint(centerface, (720, 1280), 3)
+    assert "\n" not in line and "at scale 1, 0.5, 0.25:" in line and "--face_det_scale 0.125, or another" in line
