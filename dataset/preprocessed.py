@@ -133,6 +133,8 @@ class Clip:
         if mel.ndim != 2 or mel.shape[0] != 80 or mel.dtype != np.float32:
             raise Diff2LipError(f"clip '{self.folder}': mel.npy is {mel.dtype} {list(mel.shape)}, not float32 [80, T]; "
                                 "preprocess it again")
+        if mmap_mode is None and not np.isfinite(mel).all():  # a NaN would make every loss of its samples NaN
+            raise Diff2LipError(f"clip '{self.folder}': mel.npy holds NaN or inf; preprocess it again")
         return mel
 
     @property

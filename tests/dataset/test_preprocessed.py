@@ -174,6 +174,7 @@ def test_a_meta_without_its_counts_is_incomplete(written):
     ("removed", r"mel.npy is missing or unreadable"),
     ("truncated", r"mel.npy is missing or unreadable"),
     ("wrong shape", r"mel.npy is float32 \[40, 3\], not float32 \[80, T\]"),
+    ("NaN", r"mel.npy holds NaN or inf"),
 ])
 def test_a_clip_with_a_missing_or_broken_mel_is_refused_when_opened(written, damage, needle):
     root, *_ = written
@@ -183,10 +184,14 @@ def test_a_clip_with_a_missing_or_broken_mel_is_refused_when_opened(written, dam
     elif damage == "truncated":
         data = open(path, "rb").read()
         open(path, "wb").write(data[:100])
-    else:
+    elif damage == "wrong shape":
         np.save(path, np.zeros((40, 3), np.float32))
+    else:
+        mel = np.load(path)
+        mel[3, 5] = np.nan
+        np.save(path, mel)
     with pytest.raises(Diff2LipError, match=rf"clip '.*00001': {needle}.*preprocess it again"):
-        Clip(str(root), NAME)
+        Clip(str(root), NAME).mel  # the header at once, the values when they are read
 
 
 def test_a_crop_of_another_size_is_refused_naming_it(written):
