@@ -16,6 +16,12 @@ lip-synced to 10 s and to 10 min of speech (AAC), each in a fresh process, compa
 resident memory. The video limits both clips, so only the audio differs; small frames keep the
 video's share of the peak small, so that audio costs would show.
 
+Memory with face detection (`detect`): the same two lengths of 1280x720, rendered from the
+astronaut photograph so that the bundled CenterFace finds the face in every frame, lip-synced by
+the committed 2-step demo student with `--is_voxceleb2 False --face_detector centerface
+--face_det_scale 0.5` (`--detect_scale`), the source frames also written under the output's audio (`--save_orig`'s
+path); the peak resident memory of the longer over the shorter.
+
 In-the-wild box logic (`wild`): per 720p frame, the colour histogram of scene-cut detection
 (computed while frames are decoded) and the clip-wide track (selection among 3 faces, IoU
 track, cuts, gap fill, smoothing), on rendered frames and 3000 frames of detections.
@@ -24,7 +30,7 @@ source's own, on the astronaut photograph with a stand-in generated face (its ow
 px, blurred and colour-shifted as diffusion samples drift).
 
     python benchmarks/bench_pipeline.py [--durations 10 60] [--audio_durations 10 600]
-        [--parts clips audio estimates wild seam] [--workdir outputs/bench_pipeline]
+        [--parts clips detect audio estimates wild seam] [--workdir outputs/bench_pipeline]
 """
 
 import argparse
@@ -43,7 +49,12 @@ sys.path.insert(0, REPO_ROOT)
 HEIGHT, WIDTH = 720, 1280
 BOX = "160,560,440,840"  # top,bottom,left,right of the drawn face in a 1280x720 frame
 FIXED_BOX = ("--is_voxceleb2", "False", "--box", BOX)
-PARTS = ("clips", "audio", "estimates", "wild", "seam")
+PARTS = ("clips", "detect", "audio", "estimates", "wild", "seam")
+STUDENT = os.path.join(REPO_ROOT, "checkpoints", "demo", "diff2lip_synthetic64_student2.pt")
+# The detection path as a new user runs it: the bundled detector on every frame (at --detect_scale:
+# 0.5 by default, 4x cheaper than 1.0 on a CPU; memory is bounded per detector call either way),
+# the tracked face, the paste, and the untouched source frames under the output's audio.
+DETECT_FLAGS = ("--is_voxceleb2", "False", "--face_detector", "centerface")
 TINY_FLAGS = [
     "--image_size", "128", "--num_channels", "32", "--num_res_blocks", "1", "--channel_mult", "1,1,2",
     "--attention_resolutions", "16", "--num_head_channels", "32", "--timestep_respacing", "ddim2",
@@ -59,6 +70,33 @@ def render(path: str, seconds: float, with_audio: bool = True, height: int = HEI
     with VideoWriter(path, fps=25, audio=speech_like(seconds) if with_audio else None, sample_rate=16000) as writer:
         for i in range(int(seconds * 25)):
             writer.write(draw_face(i, height, width))
+
+
+def photo_frame(i: int, height: int = HEIGHT, width: int = WIDTH):
+    """Frame `i` of a talking-head shot a face detector finds: the astronaut photograph's head
+    (scikit-image), its side `height`, swaying 40 px left and right every 4 s on a grey ground."""
+    import cv2
+    import numpy as np
+    from skimage.data import astronaut
+
+    head = cv2.resize(astronaut(), (height, height), interpolation=cv2.INTER_AREA)
+    frame = np.full((height, width, 3), 96, np.uint8)
+    x = (width - height) // 2 + int(round(40 * np.sin(2 * np.pi * i / 100)))
+    frame[:, x : x + height] = head
+    return frame
+
+
+def render_photo(path: str, seconds: float) -> None:
+    """`seconds` of `photo_frame` at 25 fps, 1280x720 H.264, with its own AAC speech track."""
+    from dataset.synthetic import speech_like
+    from dataset.video_io import VideoWriter
+
+    if os.path.exists(path):
+        return
+    with VideoWriter(path + ".tmp.mp4", fps=25, audio=speech_like(seconds), sample_rate=16000) as writer:
+        for i in range(int(seconds * 25)):
+            writer.write(photo_frame(i))
+    os.replace(path + ".tmp.mp4", path)
 
 
 def write_speech(path: str, seconds: float) -> None:
@@ -85,15 +123,17 @@ def write_speech(path: str, seconds: float) -> None:
     os.replace(tmp, path)
 
 
-def run_clip(video: str, checkpoint: str, out: str, audio: Optional[str] = None, face: Sequence[str] = FIXED_BOX) -> dict:
+def run_clip(video: str, checkpoint: str, out: str, audio: Optional[str] = None, face: Sequence[str] = FIXED_BOX,
+             model_flags: Sequence[str] = tuple(TINY_FLAGS), orig: str = "") -> dict:
     """Lip-sync `video` with `audio` (default: its own) in a fresh process, faces placed by the
-    `face` flags; the child prints its figures."""
+    `face` flags (and with `orig`, the source frames under the output's audio written there too);
+    the child prints its figures."""
     code = (
         "import json, sys, time\n"
         f"sys.path.insert(0, {REPO_ROOT!r})\n"
-        "from inference.options import create_parser\n"
+        "from inference.options import parse_args\n"
         "from inference.pipeline import Generator\n"
-        "args = create_parser().parse_args(sys.argv[1:])\n"
+        "args, _, _ = parse_args(sys.argv[1:])\n"  # with the flags a network file carries
         "def mb(key):\n"
         "    return int([l for l in open('/proc/self/status') if l.startswith(key)][0].split()[1]) / 1024\n"
         "gen = Generator(args)\n"
@@ -103,14 +143,14 @@ def run_clip(video: str, checkpoint: str, out: str, audio: Optional[str] = None,
         "open('/proc/self/clear_refs', 'w').write('5')\n"
         "rss_before = mb('VmRSS:')\n"
         "start = time.perf_counter()\n"
-        "n = gen.clip(args.video_path, args.audio_path, args.out_path)\n"
+        f"n = gen.clip(args.video_path, args.audio_path, args.out_path, orig_path={orig!r} or None)\n"
         "total = time.perf_counter() - start\n"
         "clip_peak = mb('VmHWM:')\n"
         "print(json.dumps(dict(frames=n, seconds=total, network_seconds=gen.syncer.network_seconds,"
         " peak_rss_mb=max(peak_before, clip_peak), clip_rss_mb=clip_peak - rss_before)))\n"
     )
     argv = [
-        *TINY_FLAGS, "--model_path", checkpoint, "--generate_from_filelist", "0", "--video_path", video,
+        *model_flags, "--model_path", checkpoint, "--generate_from_filelist", "0", "--video_path", video,
         "--audio_path", audio or video, "--out_path", out, *face,
         "--sampling_batch_size", "32", "--progress", "False", "--precision", "bf16",
     ]
@@ -216,6 +256,32 @@ def official_network_seconds_per_frame(batch: int = 8) -> float:
     return forward * 25 / batch
 
 
+def detection_memory(workdir: str, durations: Sequence[float], scale: float = 0.5) -> dict:
+    """Peak RSS of the detection path on the astronaut's head at 1280x720 (its own AAC track),
+    the shorter and the longer clip each in a fresh process, with the committed 2-step demo
+    student; also the source frames written under the output's audio (`orig`)."""
+    runs = {}
+    for seconds in durations:
+        video = os.path.join(workdir, f"photo_{int(seconds)}s_720p.mp4")
+        render_photo(video, seconds)
+        out = os.path.join(workdir, f"out_detect_{int(seconds)}s.mp4")
+        face = (*DETECT_FLAGS, "--face_det_scale", str(scale))
+        runs[seconds] = result = run_clip(video, STUDENT, out, face=face, model_flags=(),
+                                          orig=os.path.join(workdir, f"out_detect_{int(seconds)}s_orig.mp4"))
+        print(f"{seconds:4.0f} s of 720p with detection, {result['frames']} frames: {result['frames'] / result['seconds']:.1f} "
+              f"frames/s, peak RSS {result['peak_rss_mb']:.0f} MB (the clip adds {result['clip_rss_mb']:.0f} MB)")
+    short, long_ = runs[min(durations)], runs[max(durations)]
+    ratio = long_["peak_rss_mb"] / short["peak_rss_mb"]
+    print(f"peak memory with detection, {max(durations):.0f} s / {min(durations):.0f} s of 720p: {ratio:.3f} "
+          f"(target <= 1.2, and under 3000 MB: {long_['peak_rss_mb']:.0f} MB)")
+    return {
+        f"detect_peak_rss_mb_{int(min(durations))}s": short["peak_rss_mb"],
+        f"detect_peak_rss_mb_{int(max(durations))}s": long_["peak_rss_mb"],
+        "detect_memory_ratio_long_vs_short": ratio,
+        f"detect_fps_{int(max(durations))}s": long_["frames"] / long_["seconds"],
+    }
+
+
 def audio_memory(workdir: str, checkpoint: str, durations: Sequence[float]) -> dict:
     """Peak RSS lip-syncing one 4 s 224x224 video to the shorter and to the longer audio, each in a fresh process."""
     video = os.path.join(workdir, "video_4s_224p.mp4")
@@ -278,9 +344,11 @@ def main():
     parser.add_argument("--audio_durations", type=float, nargs=2, default=[10, 600],
                         help="the two audio lengths (seconds) lip-synced onto the same 4 s 224x224 video")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
-                        help="clips: speed and memory per clip length; audio: memory in the audio's length; "
+                        help="clips: speed and memory per clip length (fixed --box); detect: memory with face detection; audio: memory in the audio's length; "
                         "estimates: S3FD and the official network, the share outside the network; "
                         "wild: scene-cut and tracking cost per 720p frame; seam: box-edge step per paste mode")
+    parser.add_argument("--detect_scale", type=float, default=0.5,
+                        help="detect: --face_det_scale of the runs (0: generate.py's default, 1.0 at 720p, 4x the time)")
     parser.add_argument("--workdir", default=os.path.join(REPO_ROOT, "outputs", "bench_pipeline"),
                         help="where the rendered clips (kept for reruns) and outputs go")
     args = parser.parse_args()
@@ -318,6 +386,8 @@ def main():
         figures["memory_ratio_long_vs_short"] = runs[long_]["peak_rss_mb"] / runs[short]["peak_rss_mb"]
         print(f"peak memory {int(long_)} s / {int(short)} s: {figures['memory_ratio_long_vs_short']:.3f} (target <= 1.2)")
 
+    if "detect" in args.parts:
+        figures.update(detection_memory(args.workdir, args.durations, args.detect_scale))
     if "audio" in args.parts:
         figures.update(audio_memory(args.workdir, checkpoint, args.audio_durations))
     if "wild" in args.parts:
