@@ -1,6 +1,7 @@
-"""256 px through every command, as a user runs them: preprocess at --image_size 256, lift a
-128 px network file with train.py --init_from --image_size 256 (all losses on: the 128 px
-lip-sync expert reads the 256 px crops resized), export, generate a 256 px clip and paste it back.
+"""256 px through every command, as a user runs them: preprocess at --image_size 256, a step of
+scripts.train_syncnet on those crops (SyncNet128 reads their lower halves resized to 64x128),
+lift a 128 px network file with train.py --init_from --image_size 256 (all losses on, that
+expert among them), export, generate a 256 px clip and paste it back.
 Tiny channel counts keep it to seconds per command; the official widths' cost is in
 benchmarks/bench_resolution.py."""
 
@@ -17,8 +18,7 @@ from guided_diffusion.checkpoint_format import network_flags, save_network
 from guided_diffusion.script_util import tfg_create_model_and_diffusion, tfg_model_and_diffusion_defaults
 from helpers import randomize_zero_init, render_clip
 from inference import cli
-from scripts import export_checkpoint
-from training.syncnet import SyncExpert, save_syncnet_checkpoint
+from scripts import export_checkpoint, train_syncnet
 
 # The released 128 px levels (1, 1, 2, 3, 4) and attention at 32, 16, 8 px, at a quarter of the width.
 TINY128 = {**tfg_model_and_diffusion_defaults(), "num_channels": 32, "num_res_blocks": 1, "num_head_channels": 16}
@@ -44,8 +44,9 @@ def test_preprocess_lift_train_export_generate_at_256_px(tmp_path, capsys):
     randomize_zero_init(small)
     net128 = tmp_path / "net128.pt"
     save_network(str(net128), small.state_dict(), network_flags(TINY128))
-    expert = tmp_path / "syncnet128.pt"
-    save_syncnet_checkpoint(str(expert), SyncExpert("syncnet128").net, "syncnet128")
+    assert train_syncnet.main(["--data_root", str(crops), "--output_dir", str(tmp_path / "sync"), "--batch_size", "2",
+                               "--max_steps", "1", "--val_every", "0", "--num_workers", "0", "--min_offset", "3"]) == 0
+    expert = tmp_path / "sync" / "syncnet_0000001.pt"
     run = tmp_path / "run"
     assert train.main(["--data_root", str(crops), "--output_dir", str(run), "--init_from", str(net128),
                        "--image_size", "256", "--sync_expert", str(expert), "--lpips_backbone", "random",
