@@ -131,7 +131,7 @@ def test_resume_is_exact_bit_for_bit(data_root, tmp_path):
 def test_keep_only_the_last_checkpoints_and_init_from(data_root, tmp_path):
     init = tmp_path / "released.pt"
     save_tiny_checkpoint(init, seed=5)
-    model, _ = run_train(train_args(data_root, tmp_path / "k", "--max_steps", "2", "--save_every", "1", "--keep", "2",
+    model, _ = run_train(train_args(data_root, tmp_path / "k", "--max_steps", "3", "--save_every", "1", "--keep", "2",
                                     "--init_from", str(init), "--lr", "0"))
     assert [os.path.basename(p) for p in list_checkpoints(tmp_path / "k")] == ["checkpoint_0000002.pt", "checkpoint_0000003.pt"]
     released = torch.load(init, weights_only=True)
@@ -174,7 +174,7 @@ def test_two_process_ddp_keeps_parameters_identical(data_root, tmp_path):
         "for k, v in model.state_dict().items(): h.update(v.numpy().tobytes())\n"
         "open(sys.argv[1] + f'/rank{dist_util.rank()}.txt', 'w').write(h.hexdigest())\n"
     )
-    argv = train_args(data_root, tmp_path / "out", "--max_steps", "2", "--lambda_gan", "0.05", "--disc_channels", "8", "--save_every", "3")
+    argv = train_args(data_root, tmp_path / "out", "--max_steps", "3", "--lambda_gan", "0.05", "--disc_channels", "8", "--save_every", "3")
     code, output = run([*torchrun(2), str(worker), str(tmp_path), *argv], timeout=300)
     assert code == 0, output
     assert (tmp_path / "rank0.txt").read_text() == (tmp_path / "rank1.txt").read_text()
