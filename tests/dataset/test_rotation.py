@@ -31,7 +31,7 @@ def _stored_picture() -> np.ndarray:
     return picture
 
 
-def _write(path, frames, matrix_degrees=None, tag=None, gop=None) -> str:
+def _write(path, frames, matrix_degrees=None, tag=None, gop=None, hflip=False) -> str:
     """An H.264 file of `frames`; `matrix_degrees` is the display matrix's counter-clockwise angle
     (PyAV's and ffprobe's convention), `tag` the legacy `rotate` stream tag."""
     height, width = frames[0].shape[:2]
@@ -39,7 +39,7 @@ def _write(path, frames, matrix_degrees=None, tag=None, gop=None) -> str:
         stream = container.add_stream("libx264", rate=25, options={"g": str(gop)} if gop else {})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if matrix_degrees is not None:
-            stream.set_display_rotation(matrix_degrees)
+            stream.set_display_rotation(matrix_degrees, hflip=hflip)
         if tag is not None:
             stream.metadata["rotate"] = str(tag)
         for i, picture in enumerate(frames):
@@ -202,11 +202,22 @@ def test_mirrored_exif_orientation_of_a_photograph_is_honoured(tmp_path, orienta
     assert np.array_equal(frame, want)
 
 
-def test_generate_on_a_phone_clip_writes_an_upright_output_of_the_displayed_size(tmp_path):
+# How a phone stores the upright picture, and the matrix (degrees, hflip) that shows it again: a
+# quarter turn counter-clockwise undone by -90; a selfie camera's picture also mirrored (the
+# transpose), undone by -90 and a mirror (ffmpeg's transpose=cclock_flip, the transpose again).
+STORED = {
+    "rotated": (lambda f: np.rot90(f), -90, False),
+    "mirrored": (lambda f: f.transpose(1, 0, 2), -90, True),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(STORED))
+def test_generate_on_a_phone_clip_writes_an_upright_output_of_the_displayed_size(tmp_path, kind):
     height, width = 224, 160  # a portrait face, as the viewer sees it
     upright = [draw_face(i, height, width) for i in range(12)]
-    # Stored a quarter turn counter-clockwise, with the -90 matrix that turns it back, as a phone does.
-    clip = _write(tmp_path / "phone.mp4", [np.ascontiguousarray(np.rot90(f)) for f in upright], matrix_degrees=-90)
+    store, degrees, hflip = STORED[kind]
+    clip = _write(tmp_path / "phone.mp4", [np.ascontiguousarray(store(f)) for f in upright], matrix_degrees=degrees,
+                  hflip=hflip)
     checkpoint = tmp_path / "tiny.pt"
     save_tiny_checkpoint(checkpoint)
     audio = tmp_path / "speech.wav"
