@@ -3,11 +3,13 @@
 For each size, the official configuration (128 channels, 2 residual blocks, attention at 32, 16
 and 8 px, the released channel multipliers of that size) and, at 256 px, the lifted architecture
 that holds the released 128 px network (`guided_diffusion/lift.py`: multipliers 1,1,1,2,3,4):
-one forward of `--batch` frames on the fast path (its FLOPs counted by torch.utils.flop_counter) (channels-last, fused attention, the audio
-encoder run once per frame, bfloat16 autocast or float32), random weights. Each configuration
-runs in a fresh process, so its peak resident memory (weights + activations of one forward, no
-gradients) is its own. Seconds are the median of `--repeats` forwards after one warm-up; the
-ratios against 128 px come from the same run.
+one forward of `--batch` frames on the fast path (channels-last, fused attention, the audio
+encoder run once per frame, bfloat16 autocast or float32), random weights, its FLOPs counted by
+torch.utils.flop_counter. Each configuration
+first runs in a fresh process, so its peak resident memory (weights + activations of one
+forward, no gradients) is its own. Then all four are timed in one process in alternating rounds
+(other jobs' load falls on each alike): seconds are the median of `--repeats` rounds after one
+warm-up, and the ratios against 128 px come from the same rounds.
 
     python benchmarks/bench_resolution.py [--batch 1] [--repeats 2] [--precisions bf16,fp32]
 """
@@ -30,8 +32,8 @@ def rss_mib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def measure(size: int, arch: str, precision: str, batch: int, repeats: int) -> dict:
-    """One configuration, in this process: build, one warm-up forward, `repeats` timed ones."""
+def build(size: int, arch: str, precision: str, batch: int):
+    """`(forward, info)`: one configuration's fast-path forward of `batch` frames and its size."""
     import torch
 
     from guided_diffusion.lift import lift_flags
@@ -47,7 +49,7 @@ def measure(size: int, arch: str, precision: str, batch: int, repeats: int) -> d
     for module in model.modules():  # zero-initialised convs get weights, so every block computes as trained
         if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d)) and module.weight.abs().sum() == 0:
             module.reset_parameters()
-    parameters = sum(p.numel() for p in model.parameters())
+    info = {"parameters": sum(p.numel() for p in model.parameters()), "channel_mult": flags["channel_mult"] or "released"}
     model = prepare_for_inference(model.eval(), "cpu", precision, channels_last=True)
     frames = torch.rand(1, batch, 3, size, size) * 2 - 1
     inputs = tfg_process_batch(frames, 0.5, ref_frames=frames.roll(1, dims=1), mels=torch.randn(1, batch, 80, 16),
@@ -58,27 +60,41 @@ def measure(size: int, arch: str, precision: str, batch: int, repeats: int) -> d
     t = torch.full((batch,), 480)
     with autocast("cpu", precision):
         kwargs = model.precompute_conditioning(kwargs)
-    before = rss_mib()
 
     def forward():
         with autocast("cpu", precision):
             return model(x_t, t, **kwargs)
 
+    return forward, info
+
+
+def footprint(size: int, arch: str, precision: str, batch: int) -> dict:
+    """In a fresh process: one forward's FLOPs and the process's peak resident memory."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    forward, info = build(size, arch, precision, batch)
+    before = rss_mib()
     counter = FlopCounterMode(display=False)
     with counter:
-        forward()  # also the warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
         forward()
-        times.append(time.perf_counter() - start)
-    times.sort()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"seconds_per_frame": times[len(times) // 2] / batch, "peak_rss_mib": peak,
-            "rss_before_forward_mib": before, "parameters": parameters, "gflop_per_frame": counter.get_total_flops() / batch / 1e9,
-            "channel_mult": flags["channel_mult"] or "released"}
+    return {**info, "gflop_per_frame": counter.get_total_flops() / batch / 1e9, "peak_rss_mib": peak,
+            "rss_before_forward_mib": before}
+
+
+def timings(precision: str, batch: int, repeats: int) -> dict:
+    """Median seconds per frame of every configuration, timed in alternating rounds in one process,
+    so that load from other jobs falls on all of them alike and the ratios hold."""
+    forwards = {config: build(*config, precision, batch)[0] for config in CONFIGS}
+    for forward in forwards.values():
+        forward()  # warm-up
+    times = {config: [] for config in CONFIGS}
+    for _ in range(repeats):
+        for config, forward in forwards.items():
+            start = time.perf_counter()
+            forward()
+            times[config].append((time.perf_counter() - start) / batch)
+    return {config: sorted(ts)[len(ts) // 2] for config, ts in times.items()}
 
 
 def main() -> None:
@@ -90,7 +106,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.one:
         size, arch, precision = args.one.split(",")
-        print(json.dumps(measure(int(size), arch, precision, args.batch, args.repeats)))
+        print(json.dumps(footprint(int(size), arch, precision, args.batch)))
         return
 
     import torch
@@ -102,10 +118,13 @@ def main() -> None:
     results = {}
     for precision in args.precisions.split(","):
         for size, arch in CONFIGS:
-            out = subprocess.run([sys.executable, __file__, "--one", f"{size},{arch},{precision}", "--batch", str(args.batch),
-                                  "--repeats", str(args.repeats)], check=True, stdout=subprocess.PIPE, text=True).stdout
-            r = results[(size, arch, precision)] = json.loads(out.strip().splitlines()[-1])
-            print(f"{size:4d} px {arch:8s} ({r['channel_mult']:>13s}) {precision}: {r['seconds_per_frame']:7.2f} s/frame, "
+            out = subprocess.run([sys.executable, __file__, "--one", f"{size},{arch},{precision}", "--batch", str(args.batch)],
+                                 check=True, stdout=subprocess.PIPE, text=True).stdout
+            results[(size, arch, precision)] = json.loads(out.strip().splitlines()[-1])
+        for (size, arch), seconds in timings(precision, args.batch, args.repeats).items():
+            r = results[(size, arch, precision)]
+            r["seconds_per_frame"] = seconds
+            print(f"{size:4d} px {arch:8s} ({r['channel_mult']:>13s}) {precision}: {seconds:7.2f} s/frame, "
                   f"peak {r['peak_rss_mib']:6.0f} MiB (before the forward {r['rss_before_forward_mib']:5.0f}), "
                   f"{r['parameters'] / 1e6:.1f} M parameters, {r['gflop_per_frame']:.0f} GFLOP/frame", flush=True)
     figures = {}
