@@ -117,7 +117,7 @@ class BatchedDetector:
     def frames_per_call(self, frame_hw: Tuple[int, int]) -> int:
         """Frames of size `frame_hw` given to one detector call: `batch_size`, and on the CPU no
         more than `CPU_PIXEL_BUDGET` pixels at the first scale (at least one frame)."""
-        if self.device.startswith("cuda"):
+        if str(self.device).startswith("cuda"):  # a name or a torch.device
             return self.batch_size
         first = self.scales(frame_hw)[0]
         pixels = frame_hw[0] * frame_hw[1] * first * first

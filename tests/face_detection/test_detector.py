@@ -237,3 +237,5 @@ def test_a_cpu_call_holds_a_bounded_number_of_pixels_whatever_the_batch_size():
     assert detector.frames_per_call((2160, 3840)) == 1  # at least one frame
     detector.device = "cuda"  # a GPU's batch is bounded by its memory (halved on out-of-memory)
     assert detector.frames_per_call((2160, 3840)) == 64
+    detector.device = torch.device("cpu")  # as the Generator passes it
+    assert detector.frames_per_call((2160, 3840)) == 1
