@@ -153,3 +153,26 @@ def test_train_py_lifts_a_network_file_and_trains(root64, tmp_path, capsys):
     assert train.main(lift_args(root64, tmp_path / "c", init, "--channel_mult", "1,2,2", "--max_steps", "1")) == 1
     err = capsys.readouterr().err
     assert "--channel_mult 1,2,2 cannot hold the 32 px network" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_512_px_network_trains_a_step_and_samples():
+    """The released 512 px levels (1, 1, 2, 2, 4, 4) at a quarter of the width, one frame: a
+    diffusion loss step has every parameter in its graph, and a 2-step DDIM sample comes out whole (the
+    pipeline's paste-back is size-free: tests/test_resolution.py runs it at 256 px)."""
+    from guided_diffusion.tfg_data_util import tfg_process_batch
+
+    torch.manual_seed(0)
+    flags = {**SMALL, "image_size": 512, "channel_mult": "", "num_res_blocks": 1, "timestep_respacing": "ddim2"}
+    model, diffusion = tfg_create_model_and_diffusion(**flags)
+    assert len(model.input_blocks) == 1 + 6 * 2 - 1  # 6 levels of 1 block, 5 downsamplers
+    frames = torch.rand(1, 1, 3, 512, 512) * 2 - 1
+    batch = tfg_process_batch(frames, 0.5, ref_frames=frames, mels=torch.randn(1, 1, 80, 16))
+    terms = diffusion.training_losses(model, batch.x_start, torch.tensor([1]), batch.model_kwargs, loss_mask=batch.mask)
+    terms["loss"].mean().backward()
+    assert torch.isfinite(terms["loss"]).all()
+    assert model.out[2].weight.grad.abs().sum() > 0  # the zero-initialised head gets its first gradient
+    with torch.no_grad():
+        sample = diffusion.ddim_sample_loop(model.eval(), (1, 3, 512, 512), model_kwargs=batch.model_kwargs)
+    assert sample.shape == (1, 3, 512, 512)
+    assert torch.isfinite(sample).all() and sample.abs().max() <= 1 and sample.std() > 0.1
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
