@@ -64,7 +64,7 @@ def main() -> None:
         for name in args.networks.split(","):
             model = random_network(NETWORKS[name])
             fp32_s, bf16_s = probe_seconds(model, 128, rounds=args.rounds, frames=args.batch)
-            auto, why = fast_cpu_precision(model, 128, os.path.join(cache_dir, "probe.json"))
+            auto, why = fast_cpu_precision(model, 128, os.path.join(cache_dir, "probe.json"), frames=args.batch)
             auto_s = bf16_s if auto == "bf16" else fp32_s
             print(f"{name:9s}: fp32 {args.batch / fp32_s:6.2f} frames/s, bf16 {args.batch / bf16_s:6.2f} frames/s "
                   f"(bf16 {fp32_s / bf16_s:.2f}x fp32's speed); auto picks {auto}: {why}")

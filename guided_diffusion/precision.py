@@ -33,10 +33,12 @@ PRECISION = Option(
 # bfloat16 must beat float32 by this factor in the probe to be chosen, so that timing noise
 # cannot pick a precision that is slower in the run.
 PROBE_MARGIN = 1.1
-# Small enough to take seconds once per machine and network; autocast's per-call weight
-# conversion weighs more at a small batch, so the probe leans to float32, never to a slower bfloat16.
-# A run with fewer frames per network call is probed at its own batch size.
+# The probe times forwards of the run's own frames per call, fewer where one float32 forward
+# would take over PROBE_SECONDS (so that it takes seconds, once per machine and network), but no
+# fewer than PROBE_FRAMES: autocast's fixed cost per call (casting the weights) weighs more at a
+# small batch, so a smaller probe leans to float32, never to a slower bfloat16.
 PROBE_FRAMES = 4
+PROBE_SECONDS = 1.0
 PROBE_ROUNDS = 3
 
 
@@ -77,7 +79,7 @@ def choose_precision(precision: Optional[str], device, use_fp16: bool, model: th
         return "fp16", "--use_fp16 True on a GPU"
     if device.type != "cpu":
         return "fp32", f"--use_fp16 True on {device.type}: float16 and bfloat16 are not used there"
-    return fast_cpu_precision(model, image_size, cache_path, log=log, frames=min(batch_size, PROBE_FRAMES))
+    return fast_cpu_precision(model, image_size, cache_path, log=log, frames=batch_size)
 
 
 def cpu_bf16_units() -> str:
@@ -127,8 +129,9 @@ def fast_cpu_precision(model: th.nn.Module, image_size: int, cache_path: Optiona
     """bfloat16 where the CPU has AMX; float32 where it has no bfloat16 instructions; between the
     two (AVX-512 bf16 without AMX, ARM, Apple silicon) whichever a short probe of `model` measures
     faster, cached in `cache_path` (default `probe_cache_path()`) per CPU, torch, threads and
-    network shape, so the probe runs once per machine and network. `units` overrides
-    `cpu_bf16_units()` (to run the probe where the flags alone would decide).
+    network shape and `frames` (the run's frames per network call), so the probe runs once per
+    machine and network. `units` overrides `cpu_bf16_units()` (to run the probe where the flags
+    alone would decide).
 
     Why measured: bfloat16 instructions without matrix units can be several times slower than
     float32 (oneDNN falls back to conversions), and where that happens depends on the CPU.
@@ -147,13 +150,27 @@ def fast_cpu_precision(model: th.nn.Module, image_size: int, cache_path: Optiona
     else:
         if log is not None:
             log("--precision auto: timing float32 against bfloat16 on this CPU (once per machine and network)")
-        fp32_s, bf16_s = probe_seconds(model, image_size, frames=frames)
+        fp32_s, bf16_s = probe_seconds(model, image_size, frames=probe_frames(model, image_size, frames))
         cache[key] = (fp32_s, bf16_s)
         _write_cache(cache_path, cache)
         where = f"measured now, cached in {cache_path}"
     chosen = probe_choice(fp32_s, bf16_s)
     return chosen, (f"--use_fp16 True on a CPU without AMX: bfloat16 ran at {fp32_s / bf16_s:.2f}x float32's speed "
                     f"on this network ({where})")
+
+
+def probe_frames(model: th.nn.Module, image_size: int, frames: int) -> int:
+    """Frames per probe forward: `frames` (the run's), or as many as one float32 forward does in
+    `PROBE_SECONDS`, but at least `PROBE_FRAMES` (or `frames` where that is fewer)."""
+    if frames <= PROBE_FRAMES:
+        return frames
+    one = probe_inputs(model, image_size, 1)
+    with th.no_grad():
+        model(**one)  # warm-up
+        start = time.perf_counter()
+        model(**one)
+        seconds = time.perf_counter() - start
+    return max(PROBE_FRAMES, min(frames, int(PROBE_SECONDS / max(seconds, 1e-6))))
 
 
 def probe_choice(fp32_seconds: float, bf16_seconds: float) -> str:

@@ -9,6 +9,7 @@ import torch
 from common.errors import Diff2LipError
 from guided_diffusion.nn import GroupNorm32
 from guided_diffusion.precision import (
+    PROBE_FRAMES,
     PROBE_MARGIN,
     autocast,
     choose_precision,
@@ -17,6 +18,7 @@ from guided_diffusion.precision import (
     prepare_for_inference,
     prepare_with_precision,
     probe_choice,
+    probe_frames,
     probe_key,
     resolve_precision,
 )
@@ -142,6 +144,7 @@ def test_probe_measures_once_then_follows_its_cache(tiny_model_and_diffusion, tm
     # A run of one frame per call is probed at one frame: a key of its own.
     choose_precision("auto", "cpu", True, model, 32, cache, batch_size=1)
     assert probe_key(model, 32, frames=1) in json.load(open(cache)) or cpu_bf16_units() != "bf16"
+    assert probe_frames(model, 32, 2) == 2 and PROBE_FRAMES <= probe_frames(model, 32, 64) <= 64
     open(cache, "w").write("{not json")
     assert "measured now" in fast_cpu_precision(model, 32, cache, units="bf16")[1]
     assert key in json.load(open(cache))
