@@ -249,8 +249,8 @@ class LipSyncer:
         """The options that depend on the network and its diffusion, checked once they are known
         and before any frame is read (the flag checks cannot see them): one line naming the flag."""
         opts = self.opts
-        blocks = len(self.model.input_blocks)
-        if opts.cache_interval > 1 and opts.cache_depth > blocks:
+        blocks = len(getattr(self.model, "input_blocks", ()))  # a wrapped network may not show its blocks
+        if opts.cache_interval > 1 and blocks and opts.cache_depth > blocks:
             raise Diff2LipError(f"--cache_depth {opts.cache_depth}: this network has {blocks} encoder blocks; "
                                 f"give --cache_depth 1..{blocks}")
         if self.sampler in SOLVERS:

@@ -39,7 +39,7 @@ def test_single_video_script(tmp_path):
         "--box", "40,200,50,174",
     )
     assert code == 0, output
-    assert "--use_fp16 True on cpu: running bf16 instead of float16" in output
+    assert "precision " in output and ": --use_fp16 True on a CPU" in output
     assert probe_video(str(out)).num_frames == 5
 
 

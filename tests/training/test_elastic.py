@@ -152,6 +152,7 @@ def test_the_refusal_comes_before_any_rendezvous(monkeypatch):
                         "TORCHELASTIC_USE_AGENT_STORE": "True", "GROUP_WORLD_SIZE": "2",
                         "TORCHELASTIC_MAX_RESTARTS": "1"}.items():
         monkeypatch.setenv(name, value)
+    monkeypatch.delenv("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", raising=False)  # an earlier test may have set it
     with pytest.raises(Diff2LipError, match="needs TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in torchrun's environment"):
         dist_util.setup_dist()
     assert not torch.distributed.is_initialized()
