@@ -35,10 +35,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_pipeline import photo_frame  # noqa: E402
 from bench_sampling import make_batch, seconds  # noqa: E402
+from bench_unet import realistic_random_model  # noqa: E402
 
 from common.flags import as_flags  # noqa: E402
 from guided_diffusion.precision import cpu_model, prepare_for_inference  # noqa: E402
-from guided_diffusion.script_util import create_gaussian_diffusion, tfg_create_model_and_diffusion  # noqa: E402
+from guided_diffusion.script_util import create_gaussian_diffusion  # noqa: E402
 from inference.lipsync import LipSyncer, SamplingOptions  # noqa: E402
 
 # (row, sampler options, timestep_respacing); the dpm++ rows' steps are network passes.
@@ -53,17 +54,6 @@ TINY_NETWORK = dict(image_size=32, num_channels=32, num_res_blocks=1, channel_mu
                     num_head_channels=32)
 
 
-def random_network(network: dict) -> torch.nn.Module:
-    """The network with default init everywhere (also where training starts at zero), so that every
-    block costs what it costs in a trained network."""
-    torch.manual_seed(0)
-    model, _ = tfg_create_model_and_diffusion(**network)
-    for module in model.modules():
-        if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d)) and module.weight.abs().sum() == 0:
-            module.reset_parameters()
-    return model.eval()
-
-
 def precisions_for(device: torch.device) -> list:
     return ["fp16", "bf16"] if device.type == "cuda" else ["fp32", "bf16"]
 
@@ -73,7 +63,7 @@ def network_rows(args, network: dict, device: torch.device) -> dict:
     size = network.get("image_size", 128)
     syncers, batches = {}, {}
     for precision in precisions_for(device):
-        model = prepare_for_inference(random_network(network), device, precision)
+        model = prepare_for_inference(realistic_random_model(**network), device, precision)
         for n in args.batches:
             batches[n] = batches.get(n) or make_batch(n, size, device)
             for name, options, respacing in SAMPLER_ROWS:
@@ -92,7 +82,7 @@ def network_rows(args, network: dict, device: torch.device) -> dict:
         print(f"{name:16s} {precision} batch {n:3d}: {n / sec:8.2f} frames/s", flush=True)
     if not args.skip_compile:
         precision, n = precisions_for(device)[0], args.batches[-1]
-        compiled = prepare_for_inference(random_network(network), device, precision, compile=True)
+        compiled = prepare_for_inference(realistic_random_model(**network), device, precision, compile=True)
         name, options, respacing = SAMPLER_ROWS[1]
         syncer = LipSyncer(compiled, create_gaussian_diffusion(timestep_respacing=respacing),
                            SamplingOptions(precision=precision, **options), device)
@@ -128,7 +118,7 @@ def end_to_end(args, network: dict, device: torch.device) -> dict:
     video = os.path.join(args.workdir, f"photo_{width}x{height}_{args.e2e_seconds:g}s.mp4")
     render_clip(video, args.e2e_seconds, height, width)
     checkpoint = os.path.join(args.workdir, "random_network.pt")
-    torch.save(random_network(network).state_dict(), checkpoint)
+    torch.save(realistic_random_model(**network).state_dict(), checkpoint)
     detector = "s3fd" if os.path.isfile(s3fd_weights_path()) else "centerface"
     figures = {}
     for name, options, respacing in SAMPLER_ROWS[1:3]:

@@ -20,6 +20,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench_unet import realistic_random_model  # noqa: E402
+
 from guided_diffusion.precision import (  # noqa: E402
     cpu_bf16_units,
     cpu_flags,
@@ -28,7 +30,6 @@ from guided_diffusion.precision import (  # noqa: E402
     prepare_for_inference,
     probe_seconds,
 )
-from guided_diffusion.script_util import tfg_create_model_and_diffusion  # noqa: E402
 
 # The small released configuration (the released README's --num_channels 32 ... example) beside
 # the official network.
@@ -37,16 +38,6 @@ NETWORKS = {
     "small": dict(num_channels=32, num_head_channels=32, num_res_blocks=1),
 }
 SHOWN_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "bf16")
-
-
-def random_network(flags: dict) -> torch.nn.Module:
-    """The network with default init everywhere (also where training starts at zero), so every block works."""
-    torch.manual_seed(0)
-    model, _ = tfg_create_model_and_diffusion(**flags)
-    for module in model.modules():
-        if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d)) and module.weight.abs().sum() == 0:
-            module.reset_parameters()
-    return prepare_for_inference(model, "cpu", "fp32")
 
 
 def main() -> None:
@@ -62,7 +53,7 @@ def main() -> None:
     figures = {"cpu": cpu_model().replace(" ", "_"), "bf16_units": cpu_bf16_units()}
     with tempfile.TemporaryDirectory() as cache_dir:
         for name in args.networks.split(","):
-            model = random_network(NETWORKS[name])
+            model = prepare_for_inference(realistic_random_model(**NETWORKS[name]), "cpu", "fp32")
             fp32_s, bf16_s = probe_seconds(model, 128, rounds=args.rounds, frames=args.batch)
             auto, why = fast_cpu_precision(model, 128, os.path.join(cache_dir, "probe.json"), frames=args.batch)
             auto_s = bf16_s if auto == "bf16" else fp32_s

@@ -27,11 +27,11 @@ from guided_diffusion.script_util import create_gaussian_diffusion, tfg_create_m
 from guided_diffusion.tfg_data_util import shared_noise, tfg_process_batch  # noqa: E402
 
 
-def realistic_random_model():
-    """The official network with default init everywhere, including the layers that start at zero
-    in training, so every block contributes to the output as in a trained model."""
+def realistic_random_model(**flags):
+    """The official network (or the one `flags` build) with default init everywhere, including the
+    layers that start at zero in training, so every block contributes to the output as in a trained model."""
     torch.manual_seed(0)
-    model, _ = tfg_create_model_and_diffusion()
+    model, _ = tfg_create_model_and_diffusion(**flags)
     for module in model.modules():
         if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d)) and module.weight.abs().sum() == 0:
             module.reset_parameters()

@@ -99,28 +99,25 @@ def cpu_bf16_units() -> str:
 
 def cpu_flags() -> set:
     """The CPU's feature flags from /proc/cpuinfo (x86 "flags", ARM "Features"); empty elsewhere."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return set(value.split())
-    except OSError:
-        pass
-    return set()
+    return set(_cpuinfo_field("flags", "Features").split())
 
 
 def cpu_model() -> str:
     """The CPU's model name ("AMD EPYC", ...), for logs and benchmark output."""
+    return _cpuinfo_field("model name", "Model", "Hardware") or platform.processor() or platform.machine()
+
+
+def _cpuinfo_field(*keys: str) -> str:
+    """The first /proc/cpuinfo line's value under one of `keys`; '' where there is none (not Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model", "Hardware"):
+                if key.strip() in keys:
                     return value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return ""
 
 
 def fast_cpu_precision(model: th.nn.Module, image_size: int, cache_path: Optional[str] = None,
