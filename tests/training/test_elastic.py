@@ -9,7 +9,6 @@ import sys
 import pytest
 import torch
 
-import training.diff2lip as diff2lip
 from common.errors import CheckpointError, Diff2LipError
 from guided_diffusion import dist_util, logger
 from helpers import TINY_CLI_FLAGS, make_preprocessed_root
@@ -35,14 +34,6 @@ def train_args(data_root, output_dir, *extra, save_every: int = 3, max_steps: in
         "--lr", "1e-3", "--lambda_gan", "0.05", "--disc_channels", "8", "--save_every", str(save_every), "--keep", "5",
         "--max_steps", str(max_steps), *extra,
     ]
-
-
-def train_here(argv) -> None:
-    """train.py's training in this process (one rank)."""
-    try:
-        diff2lip.train(diff2lip.create_parser().parse_args(argv))
-    finally:
-        logger.close()
 
 
 def assert_same_state(a_path, b_path):
@@ -153,6 +144,7 @@ def test_the_refusal_comes_before_any_rendezvous(monkeypatch):
                         "TORCHELASTIC_MAX_RESTARTS": "1"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", raising=False)  # an earlier test may have set it
+    dist_util.cleanup()  # an in-process training earlier in the suite leaves setup_dist done
     with pytest.raises(Diff2LipError, match="needs TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in torchrun's environment"):
         dist_util.setup_dist()
     assert not torch.distributed.is_initialized()
@@ -170,9 +162,12 @@ def test_a_writer_killed_while_saving_leaves_the_previous_checkpoint_to_resume(d
     assert killed.returncode == -9, killed.stdout + killed.stderr
     assert [os.path.basename(p) for p in list_checkpoints(str(out))] == ["checkpoint_0000002.pt"]
     assert [name for name in os.listdir(out) if name.startswith(".checkpoint_0000004.pt.")]  # the half-written one
-    train_here(train_args(data_root, out, "--resume", "True", **steps))
+    # Every run in a process of its own, as the killed one: one set of threads and global state for all.
+    code, output = run([sys.executable, "train.py", *train_args(data_root, out, "--resume", "True", **steps)], timeout=300)
+    assert code == 0, output
     assert f"resumed from {checkpoint_path(str(out), 2)} at step 2" in (out / "log.txt").read_text()
-    train_here(train_args(data_root, straight, **steps))
+    code, output = run([sys.executable, "train.py", *train_args(data_root, straight, **steps)], timeout=300)
+    assert code == 0, output
     assert_same_state(checkpoint_path(str(out), 5), checkpoint_path(str(straight), 5))
 
 
