@@ -1,7 +1,7 @@
 """The whole pipeline on synthetic talking heads, as a user runs it, command by command:
 render -> preprocess -> train (all five losses) -> export -> generate (cross) -> score.
 
-The training starts from the committed demo network and runs 100 steps (all five losses) on freshly
+The training starts from the committed demo network and runs 50 steps (all five losses) on freshly
 rendered identities; the lips it then generates must follow the driving speech, beating the
 wrong-audio control by at least 0.3 (the issue's bar). A break anywhere (conditioning, losses,
 checkpoint round trip, sampling, paste-back) shows up as a collapsed score.
@@ -18,7 +18,7 @@ from evaluation import synthetic_lipsync as sl
 from launchers import REPO_ROOT, child_env
 from scripts import demo_train
 
-STEPS = 100
+STEPS = 50
 
 
 def command(*argv, timeout=900):
@@ -38,7 +38,7 @@ def test_render_preprocess_train_generate_score(tmp_path):
     data, crops, run_dir = tmp_path / "data", tmp_path / "crops", tmp_path / "run"
     # Seed 3: identities and voices neither the demo training (seed 0) nor the demo (seed 1) used.
     command("dataset/synthetic.py", "--out_root", data, "--identities", 8, "--clips_per_identity", 1,
-            "--seconds", 6, "--test_identities", 3, "--seed", 3, "--progress", "False")
+            "--seconds", 4, "--test_identities", 3, "--seed", 3, "--progress", "False")
     command("dataset/preprocess.py", "--input_root", data, "--output_root", crops, "--image_size", 64,
             "--train_list", data / "train.txt", "--val_list", data / "test.txt", "--progress", "False")
     assert len((crops / "train.txt").read_text().split()) == 5 and len((crops / "val.txt").read_text().split()) == 3
