@@ -156,17 +156,33 @@ def worker_signals() -> None:
 def sigterm_unwinds() -> Iterator[None]:
     """In a pool worker, around one item: SIGTERM (what `Pool.terminate` sends) raises SystemExit,
     so the item's clean-up runs and the worker ends without a traceback. Only around an item: the
-    pool's own code, outside it, may hold locks that an exception there would leave taken."""
+    pool's own code, outside it, may hold locks that an exception there would leave taken.
+
+    The exit is raised again when the block ends: a handler that fires inside a ctypes callback
+    (numba compiling librosa's kernels, say) has its SystemExit printed and dropped by ctypes, and
+    `Pool.terminate` sends one SIGTERM only, then waits for the worker forever. That dropped exit
+    is not printed either (it would be a traceback in the run's output for a stop that went well)."""
+    received = []
+    previous_hook = sys.unraisablehook
 
     def handle(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        received.append(signum)
         raise SystemExit(128 + signum)
 
+    def quiet_about_the_stop(unraisable):
+        if not (received and isinstance(unraisable.exc_value, SystemExit)):
+            previous_hook(unraisable)
+
     signal.signal(signal.SIGTERM, handle)
+    sys.unraisablehook = quiet_about_the_stop
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        sys.unraisablehook = previous_hook
+        if received:
+            raise SystemExit(128 + received[0])
 
 
 def check_outputs(outputs: Sequence[str], inputs: Sequence[str], example: str = "result.mp4") -> None:

@@ -1,5 +1,6 @@
 """common/command.py: how every entry point ends (one error line, signals, output checks)."""
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -8,7 +9,7 @@ import textwrap
 
 import pytest
 
-from common.command import Interrupted, check_output_folder, check_outputs, run_command, stop_signals
+from common.command import Interrupted, check_output_folder, check_outputs, run_command, sigterm_unwinds, stop_signals
 from common.errors import Diff2LipError, MediaError
 from launchers import REPO_ROOT
 
@@ -58,6 +59,31 @@ def test_handlers_are_restored_after_the_command():
     before = signal.getsignal(signal.SIGTERM)
     run_command(lambda: 0)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_pool_item_stopped_inside_a_ctypes_callback_still_ends_when_the_item_returns(capsys):
+    """ctypes prints and drops an exception raised in a callback (numba's compiler calls back into
+    Python while librosa's kernels compile): the item then goes on, and a worker that ignores the
+    one SIGTERM `Pool.terminate` sends would keep the parent waiting forever."""
+
+    def callback():
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(10000):  # the Python-level handler runs between these bytecodes
+            pass
+
+    steps = []
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as raised:
+            with sigterm_unwinds():
+                ctypes.CFUNCTYPE(None)(callback)()
+                steps.append("the item went on after the callback")
+        assert raised.value.code == 128 + signal.SIGTERM
+        assert steps == ["the item went on after the callback"]
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        assert "Traceback" not in capsys.readouterr().err
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def test_a_real_process_stopped_by_sigterm_exits_143_after_its_clean_up(tmp_path):
