@@ -29,8 +29,12 @@ Seam (`seam`): the grey step across the face box's edges after each `--paste` mo
 source's own, on the astronaut photograph with a stand-in generated face (its own crop at 128
 px, blurred and colour-shifted as diffusion samples drift).
 
+Allocator (`allocator`): the committed demo student on a 10 s 224x224 clip, as `make demo` runs
+it, with and without the setting every command makes (`common/allocator.py`: freed tensor memory
+kept in the process), fresh processes alternating: wall time, time in the kernel, page faults.
+
     python benchmarks/bench_pipeline.py [--durations 10 60] [--audio_durations 10 600]
-        [--parts clips detect audio estimates wild seam] [--workdir outputs/bench_pipeline]
+        [--parts clips detect audio estimates wild seam allocator] [--workdir outputs/bench_pipeline]
 """
 
 import argparse
@@ -49,7 +53,7 @@ sys.path.insert(0, REPO_ROOT)
 HEIGHT, WIDTH = 720, 1280
 BOX = "160,560,440,840"  # top,bottom,left,right of the drawn face in a 1280x720 frame
 FIXED_BOX = ("--is_voxceleb2", "False", "--box", BOX)
-PARTS = ("clips", "detect", "audio", "estimates", "wild", "seam")
+PARTS = ("clips", "detect", "audio", "estimates", "wild", "seam", "allocator")
 STUDENT = os.path.join(REPO_ROOT, "checkpoints", "demo", "diff2lip_synthetic64_student2.pt")
 # The detection path as a new user runs it: the bundled detector on every frame (at --detect_scale:
 # 0.5 by default, 4x cheaper than 1.0 on a CPU; memory is bounded per detector call either way),
@@ -124,13 +128,17 @@ def write_speech(path: str, seconds: float) -> None:
 
 
 def run_clip(video: str, checkpoint: str, out: str, audio: Optional[str] = None, face: Sequence[str] = FIXED_BOX,
-             model_flags: Sequence[str] = tuple(TINY_FLAGS), orig: str = "") -> dict:
+             model_flags: Sequence[str] = tuple(TINY_FLAGS), orig: str = "", keep_freed: bool = True) -> dict:
     """Lip-sync `video` with `audio` (default: its own) in a fresh process, faces placed by the
     `face` flags (and with `orig`, the source frames under the output's audio written there too);
-    the child prints its figures."""
+    the child prints its figures. `keep_freed`: with the allocator setting every command makes
+    (common.allocator), else glibc's default."""
     code = (
-        "import json, sys, time\n"
+        "import json, resource, sys, time\n"
         f"sys.path.insert(0, {REPO_ROOT!r})\n"
+        f"if {keep_freed!r}:\n"
+        "    from common.allocator import keep_freed_memory\n"
+        "    keep_freed_memory()\n"
         "from inference.options import parse_args\n"
         "from inference.pipeline import Generator\n"
         "args, _, _ = parse_args(sys.argv[1:])\n"  # with the flags a network file carries
@@ -142,12 +150,16 @@ def run_clip(video: str, checkpoint: str, out: str, audio: Optional[str] = None,
         # peak is measured apart from the imports and the model, which can hide it.
         "open('/proc/self/clear_refs', 'w').write('5')\n"
         "rss_before = mb('VmRSS:')\n"
+        "usage = resource.getrusage(resource.RUSAGE_SELF)\n"
+        "system_before, faults_before = usage.ru_stime, usage.ru_minflt\n"
         "start = time.perf_counter()\n"
         f"n = gen.clip(args.video_path, args.audio_path, args.out_path, orig_path={orig!r} or None)\n"
         "total = time.perf_counter() - start\n"
         "clip_peak = mb('VmHWM:')\n"
+        "usage = resource.getrusage(resource.RUSAGE_SELF)\n"
         "print(json.dumps(dict(frames=n, seconds=total, network_seconds=gen.syncer.network_seconds,"
-        " peak_rss_mb=max(peak_before, clip_peak), clip_rss_mb=clip_peak - rss_before)))\n"
+        " peak_rss_mb=max(peak_before, clip_peak), clip_rss_mb=clip_peak - rss_before,"
+        " system_seconds=usage.ru_stime - system_before, page_faults=usage.ru_minflt - faults_before)))\n"
     )
     argv = [
         *model_flags, "--model_path", checkpoint, "--generate_from_filelist", "0", "--video_path", video,
@@ -308,6 +320,32 @@ def audio_memory(workdir: str, checkpoint: str, durations: Sequence[float]) -> d
     }
 
 
+def allocator(workdir: str, seconds: float = 10, rounds: int = 2) -> dict:
+    """The committed demo student on a `seconds` 224x224 clip (the VoxCeleb2 crop, as `make demo`
+    runs it) in fresh processes, with and without the allocator setting of every command
+    (common.allocator), alternating, `rounds` each: the fastest wall time, the kernel's time and
+    the page faults of each."""
+    video = os.path.join(workdir, f"video_{int(seconds)}s_224p.mp4")
+    render(video, seconds, height=224, width=224)
+    runs = {True: [], False: []}
+    for _ in range(rounds):
+        for keep in (False, True):
+            runs[keep].append(run_clip(video, STUDENT, os.path.join(workdir, f"out_allocator_{keep}.mp4"),
+                                       face=("--is_voxceleb2", "True"), model_flags=(), keep_freed=keep))
+    best = {keep: min(results, key=lambda r: r["seconds"]) for keep, results in runs.items()}
+    for keep, name in ((False, "glibc's default"), (True, "freed memory kept")):
+        r = best[keep]
+        print(f"demo student, {r['frames']} frames of 224x224, {name}: {r['seconds']:.1f} s, {r['system_seconds']:.1f} s "
+              f"in the kernel, {r['page_faults']} page faults, peak RSS {r['peak_rss_mb']:.0f} MB")
+    ratio = best[True]["seconds"] / best[False]["seconds"]
+    print(f"wall time with freed memory kept / glibc's default: {ratio:.3f}")
+    return dict(allocator_time_ratio_kept_vs_default=ratio,
+                allocator_system_seconds_default=best[False]["system_seconds"],
+                allocator_system_seconds_kept=best[True]["system_seconds"],
+                allocator_peak_rss_mb_default=best[False]["peak_rss_mb"],
+                allocator_peak_rss_mb_kept=best[True]["peak_rss_mb"])
+
+
 def estimates(workdir: str, outside: Optional[float] = None) -> dict:
     """S3FD and official-network costs per frame, and the share of time outside the network
     (`outside`: seconds per frame outside the small network, from the longest clip run)."""
@@ -346,7 +384,8 @@ def main():
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
                         help="clips: speed and memory per clip length (fixed --box); detect: memory with face detection; audio: memory in the audio's length; "
                         "estimates: S3FD and the official network, the share outside the network; "
-                        "wild: scene-cut and tracking cost per 720p frame; seam: box-edge step per paste mode")
+                        "wild: scene-cut and tracking cost per 720p frame; seam: box-edge step per paste mode; "
+                        "allocator: the demo student with and without freed memory kept (common.allocator)")
     parser.add_argument("--detect_scale", type=float, default=0.5,
                         help="detect: --face_det_scale of the runs (0: generate.py's default, 1.0 at 720p, 4x the time)")
     parser.add_argument("--workdir", default=os.path.join(REPO_ROOT, "outputs", "bench_pipeline"),
@@ -395,6 +434,8 @@ def main():
         print(f"in-the-wild box logic: {figures['wild_total_ms_per_frame']:.3f} ms per 720p frame (target < 2 ms)")
     if "seam" in args.parts:
         figures.update(seam_gradients())
+    if "allocator" in args.parts:
+        figures.update(allocator(args.workdir))
     if "estimates" in args.parts:
         figures.update(estimates(args.workdir, runs[max(runs)]["outside_per_frame"] if runs else None))
     for name, value in figures.items():

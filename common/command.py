@@ -18,6 +18,7 @@ import tempfile
 import threading
 from typing import Callable, Iterator, Sequence
 
+from common.allocator import keep_freed_memory
 from common.errors import Diff2LipError, DiskFullError
 from common.files import disk_full_error, is_disk_full
 
@@ -65,7 +66,9 @@ def stop_signals() -> Iterator[None]:
 
 def run_command(body: Callable[[], int]) -> int:
     """Run a command's `body` and return its exit code: a `Diff2LipError` is printed as one
-    `error:` line (1); a stop signal is one line saying so (128 + signal)."""
+    `error:` line (1); a stop signal is one line saying so (128 + signal). A command keeps the
+    tensor memory it frees for its next steps (`common.allocator`)."""
+    keep_freed_memory()
     try:
         with stop_signals():
             return body()

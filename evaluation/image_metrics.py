@@ -65,19 +65,32 @@ def _gaussian_kernel(device: Union[str, torch.device]) -> torch.Tensor:
     return w / w.sum()
 
 
+# Frames per SSIM step: about this many pixels. The statistics of a whole clip at once are maps of
+# hundreds of MB each, which every elementwise step allocates (page faults) and streams through
+# memory; a few frames at a time stay in the allocator's reused blocks and in cache.
+SSIM_CHUNK_PIXELS = 1 << 18
+
+
 def ssim_batch(a: Frames, b: Frames, device: Union[str, torch.device] = "cpu") -> torch.Tensor:
     """SSIM of each frame pair (module docstring): `[N, H, W, 3]` uint8 twice -> float64 `[N]` on
-    `device`. Memory: about 15 float64 maps of the batch at once (120 bytes per pixel per frame)."""
+    `device`. Memory: about 15 float64 maps of a few frames (SSIM_CHUNK_PIXELS) at once."""
     ta, tb = _pair(a, b, device)
     n, c, h, w = ta.shape
     if h < SSIM_WIN or w < SSIM_WIN:
         raise ValueError(f"SSIM needs frames of at least {SSIM_WIN}x{SSIM_WIN}, got {h}x{w}")
+    g = _gaussian_kernel(ta.device).float()
+    step = max(1, SSIM_CHUNK_PIXELS // (h * w))
+    return torch.cat([_ssim_frames(ta[i:i + step], tb[i:i + step], g) for i in range(0, n, step)])
+
+
+def _ssim_frames(ta: torch.Tensor, tb: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """`ssim_batch` of float64 `[n, C, H, W]` frames with the 1-D Gaussian `g`."""
+    c = ta.shape[1]
     # The five local statistics of every channel filtered in one grouped, separable valid
     # convolution, in float32 (CPU kernels for float64 grouped convolutions are slow). Pixels are
     # centred at mid-range first, so that E[x^2] - E[x]^2 does not cancel away float32 precision.
     ca, cb = (ta - DATA_RANGE / 2).float(), (tb - DATA_RANGE / 2).float()
-    stats = torch.cat([ca, cb, ca * ca, cb * cb, ca * cb], dim=1)  # [N, 5C, H, W]
-    g = _gaussian_kernel(ta.device).float()
+    stats = torch.cat([ca, cb, ca * ca, cb * cb, ca * cb], dim=1)  # [n, 5C, H, W]
     groups = stats.shape[1]
     stats = F.conv2d(stats, g.view(1, 1, 1, -1).expand(groups, 1, 1, SSIM_WIN), groups=groups)
     stats = F.conv2d(stats, g.view(1, 1, -1, 1).expand(groups, 1, SSIM_WIN, 1), groups=groups).double()
