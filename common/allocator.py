@@ -22,14 +22,17 @@ import sys
 M_TRIM_THRESHOLD = -1  # glibc's malloc.h: free memory at the heap's top above this goes back to the system
 M_MMAP_THRESHOLD = -3  # blocks at least this large get a mapping of their own
 THRESHOLD = 1 << 30
-USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
+
+def _user_tunes_malloc() -> bool:
+    """A MALLOC_* variable (glibc's MALLOC_ARENA_MAX, MALLOC_TRIM_THRESHOLD_, ...) or GLIBC_TUNABLES."""
+    return any(name.startswith("MALLOC_") or name == "GLIBC_TUNABLES" for name in os.environ)
 
 
 def keep_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds to `THRESHOLD` for this process (and the processes
     it forks). Returns whether both were set: False off Linux/glibc or where the environment
     already tunes malloc."""
-    if not sys.platform.startswith("linux") or any(name in os.environ for name in USER_SETTINGS):
+    if not sys.platform.startswith("linux") or _user_tunes_malloc():
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

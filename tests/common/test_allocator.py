@@ -51,7 +51,8 @@ def test_a_command_reuses_freed_tensor_memory_instead_of_faulting_it_in_again():
     assert command["faults"] <= PAGES_PER_TENSOR
 
 
-def test_malloc_settings_in_the_environment_are_left_as_the_user_made_them():
-    result = faults("call", MALLOC_ARENA_MAX="2", GLIBC_TUNABLES="glibc.malloc.trim_threshold=131072")
+@pytest.mark.parametrize("setting", [{"MALLOC_ARENA_MAX": "2"}, {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=131072"}])
+def test_malloc_settings_in_the_environment_are_left_as_the_user_made_them(setting):
+    result = faults("call", **setting)
     assert result["tuned"] is False
     assert result["faults"] >= 19 * PAGES_PER_TENSOR
