@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install constraints weights demo demo-train demo-train-eps demo-student demo-ablation app docs docs-build browser test test-fast bench bench-sampling-quality clean-venv
+.PHONY: install constraints weights demo demo-train demo-train-eps demo-student demo-ablation demo-lift demo-speaker app docs docs-build browser test test-fast bench bench-sampling-quality clean-venv
 
 # requirements.txt says what and from which version; constraints.txt pins the exact versions the
 # suite last passed with, so a fresh machine next month gets the same ones.
@@ -52,6 +52,16 @@ demo-train-eps: $(INSTALLED)
 # The ablation of the losses in miniature (four trainings of the demo network).
 demo-ablation: $(INSTALLED)
 	$(PY) -m scripts.demo_train --ablation True
+
+# 128 px crops: the committed 64 px network upscaled, a 128 px network from scratch, and the 64 px
+# network lifted to 128 px and fine-tuned (docs/resolution.md#proof; about 90 minutes on 2 cores).
+demo-lift: $(INSTALLED)
+	$(PY) -m scripts.demo_train --lift_proof True --timestep_respacing ddim4
+
+# The committed network fine-tuned on one held-out speaker, scored before and after
+# (docs/training.md#one-speaker; about 15 minutes on 2 cores).
+demo-speaker: $(INSTALLED)
+	$(PY) -m scripts.demo_train --speaker_proof True --timestep_respacing ddim4
 
 # The web app (app.py) on http://127.0.0.1:7860.
 app: $(INSTALLED)

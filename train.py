@@ -14,16 +14,11 @@ everything needed to resume exactly; SIGTERM / SIGINT save and exit.
 import sys
 from typing import List, Optional
 
-from guided_diffusion.lift import take_init_flags
-from training.diff2lip import create_parser, train
-from training.loop import run_training
+from training.diff2lip import main as train_main
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = create_parser(description=__doc__)
-    # Fine-tuning one of our network files needs no network flags: the file carries them (and
-    # --image_size twice the file's lifts it).
-    return run_training(train, parser, argv, lambda args, given: take_init_flags(args, given, parser))
+    return train_main(argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -108,6 +108,15 @@ def _span(start: int, length: int, fracs: Tuple[float, float], limit: int) -> sl
     return slice(lo, min(limit, max(lo + 1, int(round(start + fracs[1] * length)))))
 
 
+def mouth_region(height: int, width: int, box: Optional[Box] = None) -> Tuple[slice, slice]:
+    """(rows, cols) of the frame where the meter looks for the mouth: the lower middle of the face
+    `box` (y1, y2, x1, x2), by default the VoxCeleb2 crop of a `height` x `width` frame."""
+    y1, y2, x1, x2 = voxceleb2_box(height, width) if box is None else box
+    if y2 <= y1 or x2 <= x1:
+        raise ValueError(f"box {(y1, y2, x1, x2)} is empty")
+    return _span(y1, y2 - y1, _ROI_ROWS, height), _span(x1, x2 - x1, _ROI_COLS, width)
+
+
 def measure_mouth(frame: np.ndarray, box: Optional[Box] = None) -> Tuple[float, float]:
     """(opening, width) of the mouth in an RGB uint8 [H, W, 3] frame, each normalised to 0..1.
 
@@ -120,11 +129,8 @@ def measure_mouth(frame: np.ndarray, box: Optional[Box] = None) -> Tuple[float, 
         raise ValueError(f"frames must be RGB uint8 [H, W, 3], got {frame.dtype} {frame.shape}")
     height, width = frame.shape[:2]
     y1, y2, x1, x2 = voxceleb2_box(height, width) if box is None else box
+    rows, cols = mouth_region(height, width, (y1, y2, x1, x2))
     box_h, box_w = y2 - y1, x2 - x1
-    if box_h <= 0 or box_w <= 0:
-        raise ValueError(f"box {(y1, y2, x1, x2)} is empty")
-    rows = _span(y1, box_h, _ROI_ROWS, height)
-    cols = _span(x1, box_w, _ROI_COLS, width)
     roi = frame[rows, cols].astype(np.float32)
     redness = (roi[..., 0] - roi[..., 1]) / (roi[..., 0] + roi[..., 1] + 1.0)
 

@@ -49,7 +49,7 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 if __package__ in (None, ""):
     # Run as `python dataset/synthetic.py`: Python put dataset/ on the path; the packages live one up.
@@ -633,6 +633,21 @@ def render_dataset(
     _write_lines(os.path.join(out_root, "test_reconstruction.txt"), [" ".join(p) for p in splits.test_reconstruction])
     _write_lines(os.path.join(out_root, "test_cross.txt"), [" ".join(p) for p in splits.test_cross])
     return splits
+
+
+def render_speaker(out_dir: str, identity: int, clips: Sequence[int], seconds: float, seed: int = 0) -> List[str]:
+    """Clips of one speaker: clip c of identity `identity` of the data set `seed` for each c in
+    `clips`, the face and voice as `render_dataset` draws them with that seed (the speech of each
+    clip its own), written as `out_dir`/clipNN/clipNN.mp4 with its targets.json; returns the
+    video paths. For one-speaker fine-tuning: a data set's held-out speaker, more of their video."""
+    paths = []
+    for c in clips:
+        folder = os.path.join(out_dir, f"clip{c:02d}")
+        os.makedirs(folder, exist_ok=True)
+        render_clip(os.path.join(folder, f"clip{c:02d}.mp4"), _derived_seed(seed, 0, identity),
+                    _derived_seed(seed, 1, identity, c), seconds)
+        paths.append(os.path.join(folder, f"clip{c:02d}.mp4"))
+    return paths
 
 
 def _write_lines(path: str, lines: List[str]) -> None:

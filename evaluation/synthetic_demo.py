@@ -7,7 +7,7 @@ cross and reconstruction clips with generate.py, score them), used by `demo.py` 
 
 import os
 import time
-from typing import List
+from typing import List, Optional
 
 from common.errors import Diff2LipError
 from common.files import atomic_write_json
@@ -104,11 +104,14 @@ def syncnet_accuracy(expert_path: str, data_dir: str, work_dir: str, pairs: int 
     return accuracy
 
 
-def generate(checkpoint: str, data_dir: str, filelist: str, sample_dir: str, args) -> None:
+def generate(checkpoint: str, data_dir: str, filelist: str, sample_dir: str, args,
+             network: Optional[List[str]] = None) -> None:
+    """generate.py on `filelist` with `checkpoint`, built with the `network` flags (default: the
+    demo network of `args.parameterization`; [] takes them all from the file)."""
     from inference.cli import main as generate_main
 
     code = generate_main([
-        *model_flags(args.parameterization), "--model_path", checkpoint, "--generate_from_filelist", "True",
+        *(model_flags(args.parameterization) if network is None else network), "--model_path", checkpoint, "--generate_from_filelist", "True",
         "--filelist", os.path.join(data_dir, filelist), "--test_video_dir", data_dir, "--sample_path", sample_dir,
         "--timestep_respacing", args.timestep_respacing, *sampler_flags(args), "--precision", args.precision,
         # auto means the fast path here, which generate.py takes under the released --use_fp16 True.
@@ -121,14 +124,16 @@ def generate(checkpoint: str, data_dir: str, filelist: str, sample_dir: str, arg
         raise Diff2LipError(f"generate.py failed on {filelist} (its messages are above)")
 
 
-def evaluate_checkpoint(checkpoint: str, data_dir: str, out_dir: str, args, sheets: bool) -> dict:
-    """Generate the cross and reconstruction clips with `checkpoint` and score them."""
+def evaluate_checkpoint(checkpoint: str, data_dir: str, out_dir: str, args, sheets: bool,
+                        network: Optional[List[str]] = None, filelists: str = "test") -> dict:
+    """Generate the clips of `data_dir`'s FILELISTS_cross.txt and FILELISTS_reconstruction.txt with
+    `checkpoint` (built as `generate` says) and score them."""
     from evaluation import synthetic_lipsync as sl
 
     scores: dict = {}
     cross_dir, recon_dir = os.path.join(out_dir, "cross"), os.path.join(out_dir, "reconstruction")
-    generate(checkpoint, data_dir, "test_cross.txt", cross_dir, args)
-    pairs = sl.read_pairs(os.path.join(data_dir, "test_cross.txt"))
+    generate(checkpoint, data_dir, f"{filelists}_cross.txt", cross_dir, args, network)
+    pairs = sl.read_pairs(os.path.join(data_dir, f"{filelists}_cross.txt"))
     cross = sl.cross_scores(cross_dir, data_dir, pairs)
     scores.update(cross.mean)
     scores["per_clip"] = [dict(audio=a, video=v, lip_sync=s, wrong_audio=w, source=o)
@@ -137,9 +142,10 @@ def evaluate_checkpoint(checkpoint: str, data_dir: str, out_dir: str, args, shee
         for pair in pairs:
             sl.sheet(os.path.join(out_dir, "sheets", sl.output_name(*pair).replace(".mp4", ".png")),
                      cross_dir, data_dir, pair)
-    generate(checkpoint, data_dir, "test_reconstruction.txt", recon_dir, args)
-    scores["psnr"], scores["ssim"] = sl.reconstruction_scores(
-        recon_dir, data_dir, sl.read_pairs(os.path.join(data_dir, "test_reconstruction.txt")))
+    generate(checkpoint, data_dir, f"{filelists}_reconstruction.txt", recon_dir, args, network)
+    recon_pairs = sl.read_pairs(os.path.join(data_dir, f"{filelists}_reconstruction.txt"))
+    scores["psnr"], scores["ssim"] = sl.reconstruction_scores(recon_dir, data_dir, recon_pairs)
+    scores["mouth_psnr"], scores["mouth_sharpness"] = sl.mouth_scores(recon_dir, data_dir, recon_pairs)
     return scores
 
 
@@ -154,6 +160,9 @@ def report(scores: dict) -> str:
         f"control: video source (unedited) vs audio:    {scores['source']:.3f}",
         f"reconstruction PSNR / SSIM:                   {scores['psnr']:.2f} dB / {scores['ssim']:.4f}",
     ]
+    if "mouth_psnr" in scores:
+        lines.append(f"mouth PSNR / sharpness (1 = the real mouth's): {scores['mouth_psnr']:.2f} dB / "
+                     f"{scores['mouth_sharpness']:.3f}")
     if "syncnet_accuracy" in scores:
         lines.append(f"SyncNet in/off-sync accuracy (offset >= {SYNC_MIN_OFFSET}):  {scores['syncnet_accuracy']:.3f}  "
                      f"target {verdict(scores['syncnet_accuracy'], TARGETS['syncnet_accuracy'])}")

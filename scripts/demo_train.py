@@ -22,6 +22,16 @@ Every step is the repository's own command, run as a subprocess with the flags b
 With `--ablation True`, step 3 trains four networks with the same budget (`--ablation_steps`):
 L_simple only, + L2 + SyncNet, + LPIPS, + sequence GAN (the rows of the paper's Tables 1 and 3),
 scores each like the demo and prints a Markdown table.
+With `--lift_proof True` (make demo-lift: docs/resolution.md#proof), the training set is cropped at
+128 px, and three networks are scored on the demo's held-out clips with the same sampler:
+(a) the exported 64 px demo network, its output upscaled to the face; (b) its lifted architecture
+(`guided_diffusion/lift.py`) trained at 128 px from scratch for `--lift_steps`; (c) the exported 64
+px network lifted to 128 px (`train.py --init_from --image_size 128`) and fine-tuned for as many
+steps. Both trainings use the demo's settings and losses and the exported expert.
+With `--speaker_proof True` (make demo-speaker: docs/training.md#one-speaker), the exported 64 px
+network is fine-tuned on one speaker with `scripts.finetune_speaker` (SPEAKER: two minutes of new
+video of one of the demo's held-out identities) and scored on that speaker's held-out demo clip
+before and after: its reconstruction, and its video lip-synced to the other held-out voices.
 With `--parameterization eps`, step 3 trains the demo network in the released parameterization
 (predicts the noise, learned sigma: `synthetic_demo.DEMO_MODEL_EPS`) instead, with the same data, losses
 and settings, fine-tuned from the exported x0 network (`train.py --init_from`: both have the
@@ -41,7 +51,7 @@ from typing import Dict, List, Optional
 
 from common.command import run_command
 from common.errors import Diff2LipError
-from common.files import atomic_write_json
+from common.files import atomic_write_json, atomic_write_text
 from common.flags import PROGRESS, Option, Options, as_flags, create_argparser
 from evaluation import synthetic_demo
 
@@ -69,6 +79,19 @@ NETWORKS = {
 DISTILL_TRAINING = dict(teacher_steps=4, student_steps=2, steps_per_round=200, batch_size=2, lr=1e-4, warmup_steps=10,
                         ema_rate=0.99, precision="bf16", save_every=25, keep=2, log_every=10, num_workers=1)
 STUDENT_CHECKPOINT = synthetic_demo.DEMO_STUDENT
+# --lift_proof: the crop size of the lifted networks (twice the demo network's), and the names of its rows.
+LIFT_SIZE = 128
+LIFT_ROWS = {
+    "a": "(a) 64 px network, upscaled",
+    "b": f"(b) {LIFT_SIZE} px from scratch",
+    "c": f"(c) 64 px lifted to {LIFT_SIZE} px, fine-tuned",
+}
+# --speaker_proof: the speaker (identity 1 of the demo's held-out render, DEMO_DATA), the clips of
+# new video of them to fine-tune on (clip 0 is the demo's held-out clip, kept for scoring), and the
+# fine-tuning's settings: the demo training's, at a fifth of its learning rate.
+SPEAKER = dict(identity=1, clips=(1, 2, 3, 4), seconds=30.0)
+SPEAKER_TRAINING = dict(steps=300, lr=1e-4, warmup_steps=20, ema_rate=0.99, batch_size=4, precision="bf16",
+                        lpips_backbone="random", num_workers=1, is_voxceleb2=True, **DEMO_LOSSES)
 # The loss weights of each ablation row (the last row is the demo network's).
 ABLATION = {
     "L_simple only": dict(lambda_l2=0, lambda_sync=0, lambda_lpips=0, lambda_gan=0),
@@ -93,6 +116,11 @@ DEMO_TRAIN_OPTIONS = Options(
     Option("ablation", False, "instead of the demo network, train and score the four ablation rows"),
     Option("ablation_steps", 500, "optimizer steps of each ablation row"),
     Option("timestep_respacing", "ddim10", "sampling steps of the evaluation (ddimN)"),
+    Option("lift_proof", False, f"instead of the demo network, compare at {LIFT_SIZE} px the 64 px network upscaled, a "
+           f"{LIFT_SIZE} px network from scratch and the 64 px network lifted and fine-tuned (docs/resolution.md#proof)"),
+    Option("lift_steps", 300, "with --lift_proof: optimizer steps of the from-scratch and of the lifted network"),
+    Option("speaker_proof", False, "instead of the demo network, fine-tune the exported one on one held-out speaker and score "
+           "that speaker before and after (docs/training.md#one-speaker)"),
     Option("student_only", False, "run only step 5: distil the exported x0 network (in --export_dir) into the 2-step student, "
         "export and evaluate it"),
     PROGRESS,
@@ -108,15 +136,15 @@ def step(title: str, argv: List[str]) -> None:
     print(f"[demo-train] {title}: {time.perf_counter() - started:.0f} s", flush=True)
 
 
-def prepare_data(work_dir: str) -> str:
-    """Render and preprocess the training set (skipped when done); returns the preprocessed root."""
-    videos, crops = os.path.join(work_dir, "data"), os.path.join(work_dir, "crops64")
+def prepare_data(work_dir: str, image_size: int = 64) -> str:
+    """Render the training set and crop it at `image_size` (skipped when done); returns the preprocessed root."""
+    videos, crops = os.path.join(work_dir, "data"), os.path.join(work_dir, f"crops{image_size}")
     marker = os.path.join(videos, "rendered.json")  # written once the render is complete
     if _read_json(marker) != TRAIN_DATA:
         step("render the training set", ["dataset/synthetic.py", "--out_root", videos, *as_flags(TRAIN_DATA)])
         atomic_write_json(marker, TRAIN_DATA)
-    step("preprocess at 64 px", ["dataset/preprocess.py", "--input_root", videos, "--output_root", crops,
-                                 "--image_size", "64", "--train_list", os.path.join(videos, "train.txt"),
+    step(f"preprocess at {image_size} px", ["dataset/preprocess.py", "--input_root", videos, "--output_root", crops,
+                                            "--image_size", str(image_size), "--train_list", os.path.join(videos, "train.txt"),
                                  "--val_list", os.path.join(videos, "test.txt"), "--num_workers", "2"])
     return crops
 
@@ -129,14 +157,14 @@ def train_syncnet(crops: str, work_dir: str, steps: int) -> str:
 
 
 def train_diff2lip(crops: str, out: str, expert: str, steps: int, lambdas: Dict[str, float],
-                   parameterization: str = "x0", init_from: str = "") -> str:
-    """Train the demo network of `parameterization` (from `init_from`'s weights if given); returns
-    the path of its last checkpoint."""
+                   parameterization: str = "x0", init_from: str = "", network: Optional[List[str]] = None) -> str:
+    """Train the demo network of `parameterization`, or the one of the `network` flags (from
+    `init_from`'s weights if given); returns the path of its last checkpoint."""
     init = ["--init_from", init_from] if init_from else []
+    network = synthetic_demo.model_flags(parameterization) if network is None else network
     step(f"train Diff2Lip ({out})", [
         "train.py", "--data_root", crops, "--output_dir", out, "--sync_expert", expert, "--max_steps", str(steps),
-        "--resume", "True", *synthetic_demo.model_flags(parameterization), *init, *as_flags(DIFF2LIP_TRAINING),
-        *as_flags(lambdas),
+        "--resume", "True", *network, *init, *as_flags(DIFF2LIP_TRAINING), *as_flags(lambdas),
     ])
     return os.path.join(out, f"checkpoint_{steps:07d}.pt")
 
@@ -184,7 +212,113 @@ def exported_files(export_dir: str, parameterization: str):
                  (NETWORKS[parameterization]["checkpoint"], synthetic_demo.DEMO_CHECKPOINT, synthetic_demo.DEMO_SYNC_EXPERT))
 
 
+def lift_proof(args) -> dict:
+    """--lift_proof: train (b) and (c), score (a), (b) and (c) (see the module docstring), print
+    and save the table; returns the scores of each row."""
+    from guided_diffusion.lift import lift_flags
+    from guided_diffusion.script_util import tfg_model_and_diffusion_defaults
+
+    _, exported_x0, exported_expert = exported_files(args.export_dir, "x0")
+    if not (os.path.isfile(exported_x0) and os.path.isfile(exported_expert)):
+        raise Diff2LipError(f"--lift_proof lifts {exported_x0} (trained with {exported_expert}); `make demo-train` makes them")
+    started = time.perf_counter()
+    os.makedirs(args.work_dir, exist_ok=True)
+    crops = prepare_data(args.work_dir, LIFT_SIZE)
+    data_dir = held_out_clips(args.work_dir, args.progress)
+    out = os.path.join(args.work_dir, f"lift{LIFT_SIZE}")
+    lifted = lift_flags({**tfg_model_and_diffusion_defaults(), **synthetic_demo.DEMO_MODEL})
+    networks = {  # row -> (checkpoint, seconds of training)
+        "a": (exported_x0, 0.0),
+    }
+    for row, init in (("b", ""), ("c", exported_x0)):
+        begun = time.perf_counter()
+        # (c) takes its flags from the 64 px file and --image_size (train.py lifts it); (b) is the
+        # same architecture, given whole.
+        network = ["--image_size", str(LIFT_SIZE)] if init else as_flags(
+            {k: lifted[k] for k in synthetic_demo.DEMO_MODEL})
+        checkpoint = train_diff2lip(crops, os.path.join(out, "lifted" if init else "scratch"), exported_expert,
+                                    args.lift_steps, DEMO_LOSSES, init_from=init, network=network)
+        networks[row] = (checkpoint, time.perf_counter() - begun)
+    rows = {}
+    for row, (checkpoint, seconds) in networks.items():
+        rows[LIFT_ROWS[row]] = {**synthetic_demo.evaluate_checkpoint(
+            checkpoint, data_dir, os.path.join(out, f"eval_{row}"), evaluation_args(args), sheets=row != "b", network=[]),
+            "training_seconds": round(seconds, 1)}
+        print(f"[demo-train] {LIFT_ROWS[row]}:\n{synthetic_demo.report(rows[LIFT_ROWS[row]])}", flush=True)
+    atomic_write_json(os.path.join(args.work_dir, f"lift{LIFT_SIZE}.json"),
+                      {"steps": args.lift_steps, "timestep_respacing": args.timestep_respacing, "rows": rows})
+    print(f"\n{LIFT_SIZE} px crops, {args.lift_steps} steps for (b) and (c), sampled with {args.timestep_respacing} "
+          f"({time.perf_counter() - started:.0f} s in all):\n")
+    print(lift_table(rows))
+    return rows
+
+
+def speaker_proof(args) -> dict:
+    """--speaker_proof (see the module docstring): render the speaker's new video, fine-tune, score
+    before and after; prints and saves the table, returns the two rows' scores."""
+    from dataset.synthetic import clip_name, render_speaker
+
+    _, exported_x0, exported_expert = exported_files(args.export_dir, "x0")
+    if not (os.path.isfile(exported_x0) and os.path.isfile(exported_expert)):
+        raise Diff2LipError(f"--speaker_proof fine-tunes {exported_x0} (with {exported_expert}); `make demo-train` makes them")
+    started = time.perf_counter()
+    os.makedirs(args.work_dir, exist_ok=True)
+    data_dir = held_out_clips(args.work_dir, args.progress)
+    out = os.path.join(args.work_dir, "speaker")
+    videos = os.path.join(out, "videos")
+    marker = os.path.join(videos, "rendered.json")
+    if _read_json(marker) != {**SPEAKER, "clips": list(SPEAKER["clips"])}:
+        os.makedirs(videos, exist_ok=True)
+        render_speaker(videos, SPEAKER["identity"], SPEAKER["clips"], SPEAKER["seconds"], synthetic_demo.DEMO_DATA["seed"])
+        atomic_write_json(marker, SPEAKER)
+    # The speaker's held-out clip regenerated from its own audio, and lip-synced to each other held-out voice.
+    first_test = synthetic_demo.DEMO_DATA["identities"] - synthetic_demo.DEMO_DATA["test_identities"]
+    speaker_clip = clip_name(SPEAKER["identity"], 0)
+    voices = [clip_name(i, 0) for i in range(first_test, synthetic_demo.DEMO_DATA["identities"]) if i != SPEAKER["identity"]]
+    atomic_write_text(os.path.join(data_dir, "speaker_reconstruction.txt"), f"{speaker_clip} {speaker_clip}\n")
+    atomic_write_text(os.path.join(data_dir, "speaker_cross.txt"), "".join(f"{v} {speaker_clip}\n" for v in voices))
+    training = dict(SPEAKER_TRAINING)
+    step("fine-tune on the speaker", ["-m", "scripts.finetune_speaker", "--videos", videos, "--checkpoint", exported_x0,
+                                      "--sync_expert", exported_expert, "--output_dir", out, *as_flags(training),
+                                      "--progress", str(args.progress)])
+    rows = {}
+    for row, checkpoint in (("before (the demo network)", exported_x0), ("after fine-tuning", os.path.join(out, "speaker.pt"))):
+        rows[row] = synthetic_demo.evaluate_checkpoint(checkpoint, data_dir, os.path.join(out, "eval_before" if
+                                                       checkpoint == exported_x0 else "eval_after"), evaluation_args(args),
+                                                       sheets=False, network=[], filelists="speaker")
+        print(f"[demo-train] {row}:\n{synthetic_demo.report(rows[row])}", flush=True)
+    atomic_write_json(os.path.join(args.work_dir, "speaker.json"), {
+        "speaker": {**SPEAKER, "clips": list(SPEAKER["clips"])}, "training": training,
+        "timestep_respacing": args.timestep_respacing, "rows": rows})
+    print(f"\nOne speaker ({len(SPEAKER['clips'])} x {SPEAKER['seconds']:.0f} s of video, {training['steps']} steps), scored on "
+          f"the speaker's held-out clip with {args.timestep_respacing} ({time.perf_counter() - started:.0f} s in all):\n")
+    print(lift_table(rows))
+    return rows
+
+
+def lift_table(rows: Dict[str, dict]) -> str:
+    """The Markdown table of --lift_proof's rows."""
+    lines = ["| network | lip-sync score | wrong-audio control | PSNR (dB) | SSIM | mouth PSNR (dB) | mouth sharpness |",
+             "|---|---|---|---|---|---|---|"]
+    for row, s in rows.items():
+        lines.append(f"| {row} | {s['lip_sync']:.3f} | {s['wrong_audio']:.3f} | {s['psnr']:.2f} | {s['ssim']:.4f} | "
+                     f"{s['mouth_psnr']:.2f} | {s['mouth_sharpness']:.3f} |")
+    return "\n".join(lines)
+
+
 def run(args) -> None:
+    if args.lift_proof:
+        if args.ablation or args.student_only or args.parameterization != "x0":
+            raise Diff2LipError("--lift_proof lifts the exported x0 demo network; it takes no --ablation, --student_only "
+                                "or --parameterization")
+        lift_proof(args)
+        return
+    if args.speaker_proof:
+        if args.ablation or args.student_only or args.parameterization != "x0":
+            raise Diff2LipError("--speaker_proof fine-tunes the exported x0 demo network; it takes no --ablation, "
+                                "--student_only or --parameterization")
+        speaker_proof(args)
+        return
     if args.parameterization not in NETWORKS:
         raise Diff2LipError(f"--parameterization {args.parameterization!r} is not one of {', '.join(NETWORKS)}")
     if args.ablation and args.parameterization != "x0":

@@ -224,7 +224,7 @@ def run_demo_train_recorded(tmp_path, monkeypatch, *argv: str) -> dict:
     for path in (synthetic_demo.DEMO_CHECKPOINT, synthetic_demo.DEMO_SYNC_EXPERT):
         (export / os.path.basename(path)).write_bytes(b"")
     calls = {}
-    monkeypatch.setattr(demo_train, "prepare_data", lambda work_dir: "CROPS")
+    monkeypatch.setattr(demo_train, "prepare_data", lambda work_dir, image_size=64: f"CROPS{image_size}")
     monkeypatch.setattr(demo_train, "step", lambda title, args: calls.setdefault(title.split(" (")[0], args))
     assert demo_train.main(["--work_dir", str(tmp_path / "work"), "--export_dir", str(export), *argv]) == 0
     return calls

@@ -68,6 +68,87 @@ def test_ablation_rows_add_one_loss_at_a_time():
     assert switched_on[2] - switched_on[1] == {"lambda_lpips"} and switched_on[3] - switched_on[2] == {"lambda_gan"}
 
 
+def _recorded_proof(tmp_path, monkeypatch, *argv):
+    """demo_train with its steps recorded (helpers.run_demo_train_recorded), the held-out clips
+    not rendered and each scoring returning a row that names the network file it scored."""
+    from evaluation import synthetic_demo
+    from helpers import run_demo_train_recorded
+
+    scored = []
+
+    def evaluate(checkpoint, data_dir, out_dir, args, sheets, network=None, filelists="test"):
+        scored.append((checkpoint, network, filelists, args.timestep_respacing))
+        k = len(scored)
+        return dict(lip_sync=0.1 * k, wrong_audio=0.01 * k, source=0.0, psnr=20.0 + k, ssim=0.5, mouth_psnr=15.0 + k,
+                    mouth_sharpness=0.2 * k)
+
+    monkeypatch.setattr(demo_train, "held_out_clips", lambda work_dir, progress: str(tmp_path / "held_out"))
+    monkeypatch.setattr(synthetic_demo, "evaluate_checkpoint", evaluate)
+    (tmp_path / "held_out").mkdir(exist_ok=True)
+    return run_demo_train_recorded(tmp_path, monkeypatch, *argv), scored
+
+
+def test_lift_proof_trains_b_from_scratch_and_c_lifted_and_scores_all_three(tmp_path, monkeypatch, capsys):
+    calls, scored = _recorded_proof(tmp_path, monkeypatch, "--lift_proof", "True", "--lift_steps", "7",
+                                    "--timestep_respacing", "ddim4")
+    export = tmp_path / "export"
+    scratch = calls["train Diff2Lip"]  # (b), the first of the two trainings (the next test has (c))
+    out = capsys.readouterr().out
+    assert "--init_from" not in scratch and scratch[scratch.index("--channel_mult") + 1] == "1,1,2,2"
+    assert scratch[scratch.index("--image_size") + 1] == "128" and scratch[scratch.index("--data_root") + 1] == "CROPS128"
+    assert scratch[scratch.index("--max_steps") + 1] == "7"
+    assert scratch[scratch.index("--sync_expert") + 1] == str(export / "syncnet64_synthetic.pt")
+    # Scored: (a) the exported 64 px network, then (b) and (c)'s last checkpoints, each built from its file.
+    work = tmp_path / "work" / "lift128"
+    assert [s[0] for s in scored] == [str(export / "diff2lip_synthetic64.pt"), str(work / "scratch" / "checkpoint_0000007.pt"),
+                                      str(work / "lifted" / "checkpoint_0000007.pt")]
+    assert all(s[1] == [] and s[3] == "ddim4" for s in scored)
+    table = out[out.index("| network |"):]
+    assert "| (a) 64 px network, upscaled | 0.100 | 0.010 | 21.00 | 0.5000 | 16.00 | 0.200 |" in table
+    assert "| (c) 64 px lifted to 128 px, fine-tuned | 0.300 |" in table
+    saved = json.loads((tmp_path / "work" / "lift128.json").read_text())
+    assert saved["steps"] == 7 and list(saved["rows"]) == list(demo_train.LIFT_ROWS.values())
+
+
+def test_lift_proof_lifts_the_exported_network(tmp_path, monkeypatch):
+    recorded = []
+    monkeypatch.setattr(demo_train, "train_diff2lip", lambda crops, out, expert, steps, lambdas, init_from="", network=None:
+                        recorded.append((init_from, network)) or f"{out}/checkpoint_{steps:07d}.pt")
+    _recorded_proof(tmp_path, monkeypatch, "--lift_proof", "True")
+    (_, scratch), (init, lifted) = recorded
+    assert init == str(tmp_path / "export" / "diff2lip_synthetic64.pt") and lifted == ["--image_size", "128"]
+    assert "--channel_mult" in scratch and "--init_from" not in scratch
+
+
+def test_speaker_proof_fine_tunes_on_new_video_of_a_held_out_speaker(tmp_path, monkeypatch, capsys):
+    from dataset import synthetic
+
+    rendered = []
+    monkeypatch.setattr(synthetic, "render_speaker", lambda out, identity, clips, seconds, seed: rendered.append(
+        (identity, tuple(clips), seconds, seed)))
+    calls, scored = _recorded_proof(tmp_path, monkeypatch, "--speaker_proof", "True", "--timestep_respacing", "ddim4")
+    assert rendered == [(1, (1, 2, 3, 4), 30.0, 1)]  # identity 1 of the demo's held-out render (seed 1), new clips
+    argv = calls["fine-tune on the speaker"]
+    assert argv[:2] == ["-m", "scripts.finetune_speaker"]
+    assert argv[argv.index("--checkpoint") + 1] == str(tmp_path / "export" / "diff2lip_synthetic64.pt")
+    assert argv[argv.index("--lr") + 1] == "0.0001" and argv[argv.index("--steps") + 1] == "300"
+    assert argv[argv.index("--is_voxceleb2") + 1] == "True"
+    speaker = str(tmp_path / "work" / "speaker" / "speaker.pt")
+    assert [(s[0], s[2]) for s in scored] == [(str(tmp_path / "export" / "diff2lip_synthetic64.pt"), "speaker"), (speaker, "speaker")]
+    held_out = tmp_path / "held_out"
+    assert (held_out / "speaker_reconstruction.txt").read_text() == "id00001/clip00/00001 id00001/clip00/00001\n"
+    cross = (held_out / "speaker_cross.txt").read_text().splitlines()
+    assert cross == [f"id{i:05d}/clip00/00001 id00001/clip00/00001" for i in (2, 3, 4, 5, 6)]
+    assert "| after fine-tuning | 0.200 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["--lift_proof", "True", "--ablation", "True"], ["--speaker_proof", "True", "--student_only", "True"]])
+def test_a_proof_takes_no_other_mode(tmp_path, capsys, argv):
+    assert demo_train.main(["--work_dir", str(tmp_path / "w"), *argv]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --") and "takes no --ablation, --student_only or --parameterization" in err
+
+
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
     import subprocess

@@ -6,7 +6,6 @@ import os
 import pytest
 import torch
 
-import train
 from common.errors import Diff2LipError
 from common.flags import create_argparser
 from evaluation import synthetic_demo
@@ -19,6 +18,7 @@ from guided_diffusion.script_util import (
 from helpers import run_demo_train_recorded
 from launchers import REPO_ROOT
 from scripts import demo_train
+from training import diff2lip
 
 
 def test_demo_train_eps_fine_tunes_the_x0_network_with_the_released_parameterization(tmp_path, monkeypatch):
@@ -26,7 +26,7 @@ def test_demo_train_eps_fine_tunes_the_x0_network_with_the_released_parameteriza
     export = tmp_path / "export"
     # The committed expert is reused: neither trained nor exported again.
     assert list(calls) == ["train Diff2Lip", "export the demo network", "evaluate like the demo"]
-    args = train.create_parser().parse_args(calls["train Diff2Lip"][1:])
+    args = diff2lip.create_parser().parse_args(calls["train Diff2Lip"][1:])
     assert (args.predict_xstart, args.learn_sigma) == (False, True)
     assert {k: getattr(args, k) for k in synthetic_demo.DEMO_MODEL if k != "predict_xstart"} == {
         k: v for k, v in synthetic_demo.DEMO_MODEL.items() if k != "predict_xstart"}
@@ -50,7 +50,7 @@ def test_demo_train_default_is_the_x0_network_from_scratch(tmp_path, monkeypatch
     assert list(calls) == ["train the SyncNet64 expert", "train Diff2Lip", "export the demo network",
                            "export the expert", "evaluate like the demo", "distil the 2-step student",
                            "evaluate the student like the demo"]
-    args = train.create_parser().parse_args(calls["train Diff2Lip"][1:])
+    args = diff2lip.create_parser().parse_args(calls["train Diff2Lip"][1:])
     assert (args.predict_xstart, args.init_from, args.max_steps) == (True, "", 1000)
     exported = calls["export the demo network"]
     assert exported[exported.index("--out") + 1] == str(tmp_path / "export" / "diff2lip_synthetic64.pt")

@@ -33,7 +33,7 @@ from guided_diffusion.script_util import (
 )
 from guided_diffusion.tfg_data_util import tfg_process_batch
 from training.checkpoints import resume_checkpoint, rng_state, set_rng_state
-from training.loop import MAX_NONFINITE, LoopPolicy, StopSignal, all_finite, run_loop, warmup_lr
+from training.loop import MAX_NONFINITE, LoopPolicy, StopSignal, all_finite, run_loop, run_training, warmup_lr
 from training.losses import (
     LPIPS_BACKBONES,
     DiffusionLoss,
@@ -103,6 +103,16 @@ TRAIN_OPTIONS = Options(
 def create_parser(description: Optional[str] = None):
     """train.py's parser: the network, diffusion and data flags of script_util, then TRAIN_OPTIONS."""
     return create_argparser(MODEL_AND_DIFFUSION_OPTIONS, DATA_OPTIONS, TRAIN_OPTIONS, description=description)
+
+
+def main(argv: Optional[List[str]] = None, description: Optional[str] = None) -> int:
+    """train.py's command (also run by scripts.finetune_speaker): parse, then `train` through the
+    one training loop. Fine-tuning one of our network files needs no network flags: the file
+    carries them (and --image_size twice the file's lifts it)."""
+    from guided_diffusion.lift import take_init_flags
+
+    parser = create_parser(description=description)
+    return run_training(train, parser, argv, lambda args, given: take_init_flags(args, given, parser))
 
 
 # ----------------------------------------------------------------------------------------------

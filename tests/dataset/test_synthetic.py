@@ -2,6 +2,7 @@
 documented map (dataset/lipmeter.py's, whose reading back is tested in test_lipmeter.py), and the
 command writes the VoxCeleb2 layout with its filelists."""
 
+import json
 import os
 import subprocess
 import sys
@@ -120,6 +121,27 @@ def test_command_writes_layout_and_filelists(tmp_path, capsys):
     assert (held_out / "train.txt").read_text() == ""
     for name in ("test.txt", "test_reconstruction.txt", "test_cross.txt", "id00002/clip01/targets.json"):
         assert (held_out / name).read_text() == (root / name).read_text(), name
+
+
+def test_render_speaker_gives_a_data_sets_clips_of_one_identity(tmp_path):
+    root = tmp_path / "synth"
+    assert synthetic.main(["--out_root", str(root), "--identities", "3", "--clips_per_identity", "2", "--seconds", "0.6",
+                           "--test_identities", "2", "--seed", "3", "--progress", "False"]) == 0
+    paths = synthetic.render_speaker(str(tmp_path / "speaker"), identity=1, clips=[1, 4], seconds=0.6, seed=3)
+    assert paths == [str(tmp_path / "speaker" / f"clip{c:02d}" / f"clip{c:02d}.mp4") for c in (1, 4)]
+    # Clip 1: the very clip the data set holds (same face, voice and speech), frames and audio.
+    assert (tmp_path / "speaker" / "clip01" / "targets.json").read_text() == (root / "id00001/clip01/targets.json").read_text()
+    for a, b in zip(iter_frames(paths[0]), iter_frames(root / "id00001/clip01/00001.mp4")):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(load_wav(paths[0]), load_wav(root / "id00001/clip01/00001.mp4"))
+    # Clip 4: the same identity's face with speech of its own.
+    speaker, dataset_clip = next(iter_frames(paths[1])), next(iter_frames(root / "id00001/clip00/00001.mp4"))
+    other_identity = next(iter_frames(root / "id00002/clip00/00001.mp4"))
+    top = slice(0, 90)  # above the mouth: face, hair, background
+    assert np.abs(speaker[top].astype(float) - dataset_clip[top]).mean() < np.abs(speaker[top].astype(float) -
+                                                                                  other_identity[top]).mean() / 4
+    assert json.loads((tmp_path / "speaker/clip04/targets.json").read_text())["clip_seed"] != json.loads(
+        (root / "id00001/clip00/targets.json").read_text())["clip_seed"]
 
 
 @pytest.mark.parametrize(

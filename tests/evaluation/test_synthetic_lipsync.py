@@ -73,6 +73,37 @@ def test_reconstruction_of_an_identical_clip_is_perfect_and_of_another_is_not(cr
     assert psnr == pytest.approx(expected_psnr, rel=1e-9) and 0 < ssim < 0.9
 
 
+def test_mouth_scores_are_those_of_the_mouth_region_and_blur_lowers_sharpness(cross_set, tmp_path):
+    from dataset.lipmeter import mouth_region
+
+    root, _, pairs = cross_set
+    name = pairs[0][0]
+    original = np.stack(list(iter_frames(root / f"{name}.mp4")))
+    shutil.copy(root / f"{name}.mp4", sl.generated_path(str(tmp_path), (name, name)))
+    psnr, sharpness = sl.mouth_scores(str(tmp_path), str(root), [(name, name)])
+    assert psnr == float("inf") and sharpness == pytest.approx(1.0, abs=1e-12)
+    # The same clip at half resolution, upscaled (what a 64 px network's crop pasted into a 128 px
+    # face looks like): blurred, so less high-frequency energy; its mouth PSNR as numpy computes it.
+    with VideoWriter(sl.generated_path(str(tmp_path), (name, name)), fps=25) as writer:
+        for frame in original:
+            writer.write(cv2.resize(cv2.resize(frame, (112, 112), interpolation=cv2.INTER_AREA), (224, 224)))
+    psnr, sharpness = sl.mouth_scores(str(tmp_path), str(root), [(name, name)])
+    blurred = np.stack(list(iter_frames(sl.generated_path(str(tmp_path), (name, name))))).astype(np.float64)
+    rows, cols = mouth_region(224, 224)
+    # The VoxCeleb2 crop's rows 0..158, cols 50..174: rows 0.55..0.98 and cols 0.22..0.78 of it.
+    assert (rows.start, rows.stop, cols.start, cols.stop) == (87, 155, 77, 147)
+    mse = ((blurred[:, rows, cols] - original[:, rows, cols]) ** 2).mean()
+    assert psnr == pytest.approx(10 * np.log10(255.0**2 / mse), rel=1e-9)
+    laplacian = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float32)
+
+    def energy(frames):  # the Laplacian by hand: filter2D with an explicit kernel, same border
+        luma = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        return np.mean([(cv2.filter2D(f, cv2.CV_32F, laplacian) ** 2).mean() for f in luma])
+
+    expected = energy(blurred[:, rows, cols]) / energy(original[:, rows, cols].astype(np.float64))
+    assert sharpness == pytest.approx(expected, rel=1e-4) and sharpness < 0.6
+
+
 def test_sheet_rows_are_video_generated_and_audio_source_frames(cross_set, tmp_path):
     root, samples, pairs = cross_set
     path = tmp_path / "sub" / "sheet.png"

@@ -166,7 +166,7 @@ def test_demo_train_student_only_distils_the_exported_network_and_scores_it_with
     args = train_distill.create_parser().parse_args(argv[2:])
     assert {k: getattr(args, k) for k in demo.DEMO_MODEL} == demo.DEMO_MODEL
     assert {k: getattr(args, k) for k in demo_train.DISTILL_TRAINING} == demo_train.DISTILL_TRAINING
-    assert args.teacher == str(export / "diff2lip_synthetic64.pt") and args.data_root == "CROPS" and args.resume
+    assert args.teacher == str(export / "diff2lip_synthetic64.pt") and args.data_root == "CROPS64" and args.resume
     student = str(export / os.path.basename(demo_train.STUDENT_CHECKPOINT))
     assert args.export == student and args.output_dir == str(tmp_path / "work" / "student2")
     evaluation = create_argparser(demo.DEMO_OPTIONS).parse_args(calls["evaluate the student like the demo"][1:])

@@ -166,7 +166,7 @@ def test_two_process_ddp_keeps_parameters_identical(data_root, tmp_path):
     worker.write_text(
         "import sys, json, hashlib, torch\n"
         f"sys.path.insert(0, {str(REPO_ROOT)!r}); sys.path.insert(0, {str(REPO_ROOT / 'tests')!r})\n"
-        "import train\n"
+        "import training.diff2lip as train\n"
         "from guided_diffusion import dist_util\n"
         "args = train.create_parser().parse_args(sys.argv[2:])\n"
         "model, step = train.train(args)\n"
