@@ -29,12 +29,18 @@ Seam (`seam`): the grey step across the face box's edges after each `--paste` mo
 source's own, on the astronaut photograph with a stand-in generated face (its own crop at 128
 px, blurred and colour-shifted as diffusion samples drift).
 
+Keyframe detection (`keyframes`): a network of the official size sampled in 2 steps (what the
+2-step student costs; random weights in the released format) end to end on 2 s of the astronaut's
+1280x720 clip, each in a fresh process: frames/s with a fixed `--box`, and with CenterFace at each
+`--detect_every` (1: every frame), and the share of the time outside the network.
+
 Allocator (`allocator`): the committed demo student on a 10 s 224x224 clip, as `make demo` runs
 it, with and without the setting every command makes (`common/allocator.py`: freed tensor memory
 kept in the process), fresh processes alternating: wall time, time in the kernel, page faults.
 
     python benchmarks/bench_pipeline.py [--durations 10 60] [--audio_durations 10 600]
-        [--parts clips detect audio estimates wild seam allocator] [--workdir outputs/bench_pipeline]
+        [--parts clips detect audio estimates wild seam allocator keyframes] [--detect_every 1 5]
+        [--workdir outputs/bench_pipeline]
 """
 
 import argparse
@@ -53,7 +59,7 @@ sys.path.insert(0, REPO_ROOT)
 HEIGHT, WIDTH = 720, 1280
 BOX = "160,560,440,840"  # top,bottom,left,right of the drawn face in a 1280x720 frame
 FIXED_BOX = ("--is_voxceleb2", "False", "--box", BOX)
-PARTS = ("clips", "detect", "audio", "estimates", "wild", "seam", "allocator")
+PARTS = ("clips", "detect", "audio", "estimates", "wild", "seam", "allocator", "keyframes")
 STUDENT = os.path.join(REPO_ROOT, "checkpoints", "demo", "diff2lip_synthetic64_student2.pt")
 # The detection path as a new user runs it: the bundled detector on every frame (at --detect_scale:
 # 0.5 by default, 4x cheaper than 1.0 on a CPU; memory is bounded per detector call either way),
@@ -376,6 +382,43 @@ def estimates(workdir: str, outside: Optional[float] = None) -> dict:
     return figures
 
 
+def keyframe_detection(workdir: str, seconds: float = 2.0, every: Sequence[int] = (1, 5), min_face: float = 0.0) -> dict:
+    """End to end on the astronaut's 1280x720 clip with a network of the official size sampled in
+    2 steps (the 2-step student's cost; random weights in the released format): frames/s with a
+    fixed `--box` against CenterFace at each `--detect_every` (default scale: 1.0 at 720p), each in
+    a fresh process, and the share of the time outside the network."""
+    from face_detection import CenterFaceDetector
+    from guided_diffusion.script_util import tfg_create_model_and_diffusion
+
+    video = os.path.join(workdir, f"photo_{int(seconds)}s_720p.mp4")
+    render_photo(video, seconds)
+    official = os.path.join(workdir, "official_random.pt")
+    if not os.path.exists(official):
+        torch.manual_seed(0)
+        model, _ = tfg_create_model_and_diffusion()
+        torch.save(model.state_dict(), official)  # checkpoint.pt's format: a plain state_dict
+    x1, y1, x2, y2 = CenterFaceDetector().detect([photo_frame(0)])[0]
+    student = ("--timestep_respacing", "ddim2")
+    runs = {"box": run_clip(video, official, os.path.join(workdir, "out_kf_box.mp4"), model_flags=student,
+                            face=("--is_voxceleb2", "False", "--box", f"{y1},{y2},{x1},{x2}"))}
+    for k in every:
+        runs[k] = run_clip(video, official, os.path.join(workdir, f"out_kf_{k}.mp4"), model_flags=student,
+                           face=(*DETECT_FLAGS, "--detect_every", str(k), "--detect_min_face", str(min_face)))
+    figures = {}
+    for name, r in runs.items():
+        fps, outside = r["frames"] / r["seconds"], 1 - r["network_seconds"] / r["seconds"]
+        ratio = fps / (runs["box"]["frames"] / runs["box"]["seconds"])
+        label = "fixed --box" if name == "box" else f"CenterFace, --detect_every {name}"
+        print(f"official-size network, 2 steps, {label}: {fps:.3f} frames/s ({ratio:.3f}x the fixed box), "
+              f"{outside:.1%} of the time outside the network")
+        tag = "box" if name == "box" else f"every{name}"
+        figures[f"student_fps_{tag}"] = fps
+        figures[f"student_outside_share_{tag}"] = outside
+        if name != "box":
+            figures[f"student_fps_ratio_{tag}_vs_box"] = ratio
+    return figures
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--durations", type=float, nargs="+", default=[10, 60], help="clip lengths in seconds")
@@ -385,9 +428,12 @@ def main():
                         help="clips: speed and memory per clip length (fixed --box); detect: memory with face detection; audio: memory in the audio's length; "
                         "estimates: S3FD and the official network, the share outside the network; "
                         "wild: scene-cut and tracking cost per 720p frame; seam: box-edge step per paste mode; "
-                        "allocator: the demo student with and without freed memory kept (common.allocator)")
+                        "allocator: the demo student with and without freed memory kept (common.allocator); "
+                        "keyframes: an official-size 2-step network end to end on 720p, fixed box vs CenterFace at each --detect_every")
     parser.add_argument("--detect_scale", type=float, default=0.5,
                         help="detect: --face_det_scale of the runs (0: generate.py's default, 1.0 at 720p, 4x the time)")
+    parser.add_argument("--detect_every", type=int, nargs="+", default=[1, 5],
+                        help="keyframes: the --detect_every values run against the fixed box")
     parser.add_argument("--workdir", default=os.path.join(REPO_ROOT, "outputs", "bench_pipeline"),
                         help="where the rendered clips (kept for reruns) and outputs go")
     args = parser.parse_args()
@@ -436,6 +482,8 @@ def main():
         figures.update(seam_gradients())
     if "allocator" in args.parts:
         figures.update(allocator(args.workdir))
+    if "keyframes" in args.parts:
+        figures.update(keyframe_detection(args.workdir, every=args.detect_every))
     if "estimates" in args.parts:
         figures.update(estimates(args.workdir, runs[max(runs)]["outside_per_frame"] if runs else None))
     for name, value in figures.items():

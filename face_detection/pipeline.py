@@ -117,11 +117,20 @@ class ClipScan:
         )
 
 
-def scan_faces(frames: Iterable[np.ndarray], detector, source_name: str = "the video") -> ClipScan:
+def scan_faces(frames: Iterable[np.ndarray], detector, source_name: str = "the video", detect_every: int = 1,
+               cut_threshold: float = 0.0, min_face: float = 0.0) -> ClipScan:
     """Every face `[K, 5]` and the colour histogram (for scene cuts) of each frame, in one pass.
 
     :param detector: anything with `batch_size` and `detect_all(list of frames) -> [[K, 5]]`.
+    :param detect_every: 1: the detector sees every frame; k > 1: every k-th frame, both sides of
+        each scene cut (`cut_threshold`) and the last frame, the others filled from them where
+        they agree (`keyframes.scan_keyframes`, which `min_face` also goes to).
     """
+    if detect_every > 1 or min_face > 0:
+        from .keyframes import scan_keyframes
+
+        scan = scan_keyframes(_one_size(frames, source_name), detector, detect_every, cut_threshold, min_face)
+        return ClipScan(scan.detections, scan.histograms, scan.frame_hw)
     histograms: List[np.ndarray] = []
     detections, frame_hw = _detector_batches(
         frames, detector, source_name, detector.detect_all, lambda f: histograms.append(colour_histogram(f))

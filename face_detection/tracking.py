@@ -165,6 +165,11 @@ def colour_histogram(frame: np.ndarray, levels: int = HIST_LEVELS, stride: int =
     return counts / max(len(index), 1)
 
 
+def histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Total-variation distance (half the L1) between two colour histograms: 0 same colours, 1 none shared."""
+    return float(0.5 * np.abs(np.asarray(b, dtype=np.float32) - np.asarray(a, dtype=np.float32)).sum())
+
+
 def scene_cuts(histograms: np.ndarray, threshold: float) -> List[int]:
     """Frames that start a new shot: where the total-variation distance (half the L1) between
     consecutive frames' colour histograms `[N, B]` exceeds `threshold` (0: no cuts).

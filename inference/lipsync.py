@@ -395,7 +395,15 @@ def boxes_for_clip(plan: ClipPlan, frames: SourceFrames, opts: SamplingOptions, 
         return fixed, ClipScan()
     stop = plan.n_source if stop is None else stop
     check_pads(opts.pads, plan.frame_hw, plan.video_path)  # before the detector's minutes, not after
-    return None, scan_faces(frames.in_order(start, stop), detector, plan.video_path)
+    # With keyframes, a range that ends before the clip also scans the next range's first frame (a
+    # keyframe, and the frame a cut there is seen from), so the frames before it are filled and
+    # cut as one process fills them; its own scan is the next range's.
+    overlap = int(opts.detect_every > 1 and stop < plan.n_source)
+    scan = scan_faces(frames.in_order(start, stop + overlap), detector, plan.video_path, opts.detect_every,
+                      opts.cut_threshold, opts.detect_min_face)
+    if overlap:
+        scan = ClipScan(scan.detections[:-1], scan.histograms[:-1], scan.frame_hw)
+    return None, scan
 
 
 def track_for_clip(scan: ClipScan, plan: ClipPlan, opts: SamplingOptions) -> FaceTrack:

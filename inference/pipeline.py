@@ -124,7 +124,8 @@ class Generator:
         try:
             ranks = dist_util.world_size() if split else 1
             rank = dist_util.rank() if split else 0
-            a, b = split_range(plan.n_source, ranks, rank)
+            # Ranges start on keyframes (--detect_every), so a split scan has the keyframes of one process.
+            a, b = split_range(plan.n_source, ranks, rank, align=opts.detect_every)
             boxes, scan = boxes_for_clip(plan, frames, opts, self.detector if self._needs_detector() else None, a, b)
             weights = None
             if boxes is None:

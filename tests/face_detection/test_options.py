@@ -31,6 +31,7 @@ def test_defaults_are_the_released_voxceleb2_crop_and_the_tracking_defaults():
         "face_det_batch_size": 64, "face_det_scale": 0.0, "face_detector": "s3fd", "face_select": "largest",
         "no_face": "passthrough", "max_fill_gap": 3, "cut_threshold": 0.5, "pads": "0,0,0,0",
         "is_voxceleb2": True, "box": "", "paste": "full", "color_match": False,
+        "detect_every": 5, "detect_min_face": 0.0,
     }
     assert FACE_OPTIONS.defaults() == vars(args)
 
