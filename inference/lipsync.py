@@ -31,6 +31,7 @@ from audio.audio import (
 from common.errors import Diff2LipError, MediaError
 from common.files import reserve_space
 from common.flags import options_dataclass
+from common.stages import run_stages
 from dataset.video_io import VideoWriter, is_image, iter_frames, probe_video
 from face_detection import (
     Box,
@@ -233,6 +234,17 @@ def _to_images(tensor: torch.Tensor, channel_order: str, paste: str = "full") ->
     return [np.ascontiguousarray(a) for a in array]
 
 
+@dataclass
+class _Chunk:
+    """One chunk of output frames on its way through `LipSyncer.generate`'s stages."""
+
+    start: int  # its first output frame
+    targets: List[np.ndarray]  # the source frames it repaints
+    src_idx: List[int]  # their source indices
+    batch: Optional[object]  # the network's input (a TFGBatch); None: nothing to repaint
+    faces: Optional[List[np.ndarray]] = None  # the generated crops, once sampled
+
+
 class LipSyncer:
     """The network, the diffusion and the options; `generate` yields finished frames of a clip."""
 
@@ -277,6 +289,20 @@ class LipSyncer:
         :param weights: `[n_source]` share of the generated face per source frame (`FaceTrack`):
             0 passes the source frame through, in between cross-fades; None: 1 everywhere.
         """
+        chunks = self._prepared_chunks(plan, frames, boxes, start, stop, weights)
+        steps = (lambda chunk: self._sample_chunk(chunk, on_frames),
+                 lambda chunk: self._paste_chunk(chunk, plan, boxes, weights))
+        if self.opts.overlap:
+            for finished in run_stages(chunks, steps, depth=1, name="lipsync"):
+                yield from finished
+        else:
+            for chunk in chunks:
+                yield from steps[1](steps[0](chunk))
+
+    def _prepared_chunks(self, plan: ClipPlan, frames: SourceFrames, boxes: np.ndarray, start: int, stop: int,
+                         weights: Optional[np.ndarray]) -> Iterator["_Chunk"]:
+        """Stage 1 of `generate`: each chunk of output frames start..stop-1 decoded, cropped and
+        batched for the network (no batch where the chunk has no face to repaint)."""
         opts = self.opts
         size = opts.image_size
         noise = shared_noise(size, seed=opts.sampling_seed)
@@ -293,9 +319,7 @@ class LipSyncer:
             if weights is not None and not any(weights[i] > 0 for i in src_idx):
                 # No face to repaint in the whole chunk: no network call. Chunks are seeded
                 # by their start, so the others do not change.
-                if on_frames is not None:
-                    on_frames(n)
-                yield from targets
+                yield _Chunk(c0, targets, src_idx, None)
                 continue
             crops = [crop_face(f, boxes[i], size) for f, i in zip(targets, src_idx)]
             inputs = [first_crop] * n if plan.first_frame_input else crops
@@ -316,35 +340,55 @@ class LipSyncer:
                 mels=torch.from_numpy(mels)[None].to(self.device),
                 noise=noise.to(self.device),
             )
-            # Progress moves with every network pass (its share of the chunk's frames): a chunk of
-            # 32 frames takes minutes on a CPU.
-            per_pass = n / self.passes_per_chunk()
-            reported = 0.0
+            yield _Chunk(c0, targets, src_idx, batch)
 
-            def on_pass() -> None:
-                nonlocal reported
-                if on_frames is not None and reported + per_pass <= n:
-                    reported += per_pass
-                    on_frames(per_pass)
+    def _sample_chunk(self, chunk: "_Chunk", on_frames: Optional[Callable[[int], None]]) -> "_Chunk":
+        """Stage 2 of `generate`: the network's faces of a chunk (uint8 crops), progress as it goes."""
+        n = len(chunk.targets)
+        if chunk.batch is None:
+            if on_frames is not None:
+                on_frames(n)
+            return chunk
+        # Progress moves with every network pass (its share of the chunk's frames): a chunk of
+        # 32 frames takes minutes on a CPU.
+        per_pass = n / self.passes_per_chunk()
+        reported = 0.0
 
-            started = time.perf_counter()
-            sample = self.sample(batch, c0, on_pass)
-            self.network_seconds += time.perf_counter() - started
-            generated = sample * batch.mask + batch.x_start * (1 - batch.mask)
-            faces = _to_images(generated.cpu(), opts.channel_order, opts.paste)
-            if on_frames is not None and n > reported:
-                on_frames(n - reported)
-            for target, face, i in zip(targets, faces, src_idx):
-                box = boxes[0] if plan.first_frame_input else boxes[i]
-                weight = 1.0 if weights is None else float(weights[i])
-                if weight == 0:
-                    yield target
-                    continue
-                pasted = paste_face(target, face, box, mode=opts.paste, face_hide_percentage=opts.face_hide_percentage,
-                                    color_match=opts.color_match)
-                if weight < 1:  # cross-fade into a run of frames passed through
-                    pasted = np.rint(target + weight * (pasted.astype(np.float32) - target)).astype(np.uint8)
-                yield pasted
+        def on_pass() -> None:
+            nonlocal reported
+            if on_frames is not None and reported + per_pass <= n:
+                reported += per_pass
+                on_frames(per_pass)
+
+        started = time.perf_counter()
+        batch = chunk.batch
+        sample = self.sample(batch, chunk.start, on_pass)
+        self.network_seconds += time.perf_counter() - started
+        generated = sample * batch.mask + batch.x_start * (1 - batch.mask)
+        chunk.faces = _to_images(generated.cpu(), self.opts.channel_order, self.opts.paste)
+        chunk.batch = None  # the tensors are done with
+        if on_frames is not None and n > reported:
+            on_frames(n - reported)
+        return chunk
+
+    def _paste_chunk(self, chunk: "_Chunk", plan: ClipPlan, boxes: np.ndarray, weights: Optional[np.ndarray]) -> List[np.ndarray]:
+        """Stage 3 of `generate`: the chunk's finished frames, each face pasted into its frame."""
+        opts = self.opts
+        if chunk.faces is None:
+            return chunk.targets
+        out = []
+        for target, face, i in zip(chunk.targets, chunk.faces, chunk.src_idx):
+            box = boxes[0] if plan.first_frame_input else boxes[i]
+            weight = 1.0 if weights is None else float(weights[i])
+            if weight == 0:
+                out.append(target)
+                continue
+            pasted = paste_face(target, face, box, mode=opts.paste, face_hide_percentage=opts.face_hide_percentage,
+                                color_match=opts.color_match)
+            if weight < 1:  # cross-fade into a run of frames passed through
+                pasted = np.rint(target + weight * (pasted.astype(np.float32) - target)).astype(np.uint8)
+            out.append(pasted)
+        return out
 
     def passes_per_chunk(self) -> int:
         """Network passes that `sample` makes for one chunk."""

@@ -67,6 +67,19 @@ def test_single_video_gives_playable_mp4_with_expected_frames_fps_and_audio(asse
     assert expected / 25 <= load_wav(str(out), 16000).size / 16000 < expected / 25 + 0.07
 
 
+@pytest.mark.parametrize("ref", ["gt", "random"])
+def test_overlapped_stages_give_the_serial_frames(assets, tmp_path, ref):
+    """--overlap True (decode, network and paste in threads) against --overlap False: the same
+    frames, over two chunks (10 frames, batches of 5), with the reference order drawn per chunk."""
+    _, checkpoint, video = assets
+    outs = {}
+    for overlap in ("True", "False"):
+        outs[overlap] = tmp_path / f"overlap_{overlap}.mp4"
+        assert main(single(checkpoint, video, video, outs[overlap], "--overlap", overlap, "--sampling_ref_type", ref)) == 0
+    a, b = decoded(outs["True"]), decoded(outs["False"])
+    assert a.shape == (10, 224, 224, 3) and np.array_equal(a, b)  # the clip's audio covers 10 frames
+
+
 def test_frames_follow_the_shorter_of_video_and_audio(assets, tmp_path):
     _, checkpoint, video = assets
     out = tmp_path / "out.mp4"

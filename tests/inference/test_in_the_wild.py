@@ -137,6 +137,19 @@ def test_summary_reports_generated_passed_and_filled(clip, tmp_path, capsys):
     assert "no face in 6 of 20 frames: 0 filled with the nearest box, 6 passed through; 14 generated, 2 scene cut(s)" in said
 
 
+def test_serial_stages_and_per_frame_detection_keep_the_frames(clip, tmp_path):
+    """On the clip with two faces, frames without a face and a cut, the keyframe scan (the default
+    --detect_every 5) gives per-frame detection's boxes and weights, and the overlapped stages
+    (default) the serial path's frames with either."""
+    checkpoint, video, audio = clip
+    runs = {}
+    for name, extra in (("default", ()), ("serial", ("--overlap", "False", "--detect_every", "1"))):
+        runs[name] = tmp_path / f"{name}.mp4"
+        assert main(flags(checkpoint, video, audio, runs[name], *extra)) == 0
+    a, b = np.stack(list(iter_frames(str(runs["default"]), 25))), np.stack(list(iter_frames(str(runs["serial"]), 25)))
+    assert a.shape == (20, H, W, 3) and np.array_equal(a, b)
+
+
 @pytest.mark.slow
 def test_two_processes_equal_one_process_on_the_in_the_wild_clip(clip, tmp_path):
     checkpoint, video, audio = clip
