@@ -101,6 +101,7 @@ bench: $(INSTALLED)
 	$(PY) benchmarks/bench_eval.py
 	$(PY) benchmarks/bench_sampling.py
 	$(PY) benchmarks/bench_data.py
+	$(PY) benchmarks/bench_detect.py
 
 # The fast samplers' quality on the synthetic benchmark, for both demo networks (about 20 minutes).
 bench-sampling-quality: $(INSTALLED)

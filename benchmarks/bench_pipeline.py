@@ -34,12 +34,15 @@ Keyframe detection (`keyframes`): a network of the official size sampled in 2 st
 1280x720 clip, each in a fresh process: frames/s with a fixed `--box`, and with CenterFace at each
 `--detect_every` (1: every frame), and the share of the time outside the network.
 
+Overlapped stages (`overlap`): the small network on the 10 s 720p clip with a fixed box,
+`--overlap True` against `--overlap False`, fresh processes alternating: frames/s.
+
 Allocator (`allocator`): the committed demo student on a 10 s 224x224 clip, as `make demo` runs
 it, with and without the setting every command makes (`common/allocator.py`: freed tensor memory
 kept in the process), fresh processes alternating: wall time, time in the kernel, page faults.
 
     python benchmarks/bench_pipeline.py [--durations 10 60] [--audio_durations 10 600]
-        [--parts clips detect audio estimates wild seam allocator keyframes] [--detect_every 1 5]
+        [--parts clips detect audio estimates wild seam allocator keyframes overlap] [--detect_every 1 5]
         [--workdir outputs/bench_pipeline]
 """
 
@@ -59,7 +62,7 @@ sys.path.insert(0, REPO_ROOT)
 HEIGHT, WIDTH = 720, 1280
 BOX = "160,560,440,840"  # top,bottom,left,right of the drawn face in a 1280x720 frame
 FIXED_BOX = ("--is_voxceleb2", "False", "--box", BOX)
-PARTS = ("clips", "detect", "audio", "estimates", "wild", "seam", "allocator", "keyframes")
+PARTS = ("clips", "detect", "audio", "estimates", "wild", "seam", "allocator", "keyframes", "overlap")
 STUDENT = os.path.join(REPO_ROOT, "checkpoints", "demo", "diff2lip_synthetic64_student2.pt")
 # The detection path as a new user runs it: the bundled detector on every frame (at --detect_scale:
 # 0.5 by default, 4x cheaper than 1.0 on a CPU; memory is bounded per detector call either way),
@@ -134,7 +137,8 @@ def write_speech(path: str, seconds: float) -> None:
 
 
 def run_clip(video: str, checkpoint: str, out: str, audio: Optional[str] = None, face: Sequence[str] = FIXED_BOX,
-             model_flags: Sequence[str] = tuple(TINY_FLAGS), orig: str = "", keep_freed: bool = True) -> dict:
+             model_flags: Sequence[str] = tuple(TINY_FLAGS), orig: str = "", keep_freed: bool = True,
+             extra: Sequence[str] = ()) -> dict:
     """Lip-sync `video` with `audio` (default: its own) in a fresh process, faces placed by the
     `face` flags (and with `orig`, the source frames under the output's audio written there too);
     the child prints its figures. `keep_freed`: with the allocator setting every command makes
@@ -170,7 +174,7 @@ def run_clip(video: str, checkpoint: str, out: str, audio: Optional[str] = None,
     argv = [
         *model_flags, "--model_path", checkpoint, "--generate_from_filelist", "0", "--video_path", video,
         "--audio_path", audio or video, "--out_path", out, *face,
-        "--sampling_batch_size", "32", "--progress", "False", "--precision", "bf16",
+        "--sampling_batch_size", "32", "--progress", "False", "--precision", "bf16", *extra,
     ]
     proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=REPO_ROOT)
     if proc.returncode != 0:
@@ -382,6 +386,23 @@ def estimates(workdir: str, outside: Optional[float] = None) -> dict:
     return figures
 
 
+def overlap(workdir: str, checkpoint: str, seconds: float = 10, rounds: int = 2) -> dict:
+    """The small network on a 1280x720 clip with a fixed box, `--overlap True` (stages in threads)
+    against `--overlap False` (one after the other), fresh processes alternating: frames/s."""
+    video = os.path.join(workdir, f"clip_{int(seconds)}s_720p.mp4")
+    render(video, seconds)
+    fps = {"True": [], "False": []}
+    for _ in range(rounds):
+        for flag in fps:
+            r = run_clip(video, checkpoint, os.path.join(workdir, f"out_overlap_{flag}.mp4"), extra=("--overlap", flag))
+            fps[flag].append(r["frames"] / r["seconds"])
+    best = {flag: max(values) for flag, values in fps.items()}
+    ratio = best["True"] / best["False"]
+    print(f"small network, {seconds:.0f} s of 720p, fixed box: {best['True']:.2f} frames/s with --overlap True, "
+          f"{best['False']:.2f} with False ({ratio:.3f}x; best of {rounds})")
+    return {"overlap_fps": best["True"], "serial_fps": best["False"], "overlap_fps_ratio": ratio}
+
+
 def keyframe_detection(workdir: str, seconds: float = 2.0, every: Sequence[int] = (1, 5), min_face: float = 0.0) -> dict:
     """End to end on the astronaut's 1280x720 clip with a network of the official size sampled in
     2 steps (the 2-step student's cost; random weights in the released format): frames/s with a
@@ -429,7 +450,8 @@ def main():
                         "estimates: S3FD and the official network, the share outside the network; "
                         "wild: scene-cut and tracking cost per 720p frame; seam: box-edge step per paste mode; "
                         "allocator: the demo student with and without freed memory kept (common.allocator); "
-                        "keyframes: an official-size 2-step network end to end on 720p, fixed box vs CenterFace at each --detect_every")
+                        "keyframes: an official-size 2-step network end to end on 720p, fixed box vs CenterFace at each --detect_every; "
+                        "overlap: the small network with --overlap True against False")
     parser.add_argument("--detect_scale", type=float, default=0.5,
                         help="detect: --face_det_scale of the runs (0: generate.py's default, 1.0 at 720p, 4x the time)")
     parser.add_argument("--detect_every", type=int, nargs="+", default=[1, 5],
@@ -482,6 +504,8 @@ def main():
         figures.update(seam_gradients())
     if "allocator" in args.parts:
         figures.update(allocator(args.workdir))
+    if "overlap" in args.parts:
+        figures.update(overlap(args.workdir, checkpoint))
     if "keyframes" in args.parts:
         figures.update(keyframe_detection(args.workdir, every=args.detect_every))
     if "estimates" in args.parts:
