@@ -234,6 +234,14 @@ def _to_images(tensor: torch.Tensor, channel_order: str, paste: str = "full") ->
     return [np.ascontiguousarray(a) for a in array]
 
 
+def overlaps(overlap: str, device: torch.device) -> bool:
+    """`--overlap` for a network on `device`: auto is on a GPU only (on a CPU the threads would
+    take cores from the network: 0.67x the frames/s on 2 cores, docs/figures.md)."""
+    if overlap == "auto":
+        return torch.device(device).type == "cuda"
+    return str(overlap).lower() in ("true", "1", "yes")
+
+
 @dataclass
 class _Chunk:
     """One chunk of output frames on its way through `LipSyncer.generate`'s stages."""
@@ -292,7 +300,7 @@ class LipSyncer:
         chunks = self._prepared_chunks(plan, frames, boxes, start, stop, weights)
         steps = (lambda chunk: self._sample_chunk(chunk, on_frames),
                  lambda chunk: self._paste_chunk(chunk, plan, boxes, weights))
-        if self.opts.overlap:
+        if overlaps(self.opts.overlap, self.device):
             for finished in run_stages(chunks, steps, depth=1, name="lipsync"):
                 yield from finished
         else:

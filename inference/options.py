@@ -83,9 +83,10 @@ SAMPLING_OPTIONS = Options(
            'reference frames: gt, first_frame or random',
            one_of("gt", "first_frame", "random")),
     Option('sampling_batch_size', 32, 'frames per network call', at_least(1)),
-    Option('overlap', True, 'run the stages concurrently: decoding and cropping the next chunk, the network on this '
-           'one, pasting and encoding the one before (threads, one chunk waiting between two stages); the same '
-           'frames as False, which runs them one after the other'),
+    Option('overlap', 'auto', 'run the stages concurrently: decoding and cropping the next chunk, the network on this '
+           'one, pasting and encoding the one before (threads, one chunk waiting between two stages); False runs them '
+           'one after the other, with the same frames; auto (default): True when the network runs on a GPU, False on '
+           'a CPU, whose cores the network already keeps busy', one_of("auto", "True", "False")),
     Option('generate_from_filelist', True, '1: run the pairs of --filelist; 0: one --video_path/--audio_path pair'),
     Option('test_video_dir', '', 'root folder the filelist paths are relative to'),
     Option('filelist', '', "text file of 'AUDIO_REL VIDEO_REL' lines (no .mp4)"),

@@ -80,6 +80,15 @@ def test_overlapped_stages_give_the_serial_frames(assets, tmp_path, ref):
     assert a.shape == (10, 224, 224, 3) and np.array_equal(a, b)  # the clip's audio covers 10 frames
 
 
+def test_overlap_auto_is_on_for_a_gpu_only():
+    import torch
+
+    from inference.lipsync import overlaps
+
+    assert overlaps("auto", torch.device("cuda", 0)) and not overlaps("auto", torch.device("cpu"))
+    assert overlaps("True", torch.device("cpu")) and not overlaps("False", torch.device("cuda"))
+
+
 def test_frames_follow_the_shorter_of_video_and_audio(assets, tmp_path):
     _, checkpoint, video = assets
     out = tmp_path / "out.mp4"
