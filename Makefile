@@ -54,7 +54,7 @@ demo-ablation: $(INSTALLED)
 	$(PY) -m scripts.demo_train --ablation True
 
 # 128 px crops: the committed 64 px network upscaled, a 128 px network from scratch, and the 64 px
-# network lifted to 128 px and fine-tuned (docs/resolution.md#proof; about 90 minutes on 2 cores).
+# network lifted to 128 px and fine-tuned (docs/resolution.md#proof; about 70 minutes on 2 cores).
 demo-lift: $(INSTALLED)
 	$(PY) -m scripts.demo_train --lift_proof True --timestep_respacing ddim4
 
