@@ -90,7 +90,7 @@ LIFT_ROWS = {
 # new video of them to fine-tune on (clip 0 is the demo's held-out clip, kept for scoring), and the
 # fine-tuning's settings: the demo training's, at a fifth of its learning rate.
 SPEAKER = dict(identity=1, clips=(1, 2, 3, 4), seconds=30.0)
-SPEAKER_TRAINING = dict(steps=300, lr=1e-4, warmup_steps=20, ema_rate=0.99, batch_size=4, precision="bf16",
+SPEAKER_TRAINING = dict(steps=600, lr=1e-4, warmup_steps=20, ema_rate=0.99, batch_size=4, precision="bf16",
                         lpips_backbone="random", num_workers=1, is_voxceleb2=True, **DEMO_LOSSES)
 # The loss weights of each ablation row (the last row is the demo network's).
 ABLATION = {

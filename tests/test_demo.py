@@ -131,7 +131,7 @@ def test_speaker_proof_fine_tunes_on_new_video_of_a_held_out_speaker(tmp_path, m
     argv = calls["fine-tune on the speaker"]
     assert argv[:2] == ["-m", "scripts.finetune_speaker"]
     assert argv[argv.index("--checkpoint") + 1] == str(tmp_path / "export" / "diff2lip_synthetic64.pt")
-    assert argv[argv.index("--lr") + 1] == "0.0001" and argv[argv.index("--steps") + 1] == "300"
+    assert argv[argv.index("--lr") + 1] == "0.0001" and argv[argv.index("--steps") + 1] == "600"
     assert argv[argv.index("--is_voxceleb2") + 1] == "True"
     speaker = str(tmp_path / "work" / "speaker" / "speaker.pt")
     assert [(s[0], s[2]) for s in scored] == [(str(tmp_path / "export" / "diff2lip_synthetic64.pt"), "speaker"), (speaker, "speaker")]
