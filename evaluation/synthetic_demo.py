@@ -144,8 +144,7 @@ def evaluate_checkpoint(checkpoint: str, data_dir: str, out_dir: str, args, shee
                      cross_dir, data_dir, pair)
     generate(checkpoint, data_dir, f"{filelists}_reconstruction.txt", recon_dir, args, network)
     recon_pairs = sl.read_pairs(os.path.join(data_dir, f"{filelists}_reconstruction.txt"))
-    scores["psnr"], scores["ssim"] = sl.reconstruction_scores(recon_dir, data_dir, recon_pairs)
-    scores["mouth_psnr"], scores["mouth_sharpness"] = sl.mouth_scores(recon_dir, data_dir, recon_pairs)
+    scores.update(sl.all_reconstruction_scores(recon_dir, data_dir, recon_pairs))
     return scores
 
 

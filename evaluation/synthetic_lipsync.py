@@ -12,6 +12,7 @@ The numbers of `demo.py`, of the ablation (`python -m scripts.demo_train --ablat
 - `mouth_scores`: the same regenerated clips in the lip meter's mouth region only: PSNR, and the
   mouth's sharpness, its high-frequency energy (mean squared Laplacian of the luma) over the real
   mouth's: 1 as detailed as the real frames, below 1 blurred (an upscaled crop), above 1 noisier.
+  `all_reconstruction_scores` gives both from one decoding of the clips.
 - `sheet`: a PNG of evenly spaced frames, one row per frame (labelled with its index and time):
   video source | generated | the audio source's real frame (whose mouth the generated one should
   copy), under column labels.
@@ -91,15 +92,17 @@ def cross_scores(sample_dir: str, data_root: str, pairs: Sequence[Pair]) -> Cros
     )
 
 
-def reconstruction_scores(sample_dir: str, data_root: str, pairs: Sequence[Pair]) -> Tuple[float, float]:
-    """Mean PSNR (dB) and SSIM over all frames of the regenerated clips against their originals."""
-    psnrs, ssims = [], []
+def _regenerated(sample_dir: str, data_root: str, pairs: Sequence[Pair]):
+    """Per pair, its regenerated clip and the original's frames as long: uint8 [N, H, W, 3] twice."""
     for pair in pairs:
         generated = np.stack(list(iter_frames(generated_path(sample_dir, pair))))
-        original = np.stack(list(iter_frames(resolve_media(data_root, pair[1]), stop=len(generated))))
-        psnrs.append(psnr_batch(generated, original).numpy())
-        ssims.append(ssim_batch(generated, original).numpy())
-    return float(np.concatenate(psnrs).mean()), float(np.concatenate(ssims).mean())
+        yield generated, np.stack(list(iter_frames(resolve_media(data_root, pair[1]), stop=len(generated))))
+
+
+def reconstruction_scores(sample_dir: str, data_root: str, pairs: Sequence[Pair]) -> Tuple[float, float]:
+    """Mean PSNR (dB) and SSIM over all frames of the regenerated clips against their originals."""
+    scores = all_reconstruction_scores(sample_dir, data_root, pairs, mouth=False)
+    return scores["psnr"], scores["ssim"]
 
 
 def high_frequency_energy(rgb: np.ndarray) -> float:
@@ -113,19 +116,35 @@ def mouth_scores(sample_dir: str, data_root: str, pairs: Sequence[Pair]) -> Tupl
     """(PSNR in dB, sharpness) of the regenerated clips' mouth region against the originals' (see
     the module docstring): the PSNR of all mouth pixels together, the sharpness the ratio of the
     two high-frequency energies summed over the clips."""
+    scores = all_reconstruction_scores(sample_dir, data_root, pairs, whole=False)
+    return scores["mouth_psnr"], scores["mouth_sharpness"]
+
+
+def all_reconstruction_scores(sample_dir: str, data_root: str, pairs: Sequence[Pair], whole: bool = True,
+                              mouth: bool = True) -> Dict[str, float]:
+    """`reconstruction_scores` ("psnr", "ssim") and `mouth_scores` ("mouth_psnr", "mouth_sharpness")
+    from one decoding of the clips; `whole` / `mouth` False leave those out."""
+    psnrs, ssims = [], []
     squared_error, pixels, energy, real_energy = 0.0, 0, 0.0, 0.0
-    for pair in pairs:
-        generated = np.stack(list(iter_frames(generated_path(sample_dir, pair))))
-        original = np.stack(list(iter_frames(resolve_media(data_root, pair[1]), stop=len(generated))))
-        rows, cols = mouth_region(*original.shape[1:3])
-        generated, original = generated[:, rows, cols], original[:, rows, cols]
-        squared_error += float(np.square(generated.astype(np.float64) - original).sum())
-        pixels += generated.size
-        energy += high_frequency_energy(generated) * len(generated)
-        real_energy += high_frequency_energy(original) * len(original)
-    # Identical mouths: an infinite PSNR, as psnr_batch gives identical frames.
-    psnr = 10.0 * float(np.log10(255.0**2 * pixels / squared_error)) if squared_error else float("inf")
-    return psnr, energy / real_energy
+    for generated, original in _regenerated(sample_dir, data_root, pairs):
+        if whole:
+            psnrs.append(psnr_batch(generated, original).numpy())
+            ssims.append(ssim_batch(generated, original).numpy())
+        if mouth:
+            rows, cols = mouth_region(*original.shape[1:3])
+            gen_mouth, real_mouth = generated[:, rows, cols], original[:, rows, cols]
+            squared_error += float(np.square(gen_mouth.astype(np.float64) - real_mouth).sum())
+            pixels += gen_mouth.size
+            energy += high_frequency_energy(gen_mouth) * len(gen_mouth)
+            real_energy += high_frequency_energy(real_mouth) * len(real_mouth)
+    scores = {}
+    if whole:
+        scores.update(psnr=float(np.concatenate(psnrs).mean()), ssim=float(np.concatenate(ssims).mean()))
+    if mouth:
+        # Identical mouths: an infinite PSNR, as psnr_batch gives identical frames.
+        scores["mouth_psnr"] = 10.0 * float(np.log10(255.0**2 * pixels / squared_error)) if squared_error else float("inf")
+        scores["mouth_sharpness"] = energy / real_energy
+    return scores
 
 
 SHEET_COLUMNS = ("video source", "generated", "audio source (real)")

@@ -212,17 +212,13 @@ def exported_files(export_dir: str, parameterization: str):
                  (NETWORKS[parameterization]["checkpoint"], synthetic_demo.DEMO_CHECKPOINT, synthetic_demo.DEMO_SYNC_EXPERT))
 
 
-def lift_proof(args) -> dict:
+def lift_proof(args, exported_x0: str, exported_expert: str) -> dict:
     """--lift_proof: train (b) and (c), score (a), (b) and (c) (see the module docstring), print
     and save the table; returns the scores of each row."""
     from guided_diffusion.lift import lift_flags
     from guided_diffusion.script_util import tfg_model_and_diffusion_defaults
 
-    _, exported_x0, exported_expert = exported_files(args.export_dir, "x0")
-    if not (os.path.isfile(exported_x0) and os.path.isfile(exported_expert)):
-        raise Diff2LipError(f"--lift_proof lifts {exported_x0} (trained with {exported_expert}); `make demo-train` makes them")
     started = time.perf_counter()
-    os.makedirs(args.work_dir, exist_ok=True)
     crops = prepare_data(args.work_dir, LIFT_SIZE)
     data_dir = held_out_clips(args.work_dir, args.progress)
     out = os.path.join(args.work_dir, f"lift{LIFT_SIZE}")
@@ -249,28 +245,25 @@ def lift_proof(args) -> dict:
                       {"steps": args.lift_steps, "timestep_respacing": args.timestep_respacing, "rows": rows})
     print(f"\n{LIFT_SIZE} px crops, {args.lift_steps} steps for (b) and (c), sampled with {args.timestep_respacing} "
           f"({time.perf_counter() - started:.0f} s in all):\n")
-    print(lift_table(rows))
+    print(proof_table(rows))
     return rows
 
 
-def speaker_proof(args) -> dict:
+def speaker_proof(args, exported_x0: str, exported_expert: str) -> dict:
     """--speaker_proof (see the module docstring): render the speaker's new video, fine-tune, score
     before and after; prints and saves the table, returns the two rows' scores."""
     from dataset.synthetic import clip_name, render_speaker
 
-    _, exported_x0, exported_expert = exported_files(args.export_dir, "x0")
-    if not (os.path.isfile(exported_x0) and os.path.isfile(exported_expert)):
-        raise Diff2LipError(f"--speaker_proof fine-tunes {exported_x0} (with {exported_expert}); `make demo-train` makes them")
     started = time.perf_counter()
-    os.makedirs(args.work_dir, exist_ok=True)
     data_dir = held_out_clips(args.work_dir, args.progress)
     out = os.path.join(args.work_dir, "speaker")
     videos = os.path.join(out, "videos")
     marker = os.path.join(videos, "rendered.json")
-    if _read_json(marker) != {**SPEAKER, "clips": list(SPEAKER["clips"])}:
+    speaker = {**SPEAKER, "clips": list(SPEAKER["clips"])}  # as the JSON marker reads back
+    if _read_json(marker) != speaker:
         os.makedirs(videos, exist_ok=True)
         render_speaker(videos, SPEAKER["identity"], SPEAKER["clips"], SPEAKER["seconds"], synthetic_demo.DEMO_DATA["seed"])
-        atomic_write_json(marker, SPEAKER)
+        atomic_write_json(marker, speaker)
     # The speaker's held-out clip regenerated from its own audio, and lip-synced to each other held-out voice.
     first_test = synthetic_demo.DEMO_DATA["identities"] - synthetic_demo.DEMO_DATA["test_identities"]
     speaker_clip = clip_name(SPEAKER["identity"], 0)
@@ -282,22 +275,26 @@ def speaker_proof(args) -> dict:
                                       "--sync_expert", exported_expert, "--output_dir", out, *as_flags(training),
                                       "--progress", str(args.progress)])
     rows = {}
-    for row, checkpoint in (("before (the demo network)", exported_x0), ("after fine-tuning", os.path.join(out, "speaker.pt"))):
-        rows[row] = synthetic_demo.evaluate_checkpoint(checkpoint, data_dir, os.path.join(out, "eval_before" if
-                                                       checkpoint == exported_x0 else "eval_after"), evaluation_args(args),
+    for row, checkpoint, eval_dir in (("before (the demo network)", exported_x0, "eval_before"),
+                                      ("after fine-tuning", os.path.join(out, "speaker.pt"), "eval_after")):
+        rows[row] = synthetic_demo.evaluate_checkpoint(checkpoint, data_dir, os.path.join(out, eval_dir), evaluation_args(args),
                                                        sheets=False, network=[], filelists="speaker")
         print(f"[demo-train] {row}:\n{synthetic_demo.report(rows[row])}", flush=True)
     atomic_write_json(os.path.join(args.work_dir, "speaker.json"), {
-        "speaker": {**SPEAKER, "clips": list(SPEAKER["clips"])}, "training": training,
+        "speaker": speaker, "training": training,
         "timestep_respacing": args.timestep_respacing, "rows": rows})
     print(f"\nOne speaker ({len(SPEAKER['clips'])} x {SPEAKER['seconds']:.0f} s of video, {training['steps']} steps), scored on "
           f"the speaker's held-out clip with {args.timestep_respacing} ({time.perf_counter() - started:.0f} s in all):\n")
-    print(lift_table(rows))
+    print(proof_table(rows))
     return rows
 
 
-def lift_table(rows: Dict[str, dict]) -> str:
-    """The Markdown table of --lift_proof's rows."""
+# The proofs on the exported x0 network and expert: their flag -> (what they do with it, the proof).
+PROOFS = {"lift_proof": ("lifts", lift_proof), "speaker_proof": ("fine-tunes", speaker_proof)}
+
+
+def proof_table(rows: Dict[str, dict]) -> str:
+    """The Markdown table of a proof's rows (--lift_proof, --speaker_proof)."""
     lines = ["| network | lip-sync score | wrong-audio control | PSNR (dB) | SSIM | mouth PSNR (dB) | mouth sharpness |",
              "|---|---|---|---|---|---|---|"]
     for row, s in rows.items():
@@ -307,18 +304,18 @@ def lift_table(rows: Dict[str, dict]) -> str:
 
 
 def run(args) -> None:
-    if args.lift_proof:
-        if args.ablation or args.student_only or args.parameterization != "x0":
-            raise Diff2LipError("--lift_proof lifts the exported x0 demo network; it takes no --ablation, --student_only "
-                                "or --parameterization")
-        lift_proof(args)
-        return
-    if args.speaker_proof:
-        if args.ablation or args.student_only or args.parameterization != "x0":
-            raise Diff2LipError("--speaker_proof fine-tunes the exported x0 demo network; it takes no --ablation, "
-                                "--student_only or --parameterization")
-        speaker_proof(args)
-        return
+    for flag, (verb, prove) in PROOFS.items():
+        if getattr(args, flag):
+            if args.ablation or args.student_only or args.parameterization != "x0":
+                raise Diff2LipError(f"--{flag} {verb} the exported x0 demo network; it takes no --ablation, "
+                                    "--student_only or --parameterization")
+            _, exported_x0, exported_expert = exported_files(args.export_dir, "x0")
+            if not (os.path.isfile(exported_x0) and os.path.isfile(exported_expert)):
+                raise Diff2LipError(f"--{flag} {verb} {exported_x0} (trained with {exported_expert}); "
+                                    "`make demo-train` makes them")
+            os.makedirs(args.work_dir, exist_ok=True)
+            prove(args, exported_x0, exported_expert)
+            return
     if args.parameterization not in NETWORKS:
         raise Diff2LipError(f"--parameterization {args.parameterization!r} is not one of {', '.join(NETWORKS)}")
     if args.ablation and args.parameterization != "x0":
