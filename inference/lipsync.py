@@ -30,7 +30,7 @@ from audio.audio import (
 )
 from common.errors import Diff2LipError, MediaError
 from common.files import reserve_space
-from common.flags import options_dataclass
+from common.flags import options_dataclass, str2bool
 from common.stages import run_stages
 from dataset.video_io import VideoWriter, is_image, iter_frames, probe_video
 from face_detection import (
@@ -239,7 +239,7 @@ def overlaps(overlap: str, device: torch.device) -> bool:
     take cores from the network: 0.67x the frames/s on 2 cores, docs/figures.md)."""
     if overlap == "auto":
         return torch.device(device).type == "cuda"
-    return str(overlap).lower() in ("true", "1", "yes")
+    return str2bool(overlap)
 
 
 @dataclass
@@ -450,10 +450,10 @@ def boxes_for_clip(plan: ClipPlan, frames: SourceFrames, opts: SamplingOptions, 
     # With keyframes, a range that ends before the clip also scans the next range's first frame (a
     # keyframe, and the frame a cut there is seen from), so the frames before it are filled and
     # cut as one process fills them; its own scan is the next range's.
-    overlap = int(opts.detect_every > 1 and stop < plan.n_source)
-    scan = scan_faces(frames.in_order(start, stop + overlap), detector, plan.video_path, opts.detect_every,
+    lookahead = int(opts.detect_every > 1 and stop < plan.n_source)
+    scan = scan_faces(frames.in_order(start, stop + lookahead), detector, plan.video_path, opts.detect_every,
                       opts.cut_threshold, opts.detect_min_face)
-    if overlap:
+    if lookahead:
         scan = ClipScan(scan.detections[:-1], scan.histograms[:-1], scan.frame_hw)
     return None, scan
 
