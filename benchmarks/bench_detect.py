@@ -121,14 +121,12 @@ def boxes(frames, detector, every: int, min_face: float):
 
 def compare(track, reference) -> np.ndarray:
     """Per frame: IoU of the generated boxes where both generate, 0 where only one does; NaN where neither."""
+    from face_detection.tracking import iou
+
     out = np.full(len(reference.weights), np.nan)
     for i, (a, b, wa, wb) in enumerate(zip(track.boxes, reference.boxes, track.weights, reference.weights)):
-        if wa > 0 and wb > 0:
-            y1, y2 = max(a[0], b[0]), min(a[1], b[1])
-            x1, x2 = max(a[2], b[2]), min(a[3], b[3])
-            inter = max(0, y2 - y1) * max(0, x2 - x1)
-            union = (a[1] - a[0]) * (a[3] - a[2]) + (b[1] - b[0]) * (b[3] - b[2]) - inter
-            out[i] = inter / union
+        if wa > 0 and wb > 0:  # (y1, y2, x1, x2) boxes as the track's (x1, y1, x2, y2)
+            out[i] = float(iou(a[[2, 0, 3, 1]], b[None, [2, 0, 3, 1]])[0])
         elif (wa > 0) != (wb > 0):
             out[i] = 0.0
     return out
