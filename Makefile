@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install constraints weights demo demo-train demo-train-eps demo-student demo-ablation demo-lift demo-speaker app docs docs-build browser test test-fast bench bench-sampling-quality clean-venv
+.PHONY: install constraints weights demo demo-train demo-train-eps demo-student demo-student1 demo-ablation demo-lift demo-speaker app docs docs-build browser test test-fast bench bench-sampling-quality clean-venv
 
 # requirements.txt says what and from which version; constraints.txt pins the exact versions the
 # suite last passed with, so a fresh machine next month gets the same ones.
@@ -43,6 +43,11 @@ demo-train: $(INSTALLED)
 # Only the last step: distil the committed demo network into the 2-step student and score it.
 demo-student: $(INSTALLED)
 	$(PY) -m scripts.demo_train --student_only True
+
+# The 2-step student distilled to 1 step (one network pass per frame), scored like the demo
+# (docs/figures.md#student1; about 15 minutes on 2 cores).
+demo-student1: $(INSTALLED)
+	$(PY) -m scripts.demo_train --one_step_student True
 
 # The demo network in the released parameterization (predicts the noise, learned sigma), fine-tuned
 # from the committed one and scored with the released sampler's DDIM-25.

@@ -29,6 +29,7 @@ DEMO_CHECKPOINT = "checkpoints/demo/diff2lip_synthetic64.pt"
 DEMO_CHECKPOINT_EPS = "checkpoints/demo/diff2lip_synthetic64_eps.pt"
 # The demo network distilled into 2 DDIM steps (scripts/train_distill.py): what `make demo` runs.
 DEMO_STUDENT = "checkpoints/demo/diff2lip_synthetic64_student2.pt"
+DEMO_STUDENT1 = "checkpoints/demo/diff2lip_synthetic64_student1.pt"  # the 1-step student (make demo-student1)
 DEMO_SYNC_EXPERT = "checkpoints/demo/syncnet64_synthetic.pt"
 # Stored in the demo network files (scripts/export_checkpoint.py --note); generate.py and the web app show it.
 DEMO_NOTE = ("demo network: trained only on the synthetic heads of make demo-train (dataset/synthetic.py); on a real "

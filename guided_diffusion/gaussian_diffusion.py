@@ -129,8 +129,11 @@ class GaussianDiffusion:
 
         # q(x_{t-1} | x_t, x_0)
         self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
-        # The posterior variance is 0 at t = 0; clip the log to its value at t = 1.
-        self.posterior_log_variance_clipped = np.log(np.append(self.posterior_variance[1], self.posterior_variance[1:]))
+        # The posterior variance is 0 at t = 0; clip the log to its value at t = 1. A one-step
+        # process (a 1-step student, `ddim1`) has no t = 1: its step's beta stands in. Step 0
+        # adds no noise either way, so only LEARNED_RANGE's lower bound sees this value.
+        self.first_step_variance = self.posterior_variance[1] if len(betas) > 1 else betas[0]
+        self.posterior_log_variance_clipped = np.log(np.append(self.first_step_variance, self.posterior_variance[1:]))
         self.posterior_mean_coef1 = betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
 
@@ -203,8 +206,8 @@ class GaussianDiffusion:
             model_variance, model_log_variance = {
                 # FIXED_LARGE uses beta_t but the posterior variance at t = 0 for a better decoder.
                 ModelVarType.FIXED_LARGE: (
-                    np.append(self.posterior_variance[1], self.betas[1:]),
-                    np.log(np.append(self.posterior_variance[1], self.betas[1:])),
+                    np.append(self.first_step_variance, self.betas[1:]),
+                    np.log(np.append(self.first_step_variance, self.betas[1:])),
                 ),
                 ModelVarType.FIXED_SMALL: (self.posterior_variance, self.posterior_log_variance_clipped),
             }[self.model_var_type]

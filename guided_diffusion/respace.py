@@ -26,6 +26,11 @@ def space_timesteps(num_timesteps: int, section_counts: Union[str, Iterable[int]
     `section_counts` is "ddimN" (steps 0, s, 2s, ... with the stride s that gives exactly N
     steps: ddim25 of 1000 keeps 0, 40, ..., 960), "N" (N steps spread evenly), or a comma list
     "10,15,20" of counts for equal sections of the process.
+
+    `ddim1`, the one-step student's process, keeps the top step of ddim2 (500 of 1000), the step
+    it is distilled from (training/distillation.py): the one network pass goes from the noise to
+    the clean frame. The spacing rule would give step 0, where a network is told that its input
+    is nearly clean; from noise, no network trained on that can do better than a blurred mean.
     """
     flag = f"--timestep_respacing {section_counts!r}"
     if isinstance(section_counts, str):
@@ -34,10 +39,11 @@ def space_timesteps(num_timesteps: int, section_counts: Union[str, Iterable[int]
                 desired_count = int(section_counts[len("ddim"):])
             except ValueError:
                 raise Diff2LipError(f"{flag}: expected ddimN with a whole number N, e.g. ddim25") from None
-            # Two steps at least: the posterior of a one-step process is undefined (GaussianDiffusion).
-            if not 2 <= desired_count <= num_timesteps:
-                raise Diff2LipError(f"{flag}: expected ddimN with 2 <= N <= {num_timesteps} (the diffusion steps)")
+            if not 1 <= desired_count <= num_timesteps:
+                raise Diff2LipError(f"{flag}: expected ddimN with 1 <= N <= {num_timesteps} (the diffusion steps)")
             strides = ddim_strides(num_timesteps)
+            if desired_count == 1:
+                return {max(range(0, num_timesteps, strides[2]))} if num_timesteps > 1 else {0}
             if desired_count in strides:
                 return set(range(0, num_timesteps, strides[desired_count]))
             nearest = nearest_ddim_count(num_timesteps, desired_count)
@@ -51,7 +57,8 @@ def space_timesteps(num_timesteps: int, section_counts: Union[str, Iterable[int]
             raise Diff2LipError(f"{flag}: expected 'ddimN', 'N' or a comma list of counts, e.g. ddim25") from None
     section_counts = list(section_counts)
     if any(c < 0 for c in section_counts) or sum(section_counts) < 2:
-        raise Diff2LipError(f"{flag}: expected step counts >= 0 that add up to at least 2, e.g. ddim25 or 25")
+        raise Diff2LipError(f"{flag}: expected step counts >= 0 that add up to at least 2, e.g. ddim25 or 25 "
+                            "(one step: ddim1, for a 1-step student)")
     size_per = num_timesteps // len(section_counts)
     extra = num_timesteps % len(section_counts)
     start_idx = 0

@@ -4,6 +4,7 @@
     python -m scripts.demo_train --ablation True      (make demo-ablation)
     python -m scripts.demo_train --parameterization eps --timestep_respacing ddim25   (make demo-train-eps)
     python -m scripts.demo_train --student_only True  (only step 5: the 2-step student of the exported network)
+    python -m scripts.demo_train --one_step_student True  (make demo-student1: the 2-step student distilled to 1 step)
 
 Every step is the repository's own command, run as a subprocess with the flags below, in
 `--work_dir` (each step resumes or skips what an earlier, interrupted run finished):
@@ -19,6 +20,10 @@ Every step is the repository's own command, run as a subprocess with the flags b
 5. distil the exported network into a 2-step student with `scripts.train_distill` (progressive
    distillation, `DISTILL_TRAINING`), export it with its sampling flags as
    `diff2lip_synthetic64_student2.pt` and evaluate it like the demo with its 2 DDIM steps.
+With `--one_step_student True`, only the last round of progressive distillation runs
+(`ONE_STEP_TRAINING`): the exported 2-step student is distilled into a 1-step student (`ddim1`: one
+network pass from the noise), exported as `diff2lip_synthetic64_student1.pt` and evaluated like the
+demo (docs/figures.md#student1).
 With `--ablation True`, step 3 trains four networks with the same budget (`--ablation_steps`):
 L_simple only, + L2 + SyncNet, + LPIPS, + sequence GAN (the rows of the paper's Tables 1 and 3),
 scores each like the demo and prints a Markdown table.
@@ -79,6 +84,10 @@ NETWORKS = {
 DISTILL_TRAINING = dict(teacher_steps=4, student_steps=2, steps_per_round=200, batch_size=2, lr=1e-4, warmup_steps=10,
                         ema_rate=0.99, precision="bf16", save_every=25, keep=2, log_every=10, num_workers=1)
 STUDENT_CHECKPOINT = synthetic_demo.DEMO_STUDENT
+# --one_step_student: the last round, the exported 2-step student -> 1 step (its one pass sits at
+# ddim2's top step, guided_diffusion/respace.py).
+ONE_STEP_TRAINING = dict(DISTILL_TRAINING, teacher_steps=2, student_steps=1, steps_per_round=300)
+ONE_STEP_CHECKPOINT = synthetic_demo.DEMO_STUDENT1
 # --lift_proof: the crop size of the lifted networks (twice the demo network's), and the names of its rows.
 LIFT_SIZE = 128
 LIFT_ROWS = {
@@ -123,6 +132,8 @@ DEMO_TRAIN_OPTIONS = Options(
            "that speaker before and after (docs/training.md#one-speaker)"),
     Option("student_only", False, "run only step 5: distil the exported x0 network (in --export_dir) into the 2-step student, "
         "export and evaluate it"),
+    Option("one_step_student", False, "run only the last round of distillation: the exported 2-step student (in --export_dir) "
+           "into the 1-step student (ddim1), export and evaluate it"),
     PROGRESS,
 )
 
@@ -169,20 +180,22 @@ def train_diff2lip(crops: str, out: str, expert: str, steps: int, lambdas: Dict[
     return os.path.join(out, f"checkpoint_{steps:07d}.pt")
 
 
-def distill_student(crops: str, work_dir: str, teacher: str, exported: str) -> str:
-    """Distil `teacher` (the exported x0 network) into the 2-step student, exported to `exported`
-    with the flags that sample it; returns `exported`."""
-    step("distil the 2-step student", [
-        "-m", "scripts.train_distill", "--data_root", crops, "--output_dir", os.path.join(work_dir, "student2"), "--teacher", teacher,
-        "--resume", "True", "--export", exported, *synthetic_demo.model_flags("x0"), *as_flags(DISTILL_TRAINING),
+def distill_student(crops: str, work_dir: str, teacher: str, exported: str, training: dict = DISTILL_TRAINING) -> str:
+    """Distil `teacher` (the exported x0 network, or a student of it) into the student of
+    `training` (DISTILL_TRAINING, ONE_STEP_TRAINING), exported to `exported` with the flags that
+    sample it; returns `exported`."""
+    steps = training["student_steps"]
+    step(f"distil the {steps}-step student", [
+        "-m", "scripts.train_distill", "--data_root", crops, "--output_dir", os.path.join(work_dir, f"student{steps}"),
+        "--teacher", teacher, "--resume", "True", "--export", exported, *synthetic_demo.model_flags("x0"), *as_flags(training),
     ])
     return exported
 
 
-def evaluate_student(work_dir: str, exported: str, expert: str, progress: bool) -> None:
-    step("evaluate the student like the demo", [
-        "demo.py", "--out_dir", os.path.join(work_dir, "eval_student2"), "--checkpoint", exported, "--sync_expert", expert,
-        "--timestep_respacing", f"ddim{DISTILL_TRAINING['student_steps']}", "--progress", str(progress),
+def evaluate_student(work_dir: str, exported: str, expert: str, progress: bool, steps: int = DISTILL_TRAINING["student_steps"]) -> None:
+    step(f"evaluate the {steps}-step student like the demo", [
+        "demo.py", "--out_dir", os.path.join(work_dir, f"eval_student{steps}"), "--checkpoint", exported, "--sync_expert", expert,
+        "--timestep_respacing", f"ddim{steps}", "--progress", str(progress),
     ])
 
 
@@ -322,9 +335,20 @@ def run(args) -> None:
         raise Diff2LipError("--ablation trains the x0 demo network's rows; it takes no --parameterization")
     if args.student_only and (args.ablation or args.parameterization != "x0"):
         raise Diff2LipError("--student_only distils the x0 demo network; it takes no --ablation or --parameterization")
+    if args.one_step_student and (args.ablation or args.student_only or args.parameterization != "x0"):
+        raise Diff2LipError("--one_step_student distils the exported 2-step student; it takes no --ablation, --student_only "
+                            "or --parameterization")
     network = NETWORKS[args.parameterization]
     exported, exported_x0, exported_expert = exported_files(args.export_dir, args.parameterization)
     exported_student = os.path.join(args.export_dir, os.path.basename(STUDENT_CHECKPOINT))
+    if args.one_step_student:
+        if not (os.path.isfile(exported_student) and os.path.isfile(exported_expert)):
+            raise Diff2LipError(f"--one_step_student distils {exported_student} (scored with {exported_expert}); "
+                                "`make demo-train` makes them")
+        one_step = os.path.join(args.export_dir, os.path.basename(ONE_STEP_CHECKPOINT))
+        distill_student(prepare_data(args.work_dir), args.work_dir, exported_student, one_step, ONE_STEP_TRAINING)
+        evaluate_student(args.work_dir, one_step, exported_expert, args.progress, ONE_STEP_TRAINING["student_steps"])
+        return
     if args.student_only:
         if not (os.path.isfile(exported_x0) and os.path.isfile(exported_expert)):
             raise Diff2LipError(f"--student_only distils {exported_x0} (scored with {exported_expert}); "

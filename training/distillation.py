@@ -11,7 +11,9 @@ network, the noise it implies for a noise network). Two steps of the sampler are
   (the masked frame's noise, as inference shares it), while the teacher starts one of its steps
   higher from the same noise. The student's top step is trained on exactly that input, against
   the teacher's three steps from it to s_{N-2}.
-The other steps see x_{s_k} = q(x_{s_k} | x_0), as the paper does. Frames are flattened
+The other steps see x_{s_k} = q(x_{s_k} | x_0), as the paper does. In the last round (2 -> 1)
+the student's one step is both: `ddim1` puts it at ddim2's top step (respace.space_timesteps), and
+from the noise it learns the clean frame that the teacher's two steps reach from the same noise. Frames are flattened
 sequences `[N = B*F, 3, H, W]`; the network sees `x_t*M + cond*(1-M)` and the loss counts only
 the mask (`training.losses.DistillationLoss`).
 """
@@ -38,20 +40,18 @@ def respacing(steps: int) -> str:
 
 
 def round_schedule(teacher_steps: int, student_steps: int) -> List[Tuple[int, int]]:
-    """The rounds from `teacher_steps` down to `student_steps`, halving: 8, 2 -> [(8, 4), (4, 2)].
-
-    Students take at least 2 steps: a 1-step process (step 0 alone) is not one that
-    gaussian_diffusion.GaussianDiffusion builds (its posterior variance needs a second step).
-    """
-    if student_steps < 2:
-        raise Diff2LipError(f"--student_steps {student_steps}: a student takes at least 2 steps")
+    """The rounds from `teacher_steps` down to `student_steps`, halving: 8, 2 -> [(8, 4), (4, 2)];
+    2, 1 -> [(2, 1)], the last round, whose student samples with `ddim1` (respace.space_timesteps:
+    one pass, at ddim2's top step)."""
+    if student_steps < 1:
+        raise Diff2LipError(f"--student_steps {student_steps}: a student takes at least 1 step")
     rounds, steps = [], teacher_steps
     while steps > student_steps and steps % 2 == 0:
         rounds.append((steps, steps // 2))
         steps //= 2
     if steps != student_steps or not rounds:
         raise Diff2LipError(
-            f"--teacher_steps {teacher_steps} must be --student_steps {student_steps} times a power of 2 (at least 2)"
+            f"--teacher_steps {teacher_steps} must be --student_steps {student_steps} times a power of 2 (2 at least)"
         )
     return rounds
 

@@ -59,3 +59,34 @@ def test_an_unreachable_ddim_count_names_the_nearest_reachable_one():
     assert nearest_ddim_count(1000, 25) == 25
     with pytest.raises(Diff2LipError, match="ddim37.*36"):
         space_timesteps(1000, "ddim37")
+
+
+def test_ddim1_is_one_pass_at_ddim2s_top_step_and_returns_its_x0():
+    """The one-step student's process: the model is called once, at timestep 500 (ddim2's top),
+    and DDIM's step from there lands on the predicted clean frame itself."""
+    assert space_timesteps(1000, "ddim1") == {500} and max(space_timesteps(1000, "ddim2")) == 500
+    assert space_timesteps(999, "ddim1") == {max(space_timesteps(999, "ddim2"))}
+    diffusion = create_gaussian_diffusion(timestep_respacing="ddim1", predict_xstart=True, learn_sigma=True)
+    assert diffusion.num_timesteps == 1 and diffusion.timestep_map == [500]
+    np.testing.assert_allclose(diffusion.alphas_cumprod, create_gaussian_diffusion().alphas_cumprod[[500]], rtol=1e-12)
+    assert np.isfinite(diffusion.posterior_log_variance_clipped).all()
+    x0 = torch.rand(2, 3, 4, 4) * 1.6 - 0.8
+    seen = []
+
+    class CleanFrame(torch.nn.Module):
+        def forward(self, x, t, **kw):
+            seen.append(t.tolist())
+            return torch.cat([x0, torch.zeros_like(x0)], 1)
+
+    for sample in (diffusion.ddim_sample_loop(CleanFrame(), x0.shape, noise=torch.randn(x0.shape), device="cpu"),
+                   diffusion.p_sample_loop(CleanFrame(), x0.shape, noise=torch.randn(x0.shape), device="cpu")):
+        torch.testing.assert_close(sample, x0, rtol=0, atol=1e-6)
+    assert seen == [[500, 500], [500, 500]]
+
+
+def test_the_multi_step_posterior_is_unchanged_by_the_one_step_case():
+    """A process of more than one step clips the log variance at t = 0 to the posterior's at t = 1,
+    as the released code does."""
+    diffusion = create_gaussian_diffusion(timestep_respacing="ddim25")
+    assert diffusion.posterior_log_variance_clipped[0] == np.log(diffusion.posterior_variance[1])
+    np.testing.assert_array_equal(diffusion.posterior_log_variance_clipped[1:], np.log(diffusion.posterior_variance[1:]))

@@ -66,13 +66,15 @@ def test_solver_with_feature_reuse_split_over_two_processes_equals_one(assets, t
     assert a.shape[0] == 9 and np.array_equal(a, b)
 
 
-def test_a_checkpoint_with_flags_samples_without_architecture_flags(assets, tmp_path, monkeypatch, capsys):
-    """A student's file says its network and its step count; generate.py needs neither flag."""
+@pytest.mark.parametrize("respacing, timesteps", [("ddim2", [500, 0]), ("ddim1", [500])])
+def test_a_checkpoint_with_flags_samples_without_architecture_flags(assets, tmp_path, monkeypatch, capsys, respacing, timesteps):
+    """A student's file says its network and its step count; generate.py needs neither flag. The
+    1-step student's file (ddim1) makes one network pass per chunk, at ddim2's top step."""
     import guided_diffusion.unet as unet
     from guided_diffusion.script_util import tfg_create_model_and_diffusion
     from helpers import TINY_FLAGS, randomize_zero_init
 
-    flags = {**TINY_FLAGS, "predict_xstart": True, "timestep_respacing": "ddim2", "use_ddim": True}
+    flags = {**TINY_FLAGS, "predict_xstart": True, "timestep_respacing": respacing, "use_ddim": True}
     model, _ = tfg_create_model_and_diffusion(**{k: v for k, v in flags.items() if k != "use_ddim"})
     randomize_zero_init(model)
     student = tmp_path / "student.pt"
@@ -85,7 +87,7 @@ def test_a_checkpoint_with_flags_samples_without_architecture_flags(assets, tmp_
             "--video_path", str(video), "--audio_path", str(audio), "--out_path", str(tmp_path / "out.mp4"),
             "--is_voxceleb2", "False", "--box", BOX]
     assert main(argv) == 0
-    assert steps == [500, 0]  # ddim2 of 1000, one chunk of 9 frames
+    assert steps == timesteps  # of 1000 steps, one chunk of 9 frames
     assert "--image_size 32" in capsys.readouterr().out
     assert main([*argv, "--num_channels", "64"]) == 1
     assert "contradicts" in capsys.readouterr().err

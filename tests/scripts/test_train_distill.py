@@ -93,6 +93,27 @@ def test_one_round_runs_for_real_and_exports_a_student_that_loads_and_samples(da
     assert any(not torch.equal(released[k], model.state_dict()[k]) for k in released)
 
 
+def test_the_last_round_distils_a_2_step_student_into_one_pass_that_generate_samples(data_root, teacher, tmp_path):
+    """8 -> 4 -> 2 -> 1: the last round's student samples with ddim1, one network pass at t = 500."""
+    exported = run_distill(distill_args(data_root, tmp_path / "run", teacher, "--teacher_steps", "8", "--student_steps", "1",
+                                        "--steps_per_round", "2", "--export", str(tmp_path / "student1.pt")))
+    rounds = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert rounds == ["round1_ddim4", "round2_ddim2", "round3_ddim1"]
+    saved = torch.load(exported, weights_only=True)
+    assert saved["flags"]["timestep_respacing"] == "ddim1" and saved["flags"]["use_ddim"] is True
+    assert saved["trained_on"]["init_from"] == str(tmp_path / "run" / "round2_ddim2" / "checkpoint_0000002.pt")
+    header = (tmp_path / "run" / "round3_ddim1" / "progress.csv").read_text().splitlines()[0].split(",")
+    assert "distill_t500" in header and "distill_t0" not in header
+    model, diffusion = tfg_create_model_and_diffusion(**{k: v for k, v in saved["flags"].items() if k != "use_ddim"})
+    load_model_weights(model, exported)
+    seen = []
+    model.register_forward_hook(lambda module, inputs, output: seen.append(inputs[1].tolist()))
+    kwargs = lower_half_kwargs(2, 32)
+    kwargs.update(ref_img=torch.zeros(2, 3, 32, 32), indiv_mels=torch.zeros(2, 80, 16))
+    sample = diffusion.ddim_sample_loop(model, (2, 3, 32, 32), noise=torch.randn(2, 3, 32, 32), model_kwargs=kwargs)
+    assert seen == [[500, 500]] and torch.isfinite(sample).all()
+
+
 def test_resume_is_exact_across_rounds(data_root, teacher, tmp_path):
     """Two rounds of 2 steps straight, and the same run stopped after round 2's first step and resumed."""
     base = ["--teacher_steps", "8", "--student_steps", "2", "--save_every", "1", "--keep", "5"]

@@ -38,7 +38,10 @@ def linear_alphas_cumprod(steps: int = 1000) -> np.ndarray:
 def test_rounds_halve_the_steps_and_each_student_step_is_a_teacher_step():
     assert round_schedule(8, 2) == [(8, 4), (4, 2)]
     assert round_schedule(16, 4) == [(16, 8), (8, 4)]
-    for bad in ((6, 4), (2, 2), (8, 3)):
+    assert round_schedule(2, 1) == [(2, 1)] and round_schedule(8, 1) == [(8, 4), (4, 2), (2, 1)]
+    with pytest.raises(Diff2LipError, match="--student_steps 0: a student takes at least 1 step"):
+        round_schedule(2, 0)
+    for bad in ((6, 4), (2, 2), (8, 3), (3, 1)):
         with pytest.raises(Diff2LipError, match="power of 2"):
             round_schedule(*bad)
     # ddim2N keeps every step of ddimN (1000 steps): the student's steps pair the teacher's.
@@ -128,6 +131,25 @@ def test_the_target_equals_the_analytic_two_step_ddim_value(predict_eps):
         inside = slice(4, 8)  # the mask: outside it the network sees the conditioning, not x_t
         got = target[row, :, inside].double().numpy()
         assert np.allclose(got, expected[:, inside], rtol=1e-4, atol=1e-4 * (100 if predict_eps else 1)), (row, step)
+
+
+@pytest.mark.parametrize("predict_eps", [False, True])
+def test_the_one_step_target_is_the_clean_frame_of_the_teachers_two_steps_from_the_same_noise(predict_eps):
+    """The last round, 2 -> 1: the student's one step (t = 500, ddim1) from the noise z must give the
+    frame that the teacher's DDIM-2 reaches from z (500 -> 0 -> clean)."""
+    gain = 0.6
+    objective = ProgressiveDistillation(dict(FLAGS_X0, predict_xstart=not predict_eps), teacher_steps=2, student_steps=1)
+    assert objective.student_timesteps.tolist() == [500] and objective.teacher_index.tolist() == [[1, 0]]
+    objective.attach(ScaledInput(gain, predict_eps))
+    z = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(3)) * 2
+    target = objective.target(z, torch.zeros(3, dtype=torch.long), lower_half_kwargs(3))
+    a = linear_alphas_cumprod()[500]
+    inside = slice(4, 8)
+    for row in range(3):
+        x0 = numpy_ddim(z[row].double().numpy(), [500, 0, None], gain)
+        expected = (z[row].double().numpy() - math.sqrt(a) * x0) / math.sqrt(1 - a) if predict_eps else x0
+        got = target[row, :, inside].double().numpy()
+        assert np.allclose(got, expected[:, inside], rtol=1e-4, atol=1e-4 * (100 if predict_eps else 1)), row
 
 
 class Constant(torch.nn.Module):
