@@ -154,7 +154,8 @@ DIFFUSION_OPTIONS = Options(
     Option('diffusion_steps', 1000, 'training diffusion steps T', at_least(1)),
     Option('noise_schedule', 'linear', 'beta schedule: linear or cosine', one_of("linear", "cosine")),
     Option('timestep_respacing', '',
-           "sampling steps: 'ddimN', 'N' or a comma list of section counts, 2 steps at least ('' = all T)"),
+           "sampling steps: 'ddimN', 'N' or a comma list of section counts, 2 steps at least, or ddim1 (the 1-step "
+           "student's one pass, at ddim2's top step) ('' = all T)"),
     Option('use_kl', False, 'train on the variational bound instead of the MSE'),
     Option('predict_xstart', False, 'the network predicts x0 instead of the noise (Diff2Lip: False)'),
     Option('rescale_timesteps', False, 'feed timesteps scaled to 0..1000 to the network'),

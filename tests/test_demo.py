@@ -11,9 +11,11 @@ import torch
 
 import demo
 from common.errors import Diff2LipError
+from common.flags import create_argparser
 from evaluation import synthetic_demo
 from guided_diffusion.checkpoint_format import load_model_weights
 from guided_diffusion.script_util import tfg_create_model_and_diffusion, tfg_model_and_diffusion_defaults
+from helpers import run_demo_train_recorded
 from launchers import REPO_ROOT
 from scripts import demo_train
 from training.syncnet import load_sync_expert
@@ -37,8 +39,48 @@ def test_committed_checkpoints_fit_the_demo_flags_and_the_size_limit():
     assert expert.kind == "syncnet64"
 
 
+def test_the_committed_one_step_student_samples_with_one_pass_and_moved_from_its_teacher():
+    one, two = (REPO_ROOT / p for p in (synthetic_demo.DEMO_STUDENT1, synthetic_demo.DEMO_STUDENT))
+    assert os.path.getsize(one) <= 8 * 2**20
+    saved = torch.load(one, weights_only=True)
+    assert (saved["flags"]["timestep_respacing"], saved["flags"]["use_ddim"]) == ("ddim1", True)
+    assert {k: saved["flags"][k] for k in synthetic_demo.DEMO_MODEL} == synthetic_demo.DEMO_MODEL
+    assert saved["trained_on"]["init_from"] == synthetic_demo.DEMO_STUDENT
+    assert saved["trained_on"]["note"] == synthetic_demo.DEMO_NOTE
+    model, diffusion = tfg_create_model_and_diffusion(**{**tfg_model_and_diffusion_defaults(), **synthetic_demo.DEMO_MODEL,
+                                                         "timestep_respacing": "ddim1"})
+    load_model_weights(model, str(one))
+    assert diffusion.timestep_map == [500]
+    teacher = torch.load(two, weights_only=True)["model"]
+    assert all(torch.isfinite(v.float()).all() for v in saved["model"].values())
+    assert max(float((saved["model"][k].float() - teacher[k].float()).abs().max()) for k in teacher) > 1e-3
+
+
+def test_one_step_student_distils_the_exported_2_step_student(tmp_path, monkeypatch):
+    from scripts import train_distill
+
+    (tmp_path / "export").mkdir()
+    student2 = tmp_path / "export" / os.path.basename(synthetic_demo.DEMO_STUDENT)
+    student2.write_bytes(b"")
+    calls = run_demo_train_recorded(tmp_path, monkeypatch, "--one_step_student", "True")
+    assert list(calls) == ["distil the 1-step student", "evaluate the 1-step student like the demo"]
+    args = train_distill.create_parser().parse_args(calls["distil the 1-step student"][2:])
+    assert (args.teacher, args.teacher_steps, args.student_steps) == (str(student2), 2, 1)
+    assert args.export == str(tmp_path / "export" / os.path.basename(synthetic_demo.DEMO_STUDENT1))
+    assert (args.data_root, args.output_dir, args.steps_per_round) == ("CROPS64", str(tmp_path / "work" / "student1"), 300)
+    evaluation = create_argparser(synthetic_demo.DEMO_OPTIONS).parse_args(calls["evaluate the 1-step student like the demo"][1:])
+    assert (evaluation.checkpoint, evaluation.timestep_respacing) == (args.export, "ddim1")
+    assert evaluation.out_dir == str(tmp_path / "work" / "eval_student1")
+
+
+def test_one_step_student_without_the_2_step_student_names_the_command(tmp_path, capsys):
+    assert demo_train.main(["--one_step_student", "True", "--export_dir", str(tmp_path), "--work_dir", str(tmp_path / "w")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --one_step_student distils") and "make demo-train" in err
+    assert not (tmp_path / "w").exists()
+
+
 def test_model_flags_round_trip_through_the_parser():
-    from common.flags import create_argparser
     from guided_diffusion.script_util import MODEL_AND_DIFFUSION_OPTIONS
 
     args = create_argparser(MODEL_AND_DIFFUSION_OPTIONS).parse_args(synthetic_demo.model_flags())
@@ -72,7 +114,6 @@ def _recorded_proof(tmp_path, monkeypatch, *argv):
     """demo_train with its steps recorded (helpers.run_demo_train_recorded), the held-out clips
     not rendered and each scoring returning a row that names the network file it scored."""
     from evaluation import synthetic_demo
-    from helpers import run_demo_train_recorded
 
     scored = []
 

@@ -49,7 +49,7 @@ def test_demo_train_default_is_the_x0_network_from_scratch(tmp_path, monkeypatch
     # then step 5, the 2-step student of the exported x0 network (tests/scripts/test_train_distill.py pins its flags)
     assert list(calls) == ["train the SyncNet64 expert", "train Diff2Lip", "export the demo network",
                            "export the expert", "evaluate like the demo", "distil the 2-step student",
-                           "evaluate the student like the demo"]
+                           "evaluate the 2-step student like the demo"]
     args = diff2lip.create_parser().parse_args(calls["train Diff2Lip"][1:])
     assert (args.predict_xstart, args.init_from, args.max_steps) == (True, "", 1000)
     exported = calls["export the demo network"]
