@@ -45,7 +45,7 @@ demo-student: $(INSTALLED)
 	$(PY) -m scripts.demo_train --student_only True
 
 # The 2-step student distilled to 1 step (one network pass per frame), scored like the demo
-# (docs/figures.md#student1; about 15 minutes on 2 cores).
+# (docs/figures.md#student1; about 13 minutes on 2 cores).
 demo-student1: $(INSTALLED)
 	$(PY) -m scripts.demo_train --one_step_student True
 
