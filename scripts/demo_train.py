@@ -341,21 +341,17 @@ def run(args) -> None:
     network = NETWORKS[args.parameterization]
     exported, exported_x0, exported_expert = exported_files(args.export_dir, args.parameterization)
     exported_student = os.path.join(args.export_dir, os.path.basename(STUDENT_CHECKPOINT))
-    if args.one_step_student:
-        if not (os.path.isfile(exported_student) and os.path.isfile(exported_expert)):
-            raise Diff2LipError(f"--one_step_student distils {exported_student} (scored with {exported_expert}); "
-                                "`make demo-train` makes them")
-        one_step = os.path.join(args.export_dir, os.path.basename(ONE_STEP_CHECKPOINT))
-        distill_student(prepare_data(args.work_dir), args.work_dir, exported_student, one_step, ONE_STEP_TRAINING)
-        evaluate_student(args.work_dir, one_step, exported_expert, args.progress, ONE_STEP_TRAINING["student_steps"])
-        return
-    if args.student_only:
-        if not (os.path.isfile(exported_x0) and os.path.isfile(exported_expert)):
-            raise Diff2LipError(f"--student_only distils {exported_x0} (scored with {exported_expert}); "
-                                "`make demo-train` makes them")
-        distill_student(prepare_data(args.work_dir), args.work_dir, exported_x0, exported_student)
-        evaluate_student(args.work_dir, exported_student, exported_expert, args.progress)
-        return
+    # One distillation of an exported network, then its score: flag -> (teacher, settings, student).
+    distillations = {"student_only": (exported_x0, DISTILL_TRAINING, exported_student),
+                     "one_step_student": (exported_student, ONE_STEP_TRAINING,
+                                          os.path.join(args.export_dir, os.path.basename(ONE_STEP_CHECKPOINT)))}
+    for flag, (teacher, training, student) in distillations.items():
+        if getattr(args, flag):
+            if not (os.path.isfile(teacher) and os.path.isfile(exported_expert)):
+                raise Diff2LipError(f"--{flag} distils {teacher} (scored with {exported_expert}); `make demo-train` makes them")
+            distill_student(prepare_data(args.work_dir), args.work_dir, teacher, student, training)
+            evaluate_student(args.work_dir, student, exported_expert, args.progress, training["student_steps"])
+            return
     if network["fine_tune"] and not (os.path.isfile(exported_x0) and os.path.isfile(exported_expert)):
         raise Diff2LipError(f"--parameterization {args.parameterization} fine-tunes {exported_x0} with "
                             f"{exported_expert}; `make demo-train` makes them")

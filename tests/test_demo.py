@@ -73,6 +73,18 @@ def test_one_step_student_distils_the_exported_2_step_student(tmp_path, monkeypa
     assert evaluation.out_dir == str(tmp_path / "work" / "eval_student1")
 
 
+def test_student_only_distils_the_exported_x0_network_into_2_steps(tmp_path, monkeypatch):
+    from scripts import train_distill
+
+    calls = run_demo_train_recorded(tmp_path, monkeypatch, "--student_only", "True")
+    assert list(calls) == ["distil the 2-step student", "evaluate the 2-step student like the demo"]
+    args = train_distill.create_parser().parse_args(calls["distil the 2-step student"][2:])
+    assert (args.teacher, args.teacher_steps, args.student_steps) == (str(tmp_path / "export" / "diff2lip_synthetic64.pt"), 4, 2)
+    assert args.export == str(tmp_path / "export" / os.path.basename(synthetic_demo.DEMO_STUDENT))
+    evaluation = create_argparser(synthetic_demo.DEMO_OPTIONS).parse_args(calls["evaluate the 2-step student like the demo"][1:])
+    assert (evaluation.checkpoint, evaluation.timestep_respacing) == (args.export, "ddim2")
+
+
 def test_one_step_student_without_the_2_step_student_names_the_command(tmp_path, capsys):
     assert demo_train.main(["--one_step_student", "True", "--export_dir", str(tmp_path), "--work_dir", str(tmp_path / "w")]) == 1
     err = capsys.readouterr().err.strip()
