@@ -56,42 +56,6 @@ def test_the_committed_one_step_student_samples_with_one_pass_and_moved_from_its
     assert max(float((saved["model"][k].float() - teacher[k].float()).abs().max()) for k in teacher) > 1e-3
 
 
-def test_one_step_student_distils_the_exported_2_step_student(tmp_path, monkeypatch):
-    from scripts import train_distill
-
-    (tmp_path / "export").mkdir()
-    student2 = tmp_path / "export" / os.path.basename(synthetic_demo.DEMO_STUDENT)
-    student2.write_bytes(b"")
-    calls = run_demo_train_recorded(tmp_path, monkeypatch, "--one_step_student", "True")
-    assert list(calls) == ["distil the 1-step student", "evaluate the 1-step student like the demo"]
-    args = train_distill.create_parser().parse_args(calls["distil the 1-step student"][2:])
-    assert (args.teacher, args.teacher_steps, args.student_steps) == (str(student2), 2, 1)
-    assert args.export == str(tmp_path / "export" / os.path.basename(synthetic_demo.DEMO_STUDENT1))
-    assert (args.data_root, args.output_dir, args.steps_per_round) == ("CROPS64", str(tmp_path / "work" / "student1"), 300)
-    evaluation = create_argparser(synthetic_demo.DEMO_OPTIONS).parse_args(calls["evaluate the 1-step student like the demo"][1:])
-    assert (evaluation.checkpoint, evaluation.timestep_respacing) == (args.export, "ddim1")
-    assert evaluation.out_dir == str(tmp_path / "work" / "eval_student1")
-
-
-def test_student_only_distils_the_exported_x0_network_into_2_steps(tmp_path, monkeypatch):
-    from scripts import train_distill
-
-    calls = run_demo_train_recorded(tmp_path, monkeypatch, "--student_only", "True")
-    assert list(calls) == ["distil the 2-step student", "evaluate the 2-step student like the demo"]
-    args = train_distill.create_parser().parse_args(calls["distil the 2-step student"][2:])
-    assert (args.teacher, args.teacher_steps, args.student_steps) == (str(tmp_path / "export" / "diff2lip_synthetic64.pt"), 4, 2)
-    assert args.export == str(tmp_path / "export" / os.path.basename(synthetic_demo.DEMO_STUDENT))
-    evaluation = create_argparser(synthetic_demo.DEMO_OPTIONS).parse_args(calls["evaluate the 2-step student like the demo"][1:])
-    assert (evaluation.checkpoint, evaluation.timestep_respacing) == (args.export, "ddim2")
-
-
-def test_one_step_student_without_the_2_step_student_names_the_command(tmp_path, capsys):
-    assert demo_train.main(["--one_step_student", "True", "--export_dir", str(tmp_path), "--work_dir", str(tmp_path / "w")]) == 1
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: --one_step_student distils") and "make demo-train" in err
-    assert not (tmp_path / "w").exists()
-
-
 def test_model_flags_round_trip_through_the_parser():
     from guided_diffusion.script_util import MODEL_AND_DIFFUSION_OPTIONS
 

@@ -181,7 +181,7 @@ def test_demo_train_student_only_distils_the_exported_network_and_scores_it_with
 
     export = tmp_path / "export"
     calls = run_demo_train_recorded(tmp_path, monkeypatch, "--student_only", "True")
-    assert list(calls) == ["distil the 2-step student", "evaluate the student like the demo"]
+    assert list(calls) == ["distil the 2-step student", "evaluate the 2-step student like the demo"]
     argv = calls["distil the 2-step student"]
     assert argv[:2] == ["-m", "scripts.train_distill"]
     args = train_distill.create_parser().parse_args(argv[2:])
@@ -190,7 +190,34 @@ def test_demo_train_student_only_distils_the_exported_network_and_scores_it_with
     assert args.teacher == str(export / "diff2lip_synthetic64.pt") and args.data_root == "CROPS64" and args.resume
     student = str(export / os.path.basename(demo_train.STUDENT_CHECKPOINT))
     assert args.export == student and args.output_dir == str(tmp_path / "work" / "student2")
-    evaluation = create_argparser(demo.DEMO_OPTIONS).parse_args(calls["evaluate the student like the demo"][1:])
+    evaluation = create_argparser(demo.DEMO_OPTIONS).parse_args(calls["evaluate the 2-step student like the demo"][1:])
     assert evaluation.checkpoint == student and evaluation.timestep_respacing == "ddim2"
     assert evaluation.sync_expert == str(export / "syncnet64_synthetic.pt")
     assert demo_train.main(["--student_only", "True", "--parameterization", "eps"]) == 1
+
+
+def test_demo_train_one_step_student_distils_the_exported_2_step_student(tmp_path, monkeypatch):
+    from evaluation import synthetic_demo
+    from helpers import run_demo_train_recorded
+
+    (tmp_path / "export").mkdir()
+    student2 = tmp_path / "export" / os.path.basename(synthetic_demo.DEMO_STUDENT)
+    student2.write_bytes(b"")
+    calls = run_demo_train_recorded(tmp_path, monkeypatch, "--one_step_student", "True")
+    assert list(calls) == ["distil the 1-step student", "evaluate the 1-step student like the demo"]
+    args = train_distill.create_parser().parse_args(calls["distil the 1-step student"][2:])
+    assert (args.teacher, args.teacher_steps, args.student_steps) == (str(student2), 2, 1)
+    assert args.export == str(tmp_path / "export" / os.path.basename(synthetic_demo.DEMO_STUDENT1))
+    assert (args.data_root, args.output_dir, args.steps_per_round) == ("CROPS64", str(tmp_path / "work" / "student1"), 300)
+    evaluation = create_argparser(synthetic_demo.DEMO_OPTIONS).parse_args(calls["evaluate the 1-step student like the demo"][1:])
+    assert (evaluation.checkpoint, evaluation.timestep_respacing) == (args.export, "ddim1")
+    assert evaluation.out_dir == str(tmp_path / "work" / "eval_student1")
+
+
+def test_demo_train_one_step_student_without_the_2_step_student_names_the_command(tmp_path, capsys):
+    from scripts import demo_train
+
+    assert demo_train.main(["--one_step_student", "True", "--export_dir", str(tmp_path), "--work_dir", str(tmp_path / "w")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --one_step_student distils") and "make demo-train" in err
+    assert not (tmp_path / "w").exists()
