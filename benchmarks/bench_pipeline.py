@@ -35,7 +35,10 @@ frames/s with a fixed `--box`, and with CenterFace at each `--detect_every` (1: 
 the share of the time outside the network. `--keyframes_sampler` sets what the network runs:
 student2 (2 DDIM steps, the 2-step student's cost), student1 (`ddim1`, the 1-step student's) or
 fast (the fast sampler for the released checkpoint: DPM-Solver++ 2M, 8 passes, features reused
-every 2nd step at depth 2).
+every 2nd step at depth 2). S3FD with random weights finds no face, so its rows are composed in the
+same run instead: the fixed box's run plus S3FD's measured time per 720p frame (real format, random
+weights, at scale 1.0, the default at 720p, and 0.5) on each keyframe that `--detect_every`
+schedules on this cut-free clip.
 
 Overlapped stages (`overlap`): the small network on the 10 s 720p clip with a fixed box,
 `--overlap True` against `--overlap False`, fresh processes alternating: frames/s.
@@ -420,7 +423,8 @@ def keyframe_detection(workdir: str, seconds: float = 2.0, every: Sequence[int] 
     """End to end on the astronaut's 1280x720 clip with a network of the official size sampled as
     KEYFRAME_SAMPLERS[`sampler`] says (random weights in the released format): frames/s with a
     fixed `--box` against CenterFace at each `--detect_every` (default scale: 1.0 at 720p), each in
-    a fresh process, and the share of the time outside the network."""
+    a fresh process, and the share of the time outside the network; S3FD's rows composed from the
+    box run and S3FD's own time per keyframe (the module docstring says why)."""
     from face_detection import CenterFaceDetector
     from guided_diffusion.script_util import tfg_create_model_and_diffusion
 
@@ -432,25 +436,31 @@ def keyframe_detection(workdir: str, seconds: float = 2.0, every: Sequence[int] 
         model, _ = tfg_create_model_and_diffusion()
         torch.save(model.state_dict(), official)  # checkpoint.pt's format: a plain state_dict
     x1, y1, x2, y2 = CenterFaceDetector().detect([photo_frame(0)])[0]
-    student = KEYFRAME_SAMPLERS[sampler]
-    runs = {"box": run_clip(video, official, os.path.join(workdir, "out_kf_box.mp4"), model_flags=student,
-                            face=("--is_voxceleb2", "False", "--box", f"{y1},{y2},{x1},{x2}"))}
+    flags = KEYFRAME_SAMPLERS[sampler]
+    box = run_clip(video, official, os.path.join(workdir, "out_kf_box.mp4"), model_flags=flags,
+                   face=("--is_voxceleb2", "False", "--box", f"{y1},{y2},{x1},{x2}"))
+    rows = {"box": ("fixed --box", box)}  # tag -> (label, run)
     for k in every:
-        runs[k] = run_clip(video, official, os.path.join(workdir, f"out_kf_{k}.mp4"), model_flags=student,
-                           face=(*DETECT_FLAGS, "--detect_every", str(k), "--detect_min_face", str(min_face)))
+        rows[f"every{k}"] = (f"CenterFace, --detect_every {k}", run_clip(
+            video, official, os.path.join(workdir, f"out_kf_{k}.mp4"), model_flags=flags,
+            face=(*DETECT_FLAGS, "--detect_every", str(k), "--detect_min_face", str(min_face))))
+    for scale in (1.0, 0.5):  # S3FD's rows: the box run plus S3FD on the keyframes (see the docstring)
+        per_frame = detection_seconds_per_frame(workdir, scale=scale)
+        for k in every:
+            keyframes = len(range(0, box["frames"], k)) + (1 if (box["frames"] - 1) % k else 0)  # and the last frame
+            rows[f"s3fd{scale:g}_every{k}"] = (f"S3FD at scale {scale:g} (composed), --detect_every {k}",
+                                               dict(box, seconds=box["seconds"] + keyframes * per_frame))
+    # The 2-step rows keep the names of the figures recorded before the other samplers existed.
+    prefix = "student" if sampler == "student2" else sampler
     figures = {}
-    for name, r in runs.items():
+    for tag, (label, r) in rows.items():
         fps, outside = r["frames"] / r["seconds"], 1 - r["network_seconds"] / r["seconds"]
-        ratio = fps / (runs["box"]["frames"] / runs["box"]["seconds"])
-        label = "fixed --box" if name == "box" else f"CenterFace, --detect_every {name}"
+        ratio = fps / (box["frames"] / box["seconds"])
         print(f"official-size network, {sampler}, {label}: {fps:.3f} frames/s ({ratio:.3f}x the fixed box), "
               f"{outside:.1%} of the time outside the network")
-        tag = "box" if name == "box" else f"every{name}"
-        # The 2-step rows keep the names of the figures recorded before the other samplers existed.
-        prefix = "student" if sampler == "student2" else sampler
         figures[f"{prefix}_fps_{tag}"] = fps
         figures[f"{prefix}_outside_share_{tag}"] = outside
-        if name != "box":
+        if tag != "box":
             figures[f"{prefix}_fps_ratio_{tag}_vs_box"] = ratio
     return figures
 
