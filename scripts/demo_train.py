@@ -128,6 +128,8 @@ DEMO_TRAIN_OPTIONS = Options(
     Option("lift_proof", False, f"instead of the demo network, compare at {LIFT_SIZE} px the 64 px network upscaled, a "
            f"{LIFT_SIZE} px network from scratch and the 64 px network lifted and fine-tuned (docs/resolution.md#proof)"),
     Option("lift_steps", 300, "with --lift_proof: optimizer steps of the from-scratch and of the lifted network"),
+    Option("lift_lr", 1e-4, "with --lift_proof: learning rate of the lifted network's fine-tuning (the from-scratch network "
+           "takes the demo's); at the demo's 5e-4 both moved away from the real frames between 300 and 600 steps"),
     Option("speaker_proof", False, "instead of the demo network, fine-tune the exported one on one held-out speaker and score "
            "that speaker before and after (docs/training.md#one-speaker)"),
     Option("student_only", False, "run only step 5: distil the exported x0 network (in --export_dir) into the 2-step student, "
@@ -168,14 +170,17 @@ def train_syncnet(crops: str, work_dir: str, steps: int) -> str:
 
 
 def train_diff2lip(crops: str, out: str, expert: str, steps: int, lambdas: Dict[str, float],
-                   parameterization: str = "x0", init_from: str = "", network: Optional[List[str]] = None) -> str:
+                   parameterization: str = "x0", init_from: str = "", network: Optional[List[str]] = None,
+                   lr: Optional[float] = None) -> str:
     """Train the demo network of `parameterization`, or the one of the `network` flags (from
-    `init_from`'s weights if given); returns the path of its last checkpoint."""
+    `init_from`'s weights if given), at DIFF2LIP_TRAINING's learning rate unless `lr` is given;
+    returns the path of its last checkpoint."""
     init = ["--init_from", init_from] if init_from else []
     network = synthetic_demo.model_flags(parameterization) if network is None else network
     step(f"train Diff2Lip ({out})", [
         "train.py", "--data_root", crops, "--output_dir", out, "--sync_expert", expert, "--max_steps", str(steps),
-        "--resume", "True", *network, *init, *as_flags(DIFF2LIP_TRAINING), *as_flags(lambdas),
+        "--resume", "True", *network, *init, *as_flags({**DIFF2LIP_TRAINING, "lr": lr or DIFF2LIP_TRAINING["lr"]}),
+        *as_flags(lambdas),
     ])
     return os.path.join(out, f"checkpoint_{steps:07d}.pt")
 
@@ -246,7 +251,8 @@ def lift_proof(args, exported_x0: str, exported_expert: str) -> dict:
         network = ["--image_size", str(LIFT_SIZE)] if init else as_flags(
             {k: lifted[k] for k in synthetic_demo.DEMO_MODEL})
         checkpoint = train_diff2lip(crops, os.path.join(out, "lifted" if init else "scratch"), exported_expert,
-                                    args.lift_steps, DEMO_LOSSES, init_from=init, network=network)
+                                    args.lift_steps, DEMO_LOSSES, init_from=init, network=network,
+                                    lr=args.lift_lr if init else None)
         networks[row] = (checkpoint, time.perf_counter() - begun)
     rows = {}
     for row, (checkpoint, seconds) in networks.items():
@@ -255,7 +261,8 @@ def lift_proof(args, exported_x0: str, exported_expert: str) -> dict:
             "training_seconds": round(seconds, 1)}
         print(f"[demo-train] {LIFT_ROWS[row]}:\n{synthetic_demo.report(rows[LIFT_ROWS[row]])}", flush=True)
     atomic_write_json(os.path.join(args.work_dir, f"lift{LIFT_SIZE}.json"),
-                      {"steps": args.lift_steps, "timestep_respacing": args.timestep_respacing, "rows": rows})
+                      {"steps": args.lift_steps, "lifted_lr": args.lift_lr, "timestep_respacing": args.timestep_respacing,
+                       "rows": rows})
     print(f"\n{LIFT_SIZE} px crops, {args.lift_steps} steps for (b) and (c), sampled with {args.timestep_respacing} "
           f"({time.perf_counter() - started:.0f} s in all):\n")
     print(proof_table(rows))

@@ -114,6 +114,8 @@ def test_lift_proof_trains_b_from_scratch_and_c_lifted_and_scores_all_three(tmp_
     assert "--init_from" not in scratch and scratch[scratch.index("--channel_mult") + 1] == "1,1,2,2"
     assert scratch[scratch.index("--image_size") + 1] == "128" and scratch[scratch.index("--data_root") + 1] == "CROPS128"
     assert scratch[scratch.index("--max_steps") + 1] == "7"
+    # (b) from scratch at the demo's learning rate, (c) fine-tuned at --lift_lr (test below)
+    assert float(scratch[scratch.index("--lr") + 1]) == demo_train.DIFF2LIP_TRAINING["lr"]
     assert scratch[scratch.index("--sync_expert") + 1] == str(export / "syncnet64_synthetic.pt")
     # Scored: (a) the exported 64 px network, then (b) and (c)'s last checkpoints, each built from its file.
     work = tmp_path / "work" / "lift128"
@@ -129,11 +131,12 @@ def test_lift_proof_trains_b_from_scratch_and_c_lifted_and_scores_all_three(tmp_
 
 def test_lift_proof_lifts_the_exported_network(tmp_path, monkeypatch):
     recorded = []
-    monkeypatch.setattr(demo_train, "train_diff2lip", lambda crops, out, expert, steps, lambdas, init_from="", network=None:
-                        recorded.append((init_from, network)) or f"{out}/checkpoint_{steps:07d}.pt")
-    _recorded_proof(tmp_path, monkeypatch, "--lift_proof", "True")
-    (_, scratch), (init, lifted) = recorded
+    monkeypatch.setattr(demo_train, "train_diff2lip", lambda crops, out, expert, steps, lambdas, init_from="", network=None,
+                        lr=None: recorded.append((init_from, network, lr)) or f"{out}/checkpoint_{steps:07d}.pt")
+    _recorded_proof(tmp_path, monkeypatch, "--lift_proof", "True", "--lift_lr", "3e-5")
+    (_, scratch, scratch_lr), (init, lifted, lifted_lr) = recorded
     assert init == str(tmp_path / "export" / "diff2lip_synthetic64.pt") and lifted == ["--image_size", "128"]
+    assert (scratch_lr, lifted_lr) == (None, 3e-5)
     assert "--channel_mult" in scratch and "--init_from" not in scratch
 
 
