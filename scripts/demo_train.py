@@ -32,7 +32,8 @@ With `--lift_proof True` (make demo-lift: docs/resolution.md#proof), the trainin
 (a) the exported 64 px demo network, its output upscaled to the face; (b) its lifted architecture
 (`guided_diffusion/lift.py`) trained at 128 px from scratch for `--lift_steps`; (c) the exported 64
 px network lifted to 128 px (`train.py --init_from --image_size 128`) and fine-tuned for as many
-steps. Both trainings use the demo's settings and losses and the exported expert.
+steps. Both trainings use the demo's settings and losses and the exported expert; (c) at
+`--lift_lr`.
 With `--speaker_proof True` (make demo-speaker: docs/training.md#one-speaker), the exported 64 px
 network is fine-tuned on one speaker with `scripts.finetune_speaker` (SPEAKER: two minutes of new
 video of one of the demo's held-out identities) and scored on that speaker's held-out demo clip
