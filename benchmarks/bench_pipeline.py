@@ -363,10 +363,16 @@ def allocator(workdir: str, seconds: float = 10, rounds: int = 2) -> dict:
                 allocator_peak_rss_mb_kept=best[True]["peak_rss_mb"])
 
 
-def estimates(workdir: str, outside: Optional[float] = None) -> dict:
-    """S3FD and official-network costs per frame, and the share of time outside the network
-    (`outside`: seconds per frame outside the small network, from the longest clip run)."""
-    detect = {scale: detection_seconds_per_frame(workdir, scale=scale) for scale in (1.0, 0.5)}
+def s3fd_seconds_per_frame(workdir: str) -> dict:
+    """{scale: S3FD's seconds per 720p frame} at the released scale 1.0 and at 0.5, timed once for
+    the parts that need them (estimates, keyframes)."""
+    return {scale: detection_seconds_per_frame(workdir, scale=scale) for scale in (1.0, 0.5)}
+
+
+def estimates(workdir: str, detect: dict, outside: Optional[float] = None) -> dict:
+    """S3FD (`detect`: `s3fd_seconds_per_frame`) and official-network costs per frame, and the share
+    of time outside the network (`outside`: seconds per frame outside the small network, from the
+    longest clip run)."""
     network = official_network_seconds_per_frame()
     print(f"S3FD on 720p: {detect[1.0] * 1000:.0f} ms (--face_det_scale 1, released), {detect[0.5] * 1000:.0f} ms (0.5); "
           f"official network DDIM-25 (bf16): {network:.2f} s")
@@ -418,13 +424,14 @@ KEYFRAME_SAMPLERS = {
 }
 
 
-def keyframe_detection(workdir: str, seconds: float = 2.0, every: Sequence[int] = (1, 5), min_face: float = 0.0,
-                       sampler: str = "student2") -> dict:
+def keyframe_detection(workdir: str, s3fd: dict, seconds: float = 2.0, every: Sequence[int] = (1, 5),
+                       min_face: float = 0.0, sampler: str = "student2") -> dict:
     """End to end on the astronaut's 1280x720 clip with a network of the official size sampled as
     KEYFRAME_SAMPLERS[`sampler`] says (random weights in the released format): frames/s with a
     fixed `--box` against CenterFace at each `--detect_every` (default scale: 1.0 at 720p), each in
     a fresh process, and the share of the time outside the network; S3FD's rows composed from the
-    box run and S3FD's own time per keyframe (the module docstring says why)."""
+    box run and S3FD's own time per keyframe (`s3fd`: `s3fd_seconds_per_frame`; the module
+    docstring says why)."""
     from face_detection import CenterFaceDetector
     from guided_diffusion.script_util import tfg_create_model_and_diffusion
 
@@ -444,8 +451,7 @@ def keyframe_detection(workdir: str, seconds: float = 2.0, every: Sequence[int] 
         rows[f"every{k}"] = (f"CenterFace, --detect_every {k}", run_clip(
             video, official, os.path.join(workdir, f"out_kf_{k}.mp4"), model_flags=flags,
             face=(*DETECT_FLAGS, "--detect_every", str(k), "--detect_min_face", str(min_face))))
-    for scale in (1.0, 0.5):  # S3FD's rows: the box run plus S3FD on the keyframes (see the docstring)
-        per_frame = detection_seconds_per_frame(workdir, scale=scale)
+    for scale, per_frame in s3fd.items():  # S3FD's rows: the box run plus S3FD on the keyframes
         for k in every:
             keyframes = len(range(0, box["frames"], k)) + (1 if (box["frames"] - 1) % k else 0)  # and the last frame
             rows[f"s3fd{scale:g}_every{k}"] = (f"S3FD at scale {scale:g} (composed), --detect_every {k}",
@@ -499,6 +505,13 @@ def main():
     checkpoint = os.path.join(args.workdir, "tiny.pt")
     torch.save(model.state_dict(), checkpoint)
 
+    s3fd: dict = {}
+
+    def s3fd_timings() -> dict:  # S3FD timed on first use, then shared by the parts
+        if not s3fd:
+            s3fd.update(s3fd_seconds_per_frame(args.workdir))
+        return s3fd
+
     figures = {}
     runs = {}
     for seconds in args.durations if "clips" in args.parts else []:
@@ -536,9 +549,9 @@ def main():
         figures.update(overlap(args.workdir, checkpoint))
     if "keyframes" in args.parts:
         for sampler in args.keyframes_sampler:
-            figures.update(keyframe_detection(args.workdir, every=args.detect_every, sampler=sampler))
+            figures.update(keyframe_detection(args.workdir, s3fd_timings(), every=args.detect_every, sampler=sampler))
     if "estimates" in args.parts:
-        figures.update(estimates(args.workdir, runs[max(runs)]["outside_per_frame"] if runs else None))
+        figures.update(estimates(args.workdir, s3fd_timings(), runs[max(runs)]["outside_per_frame"] if runs else None))
     for name, value in figures.items():
         print(f"{name}={value:.4g}")
 
