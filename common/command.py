@@ -19,7 +19,7 @@ import threading
 from typing import Callable, Iterator, Sequence
 
 from common.allocator import keep_freed_memory
-from common.errors import Diff2LipError, DiskFullError
+from common.errors import Diff2LipError, DiskFullError, ReportedError
 from common.files import disk_full_error, is_disk_full
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -73,7 +73,8 @@ def run_command(body: Callable[[], int]) -> int:
         with stop_signals():
             return body()
     except Diff2LipError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if not isinstance(exc, ReportedError):
+            print(f"error: {exc}", file=sys.stderr)
         return 1
     except Interrupted as exc:
         _drop_background_work()

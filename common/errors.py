@@ -19,3 +19,10 @@ class MediaError(Diff2LipError):
 
 class DiskFullError(Diff2LipError):
     """A write failed for lack of space (a full disk, a quota, a file-size limit)."""
+
+
+class ReportedError(Diff2LipError):
+    """A `Diff2LipError` whose `error:` line has been printed already: every rank of a distributed
+    run prints its own before they wait for each other and exit together (the first rank to exit
+    makes torchrun stop the rest, which may not have printed yet). Entry points exit 1 without
+    printing it again."""

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol
 import torch
 
 from common.command import run_command
-from common.errors import Diff2LipError
+from common.errors import Diff2LipError, ReportedError
 from common.flags import Option, at_least
 from guided_diffusion import dist_util, logger
 from training.checkpoints import save_checkpoint
@@ -108,7 +108,7 @@ class LoopPolicy:
 
 def save(task: TrainingTask, policy: LoopPolicy, step: int) -> None:
     """Rank 0 writes the task's checkpoint for `step` atomically and prunes to the newest `keep`.
-    When it cannot (a full disk), every rank raises its one-line error."""
+    When it cannot (a full disk), every rank ends with its one-line error."""
     state = task.checkpoint(step)
     failed = None
     if dist_util.is_main_process():
@@ -118,11 +118,19 @@ def save(task: TrainingTask, policy: LoopPolicy, step: int) -> None:
         except Exception as exc:  # noqa: BLE001 - raised below, on every rank
             failed = exc
     if dist_util.world_size() > 1:
-        # Every rank learns whether rank 0 wrote: the others would wait at the next collective
-        # for a rank that has gone.
-        message = dist_util.broadcast_object(None if failed is None else str(failed))
-        if message is not None and failed is None:
-            failed = Diff2LipError(message)
+        # Every rank learns whether rank 0 wrote, and whether its error is a line or a bug: the
+        # others would wait at the next collective for a rank that has gone.
+        told = dist_util.broadcast_object(None if failed is None else (str(failed), isinstance(failed, Diff2LipError)))
+        if told is not None:
+            message, is_line = told
+            if is_line:
+                # Each rank prints its line before any exits: the first to exit makes torchrun
+                # stop the others, which may not have printed theirs yet.
+                print(f"error: {message}", file=sys.stderr, flush=True)
+                dist_util.barrier()
+                raise ReportedError(message) from failed
+            if failed is None:
+                failed = Diff2LipError(f"rank 0 could not write the checkpoint of step {step} ({message})")
     if failed is not None:
         raise failed
     dist_util.barrier()

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from common.command import Interrupted, check_output_folder, check_outputs, run_command, sigterm_unwinds, stop_signals
-from common.errors import Diff2LipError, MediaError
+from common.errors import Diff2LipError, MediaError, ReportedError
 from launchers import REPO_ROOT
 
 
@@ -20,6 +20,15 @@ def test_bad_input_is_one_error_line_and_exit_code_1(capsys):
 
     assert run_command(body) == 1
     assert capsys.readouterr().err == "error: video 'x.mp4' has no video stream; give a video file\n"
+
+
+def test_an_error_whose_line_was_printed_already_exits_1_without_a_second_line(capsys):
+    def body() -> int:
+        print("error: no space left on the disk of 'run'", file=sys.stderr)  # as each rank prints it
+        raise ReportedError("no space left on the disk of 'run'")
+
+    assert run_command(body) == 1
+    assert capsys.readouterr().err == "error: no space left on the disk of 'run'\n"
 
 
 def test_the_body_exit_code_passes_through():
