@@ -55,6 +55,10 @@ import sys
 import time
 from typing import Dict, List, Optional
 
+if __package__ in (None, ""):
+    # Run as `python scripts/demo_train.py`: Python put scripts/ on the path; the packages live one up.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from common.command import run_command
 from common.errors import Diff2LipError
 from common.files import atomic_write_json, atomic_write_text
@@ -180,7 +184,7 @@ def train_diff2lip(crops: str, out: str, expert: str, steps: int, lambdas: Dict[
     network = synthetic_demo.model_flags(parameterization) if network is None else network
     step(f"train Diff2Lip ({out})", [
         "train.py", "--data_root", crops, "--output_dir", out, "--sync_expert", expert, "--max_steps", str(steps),
-        "--resume", "True", *network, *init, *as_flags({**DIFF2LIP_TRAINING, "lr": lr or DIFF2LIP_TRAINING["lr"]}),
+        "--resume", "True", *network, *init, *as_flags({**DIFF2LIP_TRAINING, "lr": DIFF2LIP_TRAINING["lr"] if lr is None else lr}),
         *as_flags(lambdas),
     ])
     return os.path.join(out, f"checkpoint_{steps:07d}.pt")

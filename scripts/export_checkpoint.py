@@ -23,6 +23,10 @@ import os
 import sys
 from typing import List, Optional
 
+if __package__ in (None, ""):
+    # Run as `python scripts/export_checkpoint.py`: Python put scripts/ on the path; the packages live one up.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from common.command import run_command
 from common.errors import Diff2LipError
 from common.flags import Option, Options, create_argparser

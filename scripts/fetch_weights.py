@@ -35,6 +35,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+if __package__ in (None, ""):
+    # Run as `python scripts/fetch_weights.py`: Python put scripts/ on the path; the packages live one up.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from common.command import Interrupted, run_command
 from common.errors import Diff2LipError
 from common.progress import Progress

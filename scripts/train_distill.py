@@ -22,6 +22,10 @@ import os
 import sys
 from typing import List, Optional
 
+if __package__ in (None, ""):
+    # Run as `python scripts/train_distill.py`: Python put scripts/ on the path; the packages live one up.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 import torch
 
 from common.errors import Diff2LipError

@@ -14,8 +14,13 @@ scripts.train_syncnet --help` lists every flag; the checkpoints load with
 `training.syncnet.load_sync_expert`.
 """
 
+import os
 import sys
 from typing import Optional, Sequence
+
+if __package__ in (None, ""):
+    # Run as `python scripts/train_syncnet.py`: Python put scripts/ on the path; the packages live one up.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from guided_diffusion import dist_util
 from training.loop import run_training

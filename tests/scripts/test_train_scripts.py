@@ -40,3 +40,13 @@ def test_train_script_trains_checkpoints_resumes_and_logs(tmp_path):
     assert {"simple", "l2", "sync", "gan", "disc", "mse", "vb", "total"} <= set(rows[0].split(","))
     assert len(rows) == 5  # steps 1..4, the history continued across the resume
     assert (out / "preview_0000004.png").exists()
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO_ROOT / "scripts").glob("*.py")
+                                        if "__main__" in p.read_text()))
+def test_every_script_runs_as_a_module_and_as_a_file(name):
+    """`python -m scripts.NAME` (the docs' form) and `python scripts/NAME.py` both reach the parser
+    (a file run once failed on importing our packages, with a traceback)."""
+    for how in (["-m", f"scripts.{name}"], [f"scripts/{name}.py"]):
+        done = subprocess.run([sys.executable, *how, "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "usage:" in done.stdout, (how, done.stderr[-500:])
