@@ -93,6 +93,9 @@ TRAIN_OPTIONS = Options(
            "included); a worker group that torchrun --max-restarts brings back does so by itself"),
     Option("init_from", "", "start from these network weights (e.g. the released checkpoint.pt) for fine-tuning; with "
            "--image_size twice the file's, the network is lifted to that size (docs/resolution.md)"),
+    Option("freeze_carried_steps", 0, "with a lift (--init_from a network at half --image_size): for the first N steps "
+           "only the lifted network's new tensors learn and the ones carried from the file stay as they are, then all "
+           "learn (0: all from the start; docs/resolution.md)", at_least(0)),
     Option("seed", 0, "seed of the initial weights, the data order and the diffusion noise", at_least(0)),
     Option("num_workers", 2, "data-loading worker processes per training process", at_least(0)),
     MAX_NONFINITE,
@@ -198,6 +201,7 @@ class Diff2LipTask:
         self.scaler, self.generator, self.batches, self.forward = scaler, generator, batches, forward
         self.preview, self.device = preview, device
         self.train_model, self.train_disc = model, discriminator
+        self.frozen: List[torch.nn.Parameter] = []  # learn only from step --freeze_carried_steps on
 
     def distribute(self) -> None:
         """Wrap the networks that learn in DDP (it broadcasts rank 0's weights now)."""
@@ -234,6 +238,11 @@ class Diff2LipTask:
             opt.zero_grad(set_to_none=True)
             return False
         self.scaler.unscale_(opt)
+        if step < args.freeze_carried_steps:
+            # A parameter without a gradient is left alone by the optimizer, its moments included:
+            # the carried tensors start learning afresh when the new level has caught up.
+            for p in self.frozen:
+                p.grad = None
         if args.grad_clip > 0:
             logger.logkv_mean("grad_norm", torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_clip).item())
         self.scaler.step(opt)
@@ -322,8 +331,10 @@ def train(args, objective=None):
         flags = args_to_dict(args, tfg_model_and_diffusion_defaults())
         flags["timestep_respacing"] = ""  # training uses every step
         model, diffusion = tfg_create_model_and_diffusion(**flags)
-        if args.init_from:
-            init_weights(model, args.init_from)  # lifted when the file's network is half --image_size
+        lift = init_weights(model, args.init_from) if args.init_from else None  # a lift: the file is half --image_size
+        if args.freeze_carried_steps and lift is None:
+            raise Diff2LipError(f"--freeze_carried_steps {args.freeze_carried_steps} freezes what a lift carried; give "
+                                f"--init_from a network at half --image_size {args.image_size}, or drop the flag")
         model.to(device)
         ema = copy.deepcopy(model).requires_grad_(False)
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -337,6 +348,9 @@ def train(args, objective=None):
         generator = torch.Generator().manual_seed(args.seed * 1009 + rank)
         task = Diff2LipTask(args, model, ema, opt, diffusion, losses, weights, discriminator, disc_opt, scaler,
                             generator, None, forward, None, device)
+        if args.freeze_carried_steps:
+            carried = set(lift.carried.values())
+            task.frozen = [p for name, p in model.named_parameters() if name in carried]
 
         step = 0
         resumed = resume_checkpoint(args.output_dir, args.resume, required=("model", "ema", "opt", "step", "rng"))

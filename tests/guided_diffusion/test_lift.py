@@ -155,6 +155,37 @@ def test_train_py_lifts_a_network_file_and_trains(root64, tmp_path, capsys):
     assert "--channel_mult 1,2,2 cannot hold the 32 px network" in err and len(err.strip().splitlines()) == 1
 
 
+def test_freeze_carried_steps_trains_only_the_new_level_then_all(root64, tmp_path, capsys):
+    """--freeze_carried_steps 2: after 2 steps at lr 1e-3 every carried tensor is the file's byte
+    for byte and the new level has learnt; resumed to step 3, the carried tensors learn too. Without
+    a lift the flag is one line."""
+    from guided_diffusion.checkpoint_format import network_flags, save_network
+
+    small = small_network()
+    init = tmp_path / "small32.pt"
+    save_network(str(init), small.state_dict(), network_flags(SMALL))
+    mapping = key_map(list(small.state_dict()), 1)
+    run = tmp_path / "run"
+    frozen = lift_args(root64, run, init, "--lr", "1e-3", "--warmup_steps", "0", "--freeze_carried_steps", "2",
+                       "--resume", "True", "--keep", "0")
+    assert train.main([*frozen, "--max_steps", "2"]) == 0
+    two = torch.load(run / "checkpoint_0000002.pt", weights_only=True)["model"]
+    assert all(torch.equal(two[mapping[k]], v) for k, v in small.state_dict().items())
+    new = set(two) - set(mapping.values())
+    assert any(not torch.equal(two[k], torch.zeros_like(two[k])) for k in new if "out_layers.3" in k)  # zero-initialised, now learnt
+
+    assert train.main([*frozen, "--max_steps", "3"]) == 0
+    three = torch.load(run / "checkpoint_0000003.pt", weights_only=True)["model"]
+    moved = [k for k, v in small.state_dict().items() if v.is_floating_point() and not torch.equal(three[mapping[k]], v)]
+    assert len(moved) > 0.9 * len(mapping), f"{len(moved)} of {len(mapping)} carried tensors learnt at step 3"
+
+    capsys.readouterr()
+    same_size = run / "checkpoint_0000003.pt"  # a 64 px network fine-tuned at 64 px: nothing is lifted
+    assert train.main(lift_args(root64, tmp_path / "d", same_size, "--max_steps", "1", "--freeze_carried_steps", "5")) == 1
+    err = capsys.readouterr().err
+    assert "--freeze_carried_steps 5 freezes what a lift carried" in err and len(err.strip().splitlines()) == 1
+
+
 def test_a_512_px_network_trains_a_step_and_samples():
     """The released 512 px levels (1, 1, 2, 2, 4, 4) at a quarter of the width, one frame: a
     diffusion loss step has every parameter in its graph, and a 2-step DDIM sample comes out whole (the
