@@ -64,6 +64,11 @@ def stop_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def print_error(message: str) -> None:
+    """The one `error:` line a command ends with, on stderr, flushed (a rank may be stopped right after)."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
 def run_command(body: Callable[[], int]) -> int:
     """Run a command's `body` and return its exit code: a `Diff2LipError` is printed as one
     `error:` line (1); a stop signal is one line saying so (128 + signal). A command keeps the
@@ -74,7 +79,7 @@ def run_command(body: Callable[[], int]) -> int:
             return body()
     except Diff2LipError as exc:
         if not isinstance(exc, ReportedError):
-            print(f"error: {exc}", file=sys.stderr)
+            print_error(str(exc))
         return 1
     except Interrupted as exc:
         _drop_background_work()
@@ -85,7 +90,7 @@ def run_command(body: Callable[[], int]) -> int:
         # own file) still ends in one line when the disk is full, not a traceback.
         if not is_disk_full(exc):
             raise
-        print(f"error: {_disk_full_message(exc)}", file=sys.stderr)
+        print_error(_disk_full_message(exc))
         return 1
 
 

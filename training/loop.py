@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol
 
 import torch
 
-from common.command import run_command
+from common.command import print_error, run_command
 from common.errors import Diff2LipError, ReportedError
 from common.flags import Option, at_least
 from guided_diffusion import dist_util, logger
@@ -126,7 +126,7 @@ def save(task: TrainingTask, policy: LoopPolicy, step: int) -> None:
             if is_line:
                 # Each rank prints its line before any exits: the first to exit makes torchrun
                 # stop the others, which may not have printed theirs yet.
-                print(f"error: {message}", file=sys.stderr, flush=True)
+                print_error(message)
                 dist_util.barrier()
                 raise ReportedError(message) from failed
             if failed is None:
